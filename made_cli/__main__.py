@@ -1,0 +1,5 @@
+"""python -m made_cli: the same as the `made` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,279 @@
+"""Typed, frozen configuration: YAML (safe_load) <-> dataclasses, dotted overrides, clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from .degrees import HiddenDegrees, Ordering
+from .errors import UsageError
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "config_to_yaml",
+    "load_config",
+]
+
+DatasetName = Literal["binarized_mnist", "mnist", "fashion_mnist", "npz", "synthetic"]
+Binarize = Literal["dynamic", "static", "threshold"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: DatasetName = "binarized_mnist"
+    root: str | None = None  # else $MADE_DATA_DIR, else ~/.cache/made
+    path: str | None = None  # npz only: the file
+    binarize: Binarize = "static"  # mnist, fashion_mnist: how grey levels become bits
+    features: int = 12  # synthetic only: dimensions
+    size: int = 5000  # synthetic only: training rows (validation and test get a fifth each)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: Literal["made"] = "made"
+    hidden: tuple[int, ...] = (500,)
+    ordering: Ordering = "natural"
+    hidden_degrees: HiddenDegrees = "random"
+    num_masks: int = 1
+    direct: bool = True  # direct input-output connections
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 100
+    lr: float = 1.0e-3
+    weight_decay: float = 0.0
+    patience: int = 30  # epochs without a better validation NLL before stopping
+    eval_batch_size: int = 1000
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "made"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+_POSITIVE = {
+    "data.features",
+    "data.size",
+    "model.num_masks",
+    "train.epochs",
+    "train.batch_size",
+    "train.patience",
+    "train.eval_batch_size",
+}
+
+
+def _validate(cfg: Config) -> None:
+    flat = _flatten(config_to_dict(cfg))
+    for key in _POSITIVE:
+        if flat[key] < 1:
+            raise UsageError(f"{key} must be at least 1 (got {flat[key]})")
+    if any(h < 1 for h in cfg.model.hidden):
+        raise UsageError(f"model.hidden sizes must be at least 1 (got {list(cfg.model.hidden)})")
+    if cfg.train.lr <= 0:
+        raise UsageError(f"train.lr must be positive (got {cfg.train.lr})")
+    if cfg.train.weight_decay < 0:
+        raise UsageError(f"train.weight_decay must be >= 0 (got {cfg.train.weight_decay})")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name):
+        raise UsageError(f"name may use letters, digits, '_', '.', '-' only (got {cfg.name!r})")
+    if cfg.data.name == "npz" and not cfg.data.path:
+        raise UsageError("data.path must name the .npz file when data.name is npz")
+    if (
+        cfg.model.num_masks > 1
+        and cfg.model.ordering != "random"
+        and cfg.model.hidden_degrees != "random"
+    ):
+        raise UsageError(
+            "model.num_masks > 1 needs model.ordering: random or model.hidden_degrees: random "
+            "(otherwise every mask is the same)"
+        )
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    if origin is tuple:
+        return "a list of integers"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, "null" if tp is type(None) else str(tp)
+    )
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    bad = UsageError(f"{key} must be {_type_name(tp)} (got {value!r})")
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except UsageError:
+                continue
+        raise bad
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin is tuple:
+        items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(items, (list, tuple)):
+            raise bad
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            raise bad
+        return tuple(items)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported config type {tp} for {key}")
+
+
+T = TypeVar("T")
+
+
+def _from_mapping(cls: type[T], mapping: Any, prefix: str) -> T:
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, Mapping):
+        raise UsageError(f"{prefix.rstrip('.') or 'the config'} must be a mapping of keys")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    for key in mapping:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise UsageError(f"unknown key '{prefix}{key}'{hint}")
+    kwargs = {}
+    for name in names:
+        if name not in mapping:
+            continue
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _from_mapping(tp, mapping[name], f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(mapping[name], tp, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """Build and validate a Config from plain data; raises UsageError with the key at fault."""
+    cfg = _from_mapping(Config, data, "")
+    _validate(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain data (lists, not tuples) that round-trips through YAML and checkpoints."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise UsageError(f"{where}: malformed YAML: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"{source}: malformed YAML: {e}") from None
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise UsageError(f"override {override!r} must look like key.subkey=value")
+    value = _parse_yaml(raw, f"override {key}") if raw else None
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UsageError(f"override {key}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
+    data: Any = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UsageError(f"config file not found: {p}")
+        try:
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read config {p}: {e}") from None
+        data = _parse_yaml(text, str(p))
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise UsageError(f"{p}: the config must be a mapping of keys, not {type(data).__name__}")
+    for override in overrides:
+        _apply_override(data, override)
+    return config_from_dict(data)

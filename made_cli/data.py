@@ -1,0 +1,242 @@
+"""Datasets as compact tensors: binarized MNIST (.amat), torchvision's MNIST family, .npz, synthetic."""
+
+from __future__ import annotations
+
+import math
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import DataConfig
+from .errors import UsageError
+
+__all__ = [
+    "BINARIZED_MNIST_URL",
+    "Dataset",
+    "data_root",
+    "dataset_features",
+    "load_dataset",
+    "read_amat",
+    "synthetic_distribution",
+    "synthetic_entropy",
+    "synthetic_log_prob",
+]
+
+BINARIZED_MNIST_URL = (
+    "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+    "binarized_mnist_{split}.amat"
+)
+MNIST_PIXELS = 784
+_DATA_SEED = 0  # static binarization and synthetic data are properties of the data, not the run
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Three splits as float32 (N, D) tensors of 0/1, the image shape if any.
+
+    With ``dynamic`` the training rows hold grey levels in [0, 1] and each batch is binarized
+    afresh (validation and test stay fixed).
+    """
+
+    train: torch.Tensor
+    valid: torch.Tensor
+    test: torch.Tensor
+    image_shape: tuple[int, int] | None
+    dynamic: bool = False
+
+    @property
+    def features(self) -> int:
+        return self.train.shape[1]
+
+    def split(self, name: str) -> torch.Tensor:
+        if name not in ("train", "valid", "test"):
+            raise UsageError(f"unknown split {name!r}: use train, valid or test")
+        data = getattr(self, name)
+        if name == "train" and self.dynamic:
+            return torch.bernoulli(data, generator=torch.Generator().manual_seed(_DATA_SEED))
+        return data
+
+
+def data_root(cfg: DataConfig) -> Path:
+    """The config's data.root, else $MADE_DATA_DIR, else ~/.cache/made."""
+    root = cfg.root or os.environ.get("MADE_DATA_DIR") or "~/.cache/made"
+    return Path(root).expanduser()
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """Load (downloading if needed) the dataset a config names."""
+    if cfg.name == "binarized_mnist":
+        return _binarized_mnist(data_root(cfg))
+    if cfg.name in ("mnist", "fashion_mnist"):
+        return _torchvision(cfg.name, data_root(cfg), cfg.binarize)
+    if cfg.name == "npz":
+        assert cfg.path is not None  # checked by the config
+        return _npz(Path(cfg.path).expanduser())
+    if cfg.name == "synthetic":
+        return _synthetic(cfg.features, cfg.size)
+    raise UsageError(f"unknown dataset {cfg.name!r}")
+
+
+def dataset_features(cfg: DataConfig) -> int:
+    """Dimensions of a dataset, without loading it when the name alone says."""
+    if cfg.name in ("binarized_mnist", "mnist", "fashion_mnist"):
+        return MNIST_PIXELS
+    if cfg.name == "synthetic":
+        return cfg.features
+    return load_dataset(cfg).features
+
+
+# -- binarized MNIST (Larochelle & Murray 2011) -----------------------------------------------
+def _download(url: str, dest: Path) -> None:
+    from tqdm import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (fixed http(s) URL)
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with open(tmp, "wb") as f, tqdm(
+            total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}"
+        ) as bar:
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
+                bar.update(len(chunk))
+    os.replace(tmp, dest)
+
+
+def read_amat(path: Path, features: int = MNIST_PIXELS) -> torch.Tensor:
+    """Parse a Larochelle .amat file (rows of '0'/'1' separated by spaces) fast, with checks."""
+    raw = np.fromfile(path, dtype=np.uint8)
+    is_bit = (raw == ord("0")) | (raw == ord("1"))
+    is_space = (raw == ord(" ")) | (raw == ord("\n")) | (raw == ord("\r"))
+    if not np.all(is_bit | is_space):
+        raise UsageError(f"corrupt .amat file {path}: characters other than 0, 1 and spaces")
+    bits = raw[is_bit] - ord("0")
+    rows = int(np.count_nonzero(raw == ord("\n"))) + (1 if raw.size and raw[-1] != ord("\n") else 0)
+    if rows == 0 or bits.size != rows * features:
+        raise UsageError(
+            f"corrupt .amat file {path}: {bits.size} values on {rows} lines, "
+            f"expected {features} per line"
+        )
+    return torch.from_numpy(bits.reshape(rows, features).astype(np.float32))
+
+
+def _binarized_mnist(root: Path) -> Dataset:
+    folder = root / "binarized_mnist"
+    splits = {}
+    for split in ("train", "valid", "test"):
+        path = folder / f"binarized_mnist_{split}.amat"
+        if not path.exists():
+            url = BINARIZED_MNIST_URL.format(split=split)
+            try:
+                _download(url, path)
+            except OSError as e:
+                raise UsageError(
+                    f"binarized MNIST is not in {folder} and could not be downloaded ({e}); "
+                    f"put binarized_mnist_{{train,valid,test}}.amat there or set MADE_DATA_DIR"
+                ) from None
+        splits[split] = read_amat(path)
+    return Dataset(**splits, image_shape=(28, 28))
+
+
+# -- grey MNIST and Fashion-MNIST through torchvision -----------------------------------------
+def _torchvision(name: str, root: Path, binarize: str) -> Dataset:
+    import torchvision
+
+    cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
+    try:
+        train = cls(str(root), train=True, download=True).data
+        test = cls(str(root), train=False, download=True).data
+    except (RuntimeError, OSError, ValueError) as e:
+        raise UsageError(
+            f"{name} could not be read or downloaded under {root / cls.__name__ / 'raw'} ({e}); "
+            "put the IDX files there or set MADE_DATA_DIR"
+        ) from None
+    grey = [t.reshape(t.shape[0], -1).float() / 255.0 for t in (train[:50000], train[50000:], test)]
+    generator = torch.Generator().manual_seed(_DATA_SEED)
+    if binarize == "threshold":
+        bits = [(g > 0.5).float() for g in grey]
+        return Dataset(*bits, image_shape=(28, 28))
+    fixed = [torch.bernoulli(g, generator=generator) for g in grey]
+    if binarize == "static":
+        return Dataset(*fixed, image_shape=(28, 28))
+    return Dataset(grey[0], fixed[1], fixed[2], image_shape=(28, 28), dynamic=True)
+
+
+def _square_shape(features: int) -> tuple[int, int] | None:
+    """Square images are shown as pictures; anything else is kept as raw arrays only."""
+    side = math.isqrt(features)
+    return (side, side) if side * side == features and features >= 16 else None
+
+
+# -- user data -------------------------------------------------------------------------------
+def _npz(path: Path) -> Dataset:
+    if not path.is_file():
+        raise UsageError(f"data file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: np.asarray(f[k]) for k in f.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise UsageError(f"cannot read {path} as .npz: {e}") from None
+    for key in ("train", "test"):
+        if key not in arrays:
+            raise UsageError(f"{path} has no array '{key}' (it needs train, test and optionally valid)")
+    if "valid" not in arrays:  # hold out the last tenth of train
+        n = arrays["train"].shape[0] if arrays["train"].ndim else 0
+        cut = n - max(1, n // 10)
+        arrays["valid"], arrays["train"] = arrays["train"][cut:], arrays["train"][:cut]
+    splits = {}
+    for key in ("train", "valid", "test"):
+        a = arrays[key]
+        if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+            raise UsageError(f"{path}: '{key}' must be a non-empty (N, D) array, got shape {a.shape}")
+        if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
+            raise UsageError(f"{path}: '{key}' must be numeric, got {a.dtype}")
+        if not np.isin(a, (0, 1)).all():
+            raise UsageError(
+                f"{path}: '{key}' holds values other than 0 and 1; a Bernoulli MADE needs binary data"
+            )
+        splits[key] = torch.from_numpy(a.astype(np.float32))
+    dims = {t.shape[1] for t in splits.values()}
+    if len(dims) != 1:
+        raise UsageError(f"{path}: train, valid and test have different widths {sorted(dims)}")
+    return Dataset(**splits, image_shape=_square_shape(dims.pop()))
+
+
+# -- synthetic data with an exactly known distribution ------------------------------------------
+def synthetic_distribution(features: int, components: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """The synthetic set's law, a mixture of products: (weights (C,), probabilities (C, D))."""
+    g = torch.Generator().manual_seed(_DATA_SEED)
+    weights = torch.softmax(torch.randn(components, generator=g, dtype=torch.float64), 0)
+    probs = torch.sigmoid(3.0 * torch.randn(components, features, generator=g, dtype=torch.float64))
+    return weights, probs
+
+
+def synthetic_log_prob(x: torch.Tensor, weights: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """Exact log p(x) (B,) under the mixture of products."""
+    x = x.to(probs.dtype)
+    per = x[:, None, :] * probs.log() + (1 - x[:, None, :]) * (1 - probs).log()  # (B, C, D)
+    return torch.logsumexp(per.sum(-1) + weights.log(), dim=1)
+
+
+def _synthetic(features: int, size: int) -> Dataset:
+    weights, probs = synthetic_distribution(features)
+    g = torch.Generator().manual_seed(_DATA_SEED + 1)
+    n = size + 2 * max(1, size // 5)
+    comp = torch.multinomial(weights, n, replacement=True, generator=g)
+    x = torch.bernoulli(probs[comp], generator=g).float()
+    v = max(1, size // 5)
+    return Dataset(x[:size], x[size : size + v], x[size + v :], image_shape=_square_shape(features))
+
+
+def synthetic_entropy(features: int) -> float:
+    """Exact entropy in nats of the synthetic law, by enumerating all 2^D inputs (D <= 20)."""
+    if features > 20:
+        raise ValueError("the exact entropy is computed for at most 20 features")
+    weights, probs = synthetic_distribution(features)
+    bits = (torch.arange(2**features)[:, None] >> torch.arange(features)) & 1
+    logp = synthetic_log_prob(bits.double(), weights, probs)
+    return float(-(logp.exp() * logp).sum())

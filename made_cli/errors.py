@@ -1,0 +1,23 @@
+"""The one domain exception family, turned into an exit code and one line at the CLI boundary."""
+
+from __future__ import annotations
+
+__all__ = ["CheckFailed", "MadeError", "UsageError"]
+
+
+class MadeError(Exception):
+    """A failure the user should read as one line; ``exit_code`` is what the command returns."""
+
+    exit_code = 1
+
+
+class UsageError(MadeError):
+    """Bad usage, config or input: missing files or runs, wrong types, unreadable data."""
+
+    exit_code = 2
+
+
+class CheckFailed(MadeError):
+    """A check (such as verify-ar) ran and found a violation."""
+
+    exit_code = 1

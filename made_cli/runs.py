@@ -1,0 +1,182 @@
+"""Run directories: atomic writes, checkpoints that load with weights_only=True, finding runs."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config, config_from_dict, config_to_yaml
+from .errors import UsageError
+from .models import MADEModel, build_model
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Run",
+    "RunLog",
+    "append_jsonl",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "checkpoint_bytes",
+    "find_runs",
+    "load_checkpoint",
+    "load_run",
+    "new_run_dir",
+    "resolve_run",
+    "write_config",
+]
+
+CHECKPOINT_FORMAT = 1
+RUNS_DIR = Path("runs")
+
+
+# -- atomic writes ---------------------------------------------------------------------------
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def checkpoint_bytes(state: dict[str, Any]) -> bytes:
+    """Serialise a checkpoint once, so the same bytes can go to last.pt and best.pt."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with weights_only=True: tensors and plain values, no code is unpickled."""
+    if not path.is_file():
+        raise UsageError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"corrupt or unsafe checkpoint {path}: {first}") from None
+    if not isinstance(state, dict) or state.get("format_version") != CHECKPOINT_FORMAT:
+        raise UsageError(f"{path} is not a made checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+# -- run directories -------------------------------------------------------------------------
+def new_run_dir(name: str, parent: Path = RUNS_DIR) -> Path:
+    """A fresh ``<parent>/<name>-<timestamp>`` directory (suffixed if that second is taken)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1000):
+        path = parent / (f"{name}-{stamp}" + (f"-{i}" if i else ""))
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise UsageError(f"cannot create a run directory under {parent}")
+
+
+def find_runs(parent: Path = RUNS_DIR) -> list[Path]:
+    """Run directories under ``parent``, oldest first (by when their config was written)."""
+    if not parent.is_dir():
+        return []
+    runs = [p for p in parent.iterdir() if (p / "config.yaml").is_file()]
+    return sorted(runs, key=lambda p: ((p / "config.yaml").stat().st_mtime_ns, p.name))
+
+
+def resolve_run(run: str | Path | None, parent: Path = RUNS_DIR) -> Path:
+    """The run directory a user named, or the newest under ./runs when they named none."""
+    if run is None:
+        runs = find_runs(parent)
+        if not runs:
+            raise UsageError(f"no runs under {parent}/; train one first with: made train CONFIG")
+        return runs[-1]
+    path = Path(run)
+    if path.is_file() and path.suffix == ".pt":
+        return path.parent.parent
+    if not path.is_dir():
+        raise UsageError(f"run not found: {path}")
+    if not (path / "config.yaml").is_file():
+        raise UsageError(f"{path} is not a run directory (no config.yaml)")
+    return path
+
+
+@dataclass
+class Run:
+    """A trained model with the config and data facts it was trained with."""
+
+    dir: Path
+    config: Config
+    model: MADEModel
+    checkpoint: dict[str, Any]
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        shape = self.checkpoint.get("image_shape")
+        return tuple(shape) if shape else None  # type: ignore[return-value]
+
+
+def load_run(
+    path: str | Path | None = None, which: str = "best", device: str | torch.device = "cpu"
+) -> Run:
+    """Load a run directory (its best checkpoint, else last) or a checkpoint file."""
+    p = Path(path) if path is not None else None
+    if p is not None and p.is_file() and p.suffix == ".pt":
+        ckpt_path, run_dir = p, p.parent.parent
+    else:
+        run_dir = resolve_run(p)
+        ckpt_path = run_dir / "checkpoints" / f"{which}.pt"
+        if not ckpt_path.exists() and which == "best":
+            ckpt_path = run_dir / "checkpoints" / "last.pt"
+    state = load_checkpoint(ckpt_path, map_location=device)
+    config = config_from_dict(state["config"])
+    model = build_model(config, int(state["features"]))
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        raise UsageError(f"{ckpt_path} does not match its config: {str(e).splitlines()[0]}") from None
+    model.to(device).eval()
+    return Run(dir=run_dir, config=config, model=model, checkpoint=state)
+
+
+def write_config(run_dir: Path, config: Config) -> None:
+    atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
+
+
+class RunLog:
+    """Appends timestamped lines to ``<run>/logs/<command>.log``."""
+
+    def __init__(self, run_dir: Path, command: str) -> None:
+        self.path = run_dir / "logs" / f"{command}.log"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, message: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,0 +1,103 @@
+"""Datasets: the real binarized MNIST copy, .amat parsing and download, .npz, synthetic."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from made_cli import data
+from made_cli.config import DataConfig
+from made_cli.errors import UsageError
+
+from .conftest import all_binary
+
+
+def test_binarized_mnist_matches_the_published_splits(data_root: Path) -> None:
+    ds = data.load_dataset(DataConfig(root=str(data_root)))
+    assert ds.train.shape == (50000, 784) and ds.valid.shape == (10000, 784)
+    assert ds.test.shape == (10000, 784) and ds.image_shape == (28, 28)
+    assert ds.train.mean() == pytest.approx(0.1306, abs=5e-5)
+    assert ds.valid.mean() == pytest.approx(0.1311, abs=5e-5)
+    assert ds.test.mean() == pytest.approx(0.1325, abs=5e-5)
+
+
+def test_data_root_falls_back_to_env_then_cache(monkeypatch, tmp_path: Path) -> None:
+    assert data.data_root(DataConfig(root=str(tmp_path))) == tmp_path
+    monkeypatch.setenv("MADE_DATA_DIR", str(tmp_path / "env"))
+    assert data.data_root(DataConfig()) == tmp_path / "env"
+    monkeypatch.delenv("MADE_DATA_DIR")
+    assert data.data_root(DataConfig()) == Path("~/.cache/made").expanduser()
+
+
+def _write_amat(path: Path, rows: np.ndarray) -> None:
+    path.write_text("\n".join(" ".join(str(v) for v in r) for r in rows) + "\n")
+
+
+def test_missing_amat_files_are_downloaded_from_the_url(monkeypatch, tmp_path: Path) -> None:
+    source = tmp_path / "mirror"
+    source.mkdir()
+    rng = np.random.default_rng(0)
+    for split in ("train", "valid", "test"):
+        _write_amat(source / f"binarized_mnist_{split}.amat", rng.integers(0, 2, (3, 784)))
+    monkeypatch.setattr(data, "BINARIZED_MNIST_URL",
+                        source.as_uri() + "/binarized_mnist_{split}.amat")
+    ds = data.load_dataset(DataConfig(root=str(tmp_path / "root")))
+    assert ds.train.shape == (3, 784)
+    assert (tmp_path / "root" / "binarized_mnist" / "binarized_mnist_test.amat").exists()
+    assert not list((tmp_path / "root" / "binarized_mnist").glob("*.part"))
+
+
+def test_no_data_and_no_network_says_where_to_put_files(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(data, "BINARIZED_MNIST_URL", (tmp_path / "absent").as_uri() + "/{split}")
+    with pytest.raises(UsageError, match="put binarized_mnist_"):
+        data.load_dataset(DataConfig(root=str(tmp_path)))
+
+
+def test_corrupt_amat_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.amat"
+    path.write_text("0 1 0\n1 1\n")
+    with pytest.raises(UsageError, match="corrupt .amat file"):
+        data.read_amat(path, features=3)
+    path.write_text("0 1 2\n")
+    with pytest.raises(UsageError, match="characters other than"):
+        data.read_amat(path, features=3)
+
+
+def test_npz_user_data(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    np.savez(path, train=rng.integers(0, 2, (50, 16)), test=rng.integers(0, 2, (10, 16)))
+    ds = data.load_dataset(DataConfig(name="npz", path=str(path)))
+    assert ds.train.shape == (45, 16) and ds.valid.shape == (5, 16) and ds.image_shape == (4, 4)
+    np.savez(path, train=rng.random((50, 16)), test=rng.integers(0, 2, (10, 16)))
+    with pytest.raises(UsageError, match="values other than 0 and 1"):
+        data.load_dataset(DataConfig(name="npz", path=str(path)))
+    np.savez(path, train=rng.integers(0, 2, (50, 16)))
+    with pytest.raises(UsageError, match="no array 'test'"):
+        data.load_dataset(DataConfig(name="npz", path=str(path)))
+    path.write_bytes(b"not a zip")
+    with pytest.raises(UsageError, match="cannot read"):
+        data.load_dataset(DataConfig(name="npz", path=str(path)))
+
+
+def test_synthetic_law_is_normalised_and_its_entropy_exact() -> None:
+    weights, probs = data.synthetic_distribution(6)
+    logp = data.synthetic_log_prob(all_binary(6).double(), weights.double(), probs.double())
+    assert math.isclose(float(logp.exp().sum()), 1.0, rel_tol=1e-9)
+    ds = data.load_dataset(DataConfig(name="synthetic", features=6, size=20000))
+    empirical = float(-data.synthetic_log_prob(ds.train, weights, probs).mean())
+    assert empirical == pytest.approx(data.synthetic_entropy(6), abs=0.05)
+
+
+@pytest.mark.parametrize("binarize", ["static", "threshold", "dynamic"])
+def test_grey_mnist_through_torchvision(data_root: Path, binarize: str) -> None:
+    if not (data_root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        pytest.skip("grey MNIST not found")
+    ds = data.load_dataset(DataConfig(name="mnist", root=str(data_root), binarize=binarize))
+    assert ds.train.shape == (50000, 784) and ds.test.shape == (10000, 784)
+    assert set(torch.unique(ds.test).tolist()) == {0.0, 1.0}
+    assert ds.dynamic == (binarize == "dynamic")
+    if binarize == "dynamic":
+        assert len(torch.unique(ds.train)) > 2

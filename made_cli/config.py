@@ -97,11 +97,7 @@ def _validate(cfg: Config) -> None:
         raise UsageError(f"name may use letters, digits, '_', '.', '-' only (got {cfg.name!r})")
     if cfg.data.name == "npz" and not cfg.data.path:
         raise UsageError("data.path must name the .npz file when data.name is npz")
-    if (
-        cfg.model.num_masks > 1
-        and cfg.model.ordering != "random"
-        and cfg.model.hidden_degrees != "random"
-    ):
+    if cfg.model.num_masks > 1 and cfg.model.ordering != "random" and cfg.model.hidden_degrees != "random":
         raise UsageError(
             "model.num_masks > 1 needs model.ordering: random or model.hidden_degrees: random "
             "(otherwise every mask is the same)"

@@ -27,8 +27,7 @@ __all__ = [
 ]
 
 BINARIZED_MNIST_URL = (
-    "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
-    "binarized_mnist_{split}.amat"
+    "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{split}.amat"
 )
 MNIST_PIXELS = 784
 _DATA_SEED = 0  # static binarization and synthetic data are properties of the data, not the run
@@ -98,9 +97,10 @@ def _download(url: str, dest: Path) -> None:
     tmp = dest.with_name(dest.name + ".part")
     with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (fixed http(s) URL)
         total = int(response.headers.get("Content-Length") or 0) or None
-        with open(tmp, "wb") as f, tqdm(
-            total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}"
-        ) as bar:
+        with (
+            open(tmp, "wb") as f,
+            tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}") as bar,
+        ):
             while chunk := response.read(1 << 20):
                 f.write(chunk)
                 bar.update(len(chunk))
@@ -118,8 +118,7 @@ def read_amat(path: Path, features: int = MNIST_PIXELS) -> torch.Tensor:
     rows = int(np.count_nonzero(raw == ord("\n"))) + (1 if raw.size and raw[-1] != ord("\n") else 0)
     if rows == 0 or bits.size != rows * features:
         raise UsageError(
-            f"corrupt .amat file {path}: {bits.size} values on {rows} lines, "
-            f"expected {features} per line"
+            f"corrupt .amat file {path}: {bits.size} values on {rows} lines, expected {features} per line"
         )
     return torch.from_numpy(bits.reshape(rows, features).astype(np.float32))
 

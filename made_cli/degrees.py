@@ -14,13 +14,13 @@ from typing import Literal
 import torch
 
 __all__ = [
-    "Ordering",
     "HiddenDegrees",
-    "input_ranks",
-    "hidden_degrees",
-    "mask",
+    "Ordering",
     "allowed",
     "generation_order",
+    "hidden_degrees",
+    "input_ranks",
+    "mask",
 ]
 
 Ordering = Literal["natural", "reverse", "random"]

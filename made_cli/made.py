@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,12 +65,10 @@ class MADE(nn.Module):
         self.member = 0
 
         sizes = [features + context, *self.hidden]
-        self.layers = nn.ModuleList(MaskedLinear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(MaskedLinear(a, b) for a, b in itertools.pairwise(sizes))
         self.output = MaskedLinear(sizes[-1], params_per_dim * features)
         self.direct = (
-            MaskedLinear(features + context, params_per_dim * features, bias=False)
-            if direct
-            else None
+            MaskedLinear(features + context, params_per_dim * features, bias=False) if direct else None
         )
 
         generator = torch.Generator().manual_seed(seed)

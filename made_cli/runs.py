@@ -38,6 +38,8 @@ __all__ = [
 
 CHECKPOINT_FORMAT = 1
 RUNS_DIR = Path("runs")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 # -- atomic writes ---------------------------------------------------------------------------
@@ -46,6 +48,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -136,9 +139,7 @@ class Run:
         return tuple(shape) if shape else None  # type: ignore[return-value]
 
 
-def load_run(
-    path: str | Path | None = None, which: str = "best", device: str | torch.device = "cpu"
-) -> Run:
+def load_run(path: str | Path | None = None, which: str = "best", device: str | torch.device = "cpu") -> Run:
     """Load a run directory (its best checkpoint, else last) or a checkpoint file."""
     p = Path(path) if path is not None else None
     if p is not None and p.is_file() and p.suffix == ".pt":

@@ -41,9 +41,7 @@ def choose_members(
     exact = exact_members(model.net.ranks, observed)  # (B, K)
     if k == 1:
         return torch.zeros(x.shape[0], dtype=torch.long, device=x.device), exact[:, 0]
-    log_obs = torch.stack(
-        [(model.log_prob_dims(x, m) * observed).sum(-1) for m in range(k)], dim=1
-    )  # (B, K)
+    log_obs = torch.stack([(model.log_prob_dims(x, m) * observed).sum(-1) for m in range(k)], dim=1)  # (B, K)
     any_exact = exact.any(1, keepdim=True)
     logits = torch.where(exact, log_obs, -torch.inf)
     logits = torch.where(any_exact, logits, torch.zeros_like(logits))

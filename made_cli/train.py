@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from rich.console import Console
@@ -123,8 +122,10 @@ def train(
         f"{independent_baseline_nll(dataset.train, dataset.valid):.2f} nats on valid"
     )
     n_params = sum(p.numel() for p in model.parameters())
-    say(f"model: MADE hidden={list(config.model.hidden)} masks={model.num_masks} "
-        f"direct={config.model.direct} ordering={config.model.ordering}, {n_params:,} parameters")
+    say(
+        f"model: MADE hidden={list(config.model.hidden)} masks={model.num_masks} "
+        f"direct={config.model.direct} ordering={config.model.ordering}, {n_params:,} parameters"
+    )
 
     train_x = dataset.train.to(device)
     n = train_x.shape[0]
@@ -162,9 +163,7 @@ def train(
             train_nll = float(loss_sum) / n
             valid_nll = evaluate_nll(model, dataset.valid, config.train.eval_batch_size)
             if not math.isfinite(valid_nll):
-                raise UsageError(
-                    f"validation NLL became {valid_nll} at epoch {epoch}; lower train.lr"
-                )
+                raise UsageError(f"validation NLL became {valid_nll} at epoch {epoch}; lower train.lr")
             improved = valid_nll < best
             if improved:
                 best, best_epoch, since_best = valid_nll, epoch, 0

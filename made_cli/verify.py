@@ -103,7 +103,9 @@ def verify_made(net: MADE, points: int = 2, seed: int = 0) -> list[MemberReport]
                 allowed_pairs=int(allowed.sum()),
                 realised_pairs=int((paths & allowed).sum()),
                 inputs_without_output=int((~reaches & (ranks < d)).sum()),
-                hidden_without_path=sum(int((~(a & b)).sum()) for a, b in zip(from_input, to_output)),
+                hidden_without_path=sum(
+                    int((~(a & b)).sum()) for a, b in zip(from_input, to_output, strict=True)
+                ),
             )
         )
     net.set_member(start)

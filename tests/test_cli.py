@@ -78,8 +78,9 @@ def test_complete_and_verify_and_runs(trained: Path) -> None:
 
 def test_complete_on_natural_order_reports_exact_nll_and_png(tmp_path, tiny_config, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    runner.invoke(app, ["train", str(tiny_config), "model.ordering=natural", "data.features=16",
-                        "train.epochs=1"])
+    runner.invoke(
+        app, ["train", str(tiny_config), "model.ordering=natural", "data.features=16", "train.epochs=1"]
+    )
     result = runner.invoke(app, ["complete", "--n", "3"])
     assert result.exit_code == 0, result.output
     assert "conditional NLL of the true bottom halves" in result.output
@@ -87,19 +88,32 @@ def test_complete_on_natural_order_reports_exact_nll_and_png(tmp_path, tiny_conf
     assert (run / "completions" / "seed0-n3.png").is_file()  # 16 dims show as 4x4 images
 
 
-def test_verify_ar_on_a_config_and_a_tampered_checkpoint(trained: Path, tiny_config: Path):
+def test_verify_ar_on_a_config_and_on_a_corrupt_checkpoint(trained: Path, tiny_config: Path):
     ok = runner.invoke(app, ["verify-ar", str(tiny_config)])
     assert ok.exit_code == 0, ok.output
     path = trained / "checkpoints" / "best.pt"
-    state = torch.load(path, weights_only=True)
-    # Tampering with degrees changes the connectivity but stays autoregressive; tampering with
-    # the weights of a forbidden entry does nothing (the mask zeros it). verify-ar on a live
-    # tampered mask is covered in test_verify.py. Here: a corrupt file gives exit 2.
     path.write_bytes(b"garbage")
     bad = runner.invoke(app, ["verify-ar", str(path)])
     assert bad.exit_code == 2
     assert bad.stderr.count("\n") == 1 and "corrupt or unsafe checkpoint" in bad.stderr
-    assert state["format_version"] == 1
+
+
+def test_verify_ar_exits_1_on_a_tampered_mask(trained: Path, monkeypatch) -> None:
+    import made_cli.commands as commands
+    from made_cli import degrees as deg
+
+    real = commands.verify_made
+
+    def tamper_then_verify(net, points):
+        forbidden = ~deg.allowed(net.ranks[net.member])
+        o, i = forbidden.nonzero()[0].tolist()
+        net.direct.mask[o, i] = 1.0  # one forbidden connection switched on
+        return real(net, points=points)
+
+    monkeypatch.setattr(commands, "verify_made", tamper_then_verify)
+    result = runner.invoke(app, ["verify-ar"])
+    assert result.exit_code == 1
+    assert "FAIL" in result.output and "autoregressive property violated" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,10 @@ def test_shipped_configs_load() -> None:
 
 
 def test_overrides_are_typed_by_the_schema() -> None:
-    cfg = load_config(REPO / "configs" / "mnist.yaml",
-                      ["model.hidden=[500,500]", "train.lr=3e-4", "model.direct=false", "seed=3"])
+    cfg = load_config(
+        REPO / "configs" / "mnist.yaml",
+        ["model.hidden=[500,500]", "train.lr=3e-4", "model.direct=false", "seed=3"],
+    )
     assert cfg.model.hidden == (500, 500)
     assert cfg.train.lr == pytest.approx(3e-4) and isinstance(cfg.train.lr, float)
     assert cfg.model.direct is False and cfg.seed == 3

@@ -41,8 +41,7 @@ def test_missing_amat_files_are_downloaded_from_the_url(monkeypatch, tmp_path: P
     rng = np.random.default_rng(0)
     for split in ("train", "valid", "test"):
         _write_amat(source / f"binarized_mnist_{split}.amat", rng.integers(0, 2, (3, 784)))
-    monkeypatch.setattr(data, "BINARIZED_MNIST_URL",
-                        source.as_uri() + "/binarized_mnist_{split}.amat")
+    monkeypatch.setattr(data, "BINARIZED_MNIST_URL", source.as_uri() + "/binarized_mnist_{split}.amat")
     ds = data.load_dataset(DataConfig(root=str(tmp_path / "root")))
     assert ds.train.shape == (3, 784)
     assert (tmp_path / "root" / "binarized_mnist" / "binarized_mnist_test.amat").exists()
@@ -58,7 +57,7 @@ def test_no_data_and_no_network_says_where_to_put_files(monkeypatch, tmp_path: P
 def test_corrupt_amat_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "bad.amat"
     path.write_text("0 1 0\n1 1\n")
-    with pytest.raises(UsageError, match="corrupt .amat file"):
+    with pytest.raises(UsageError, match=r"corrupt \.amat file"):
         data.read_amat(path, features=3)
     path.write_text("0 1 2\n")
     with pytest.raises(UsageError, match="characters other than"):

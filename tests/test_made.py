@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
+from made_cli import degrees as deg
 from made_cli.config import Config, ModelConfig
 from made_cli.made import MADE
 from made_cli.models import MADEModel, build_model
 from made_cli.verify import connectivity, jacobian
-from made_cli import degrees as deg
 
 from .conftest import all_binary
 
@@ -28,8 +28,17 @@ CASES = [
 @pytest.mark.parametrize("case", CASES)
 def test_mask_product_never_connects_a_forbidden_pair(case) -> None:
     hidden, ordering, direct, context, p, k, mode = case
-    net = MADE(7, hidden, context=context, params_per_dim=p, direct=direct, ordering=ordering,
-               hidden_degrees=mode, num_masks=k, seed=3)
+    net = MADE(
+        7,
+        hidden,
+        context=context,
+        params_per_dim=p,
+        direct=direct,
+        ordering=ordering,
+        hidden_degrees=mode,
+        num_masks=k,
+        seed=3,
+    )
     for member in range(k):
         net.set_member(member)
         paths, _, _ = connectivity(net)
@@ -44,8 +53,17 @@ def test_mask_product_never_connects_a_forbidden_pair(case) -> None:
 @pytest.mark.parametrize("case", CASES)
 def test_jacobian_is_zero_wherever_the_ordering_forbids(case) -> None:
     hidden, ordering, direct, context, p, k, mode = case
-    net = MADE(7, hidden, context=context, params_per_dim=p, direct=direct, ordering=ordering,
-               hidden_degrees=mode, num_masks=k, seed=5)
+    net = MADE(
+        7,
+        hidden,
+        context=context,
+        params_per_dim=p,
+        direct=direct,
+        ordering=ordering,
+        hidden_degrees=mode,
+        num_masks=k,
+        seed=5,
+    )
     for member in range(k):
         net.set_member(member)
         allowed = deg.allowed(net.ranks[member]).repeat(p, 1)
@@ -67,7 +85,7 @@ def test_members_differ_and_degrees_reload_exactly() -> None:
     for k in range(4):
         net.set_member(k)
         other.set_member(k)
-        for a, b in zip(net.masked_layers().values(), other.masked_layers().values()):
+        for a, b in zip(net.masked_layers().values(), other.masked_layers().values(), strict=True):
             assert torch.equal(a.mask, b.mask)
 
 
@@ -80,12 +98,15 @@ def _model(d: int, **kw) -> MADEModel:
     return model
 
 
-@pytest.mark.parametrize("kw", [
-    {"ordering": "natural"},
-    {"ordering": "reverse", "direct": False},
-    {"ordering": "random", "num_masks": 5},
-    {"ordering": "natural", "num_masks": 3, "hidden_degrees": "random"},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"ordering": "natural"},
+        {"ordering": "reverse", "direct": False},
+        {"ordering": "random", "num_masks": 5},
+        {"ordering": "natural", "num_masks": 3, "hidden_degrees": "random"},
+    ],
+)
 def test_probabilities_sum_to_one_over_all_binary_inputs(kw) -> None:
     d = 8
     model = _model(d, **kw)

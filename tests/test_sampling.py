@@ -28,7 +28,7 @@ def _tv(samples: torch.Tensor, probs: torch.Tensor) -> float:
 def test_sample_frequencies_match_the_model() -> None:
     for kw in ({"ordering": "random"}, {"ordering": "random", "num_masks": 3}):
         model = _model(4, **kw)
-        probs = model.log_prob(all_binary(4)).double().exp()
+        probs = model.log_prob(all_binary(4)).detach().double().exp()
         samples = model.sample(40000, generator=torch.Generator().manual_seed(0))
         # 16 cells, 40k draws: sampling noise puts TV near 0.01; a wrong sampler is far off.
         assert _tv(samples, probs) < 0.02, kw
@@ -46,8 +46,9 @@ def test_completion_keeps_observed_values_and_follows_the_conditional() -> None:
     x = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
     observed = torch.tensor([[True, True, False, False]])
     n = 30000
-    out, exact = model.complete(x.expand(n, 4), observed.expand(n, 4),
-                                generator=torch.Generator().manual_seed(1))
+    out, exact = model.complete(
+        x.expand(n, 4), observed.expand(n, 4), generator=torch.Generator().manual_seed(1)
+    )
     assert exact.all()
     assert (out[:, :2] == x[:, :2]).all()
     # Exact conditional over the 4 completions of the last two dims.
@@ -67,8 +68,9 @@ def test_completion_with_an_ensemble_picks_members_by_their_evidence() -> None:
     model = _model(3, ordering="random", num_masks=6)
     x = torch.tensor([[1.0, 0.0, 0.0]])
     observed = torch.tensor([[True, False, False]])
-    out, exact = model.complete(x.expand(10, 3), observed.expand(10, 3),
-                                generator=torch.Generator().manual_seed(0))
+    out, exact = model.complete(
+        x.expand(10, 3), observed.expand(10, 3), generator=torch.Generator().manual_seed(0)
+    )
     assert (out[:, 0] == 1).all()
     first = model.net.ranks[:, 0] == 1
     assert bool(exact[0]) == bool(first.all())
@@ -81,8 +83,9 @@ def test_exact_ensemble_completion_matches_the_mixture_conditional() -> None:
     x = torch.tensor([[0.0, 1.0, 0.0]])
     observed = torch.tensor([[True, False, False]])
     n = 30000
-    out, exact = model.complete(x.expand(n, 3), observed.expand(n, 3),
-                                generator=torch.Generator().manual_seed(2))
+    out, exact = model.complete(
+        x.expand(n, 3), observed.expand(n, 3), generator=torch.Generator().manual_seed(2)
+    )
     assert exact.all()
     candidates = x.repeat(4, 1)
     candidates[:, 1:] = all_binary(2)

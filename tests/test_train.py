@@ -8,9 +8,18 @@ from made_cli.train import independent_baseline_nll, train
 
 
 def test_trained_nll_approaches_the_entropy_and_not_below(tmp_path: Path) -> None:
-    cfg = load_config(None, ["data.name=synthetic", "data.features=10", "data.size=20000",
-                             "model.hidden=[64]", "train.epochs=15", "train.lr=3e-3",
-                             "train.patience=3"])
+    cfg = load_config(
+        None,
+        [
+            "data.name=synthetic",
+            "data.features=10",
+            "data.size=20000",
+            "model.hidden=[64]",
+            "train.epochs=15",
+            "train.lr=3e-3",
+            "train.patience=3",
+        ],
+    )
     result = train(cfg, tmp_path / "run", say=lambda _: None)
     entropy = synthetic_entropy(10)
     # 4000 test rows: the standard error of the mean NLL is about 0.03 nats.

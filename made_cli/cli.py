@@ -72,38 +72,61 @@ def _fmt_nll(nll: float, features: int) -> str:
     return f"{nll:.2f} nats ({bits_per_dim(nll, features):.4f} bits/dim)"
 
 
-@app.command(context_settings={"allow_extra_args": False})
+@app.command()
 def train(
-    config: Annotated[Path, typer.Argument(help="YAML config, e.g. configs/mnist.yaml.")],
+    config: Annotated[
+        str | None, typer.Argument(help="YAML config, e.g. configs/mnist.yaml (none with --resume).")
+    ] = None,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Dotted overrides: model.hidden=[500,500] train.lr=3e-4")
     ] = None,
-    run_dir: Annotated[Path | None, typer.Option(help="Write into this run directory.")] = None,
+    resume_run: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue this run from its last checkpoint (train.* may change)."),
+    ] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Write into this new run directory.")] = None,
     device: DeviceOpt = "auto",
     print_config: Annotated[
         bool, typer.Option("--print-config", help="Print the resolved config and exit.")
     ] = False,
 ) -> None:
-    """Train a model from a YAML config into a new run directory.
+    """Train a model from a YAML config into a new run directory, or resume a run.
+
+    SIGINT or SIGTERM finish the current step, save the last checkpoint and exit 130 or 143.
 
     Example: made train configs/mnist.yaml model.hidden=[500,500] train.lr=3e-4
+
+    Example: made train --resume runs/mnist-20261121-101500 train.epochs=200
     """
     with _boundary():
         from .config import config_to_yaml, load_config
-        from .runs import new_run_dir
-        from .train import resolve_device
+        from .runs import new_run_dir, resolve_run
+        from .train import resolve_device, resume
         from .train import train as run_training
 
-        cfg = load_config(config, overrides or [])
-        if print_config:
-            console.print(config_to_yaml(cfg), markup=False, end="")
-            return
-        dev = resolve_device(device)
-        if run_dir is not None and (run_dir / "checkpoints").exists():
-            raise UsageError(f"{run_dir} already holds a run; choose another --run-dir")
-        target = run_dir or new_run_dir(cfg.name)
-        say = _say(RunLog(target, "train"))
-        result = run_training(cfg, target, dev, say=say, console=console)
+        extra = list(overrides or [])
+        if resume_run is not None:
+            if config is not None and "=" in config and not Path(config).exists():
+                extra.insert(0, config)  # `--resume RUN key=value`: no config, only overrides
+            elif config is not None:
+                raise UsageError("give a CONFIG or --resume RUN, not both")
+            target = resolve_run(resume_run)
+            dev = resolve_device(device)
+            say = _say(RunLog(target, "train"))
+            result = resume(target, extra, dev, say=say, console=console)
+        else:
+            if config is None:
+                raise UsageError("missing CONFIG: made train configs/mnist.yaml (or --resume RUN)")
+            cfg = load_config(config, extra)
+            if print_config:
+                console.print(config_to_yaml(cfg), markup=False, end="")
+                return
+            dev = resolve_device(device)
+            if run_dir is not None and (run_dir / "checkpoints").exists():
+                raise UsageError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
+            target = run_dir or new_run_dir(cfg.name)
+            say = _say(RunLog(target, "train"))
+            result = run_training(cfg, target, dev, say=say, console=console)
         say(
             f"best epoch {result.best_epoch} of {result.epochs_run}, {result.seconds:.0f}s "
             f"[{result.estimator}]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import re
@@ -204,8 +205,14 @@ def _from_mapping(cls: type[T], mapping: Any, prefix: str) -> T:
     return cls(**kwargs)
 
 
-def config_from_dict(data: Mapping[str, Any]) -> Config:
-    """Build and validate a Config from plain data; raises UsageError with the key at fault."""
+def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> Config:
+    """Build and validate a Config from plain data and dotted overrides.
+
+    Raises UsageError naming the key at fault.
+    """
+    data = copy.deepcopy(dict(data))
+    for override in overrides:
+        _apply_override(data, override)
     cfg = _from_mapping(Config, data, "")
     _validate(cfg)
     return cfg
@@ -270,6 +277,4 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Confi
             data = {}
         if not isinstance(data, dict):
             raise UsageError(f"{p}: the config must be a mapping of keys, not {type(data).__name__}")
-    for override in overrides:
-        _apply_override(data, override)
-    return config_from_dict(data)
+    return config_from_dict(data, overrides)

@@ -10,6 +10,10 @@ class MadeError(Exception):
 
     exit_code = 1
 
+    def __init__(self, message: str) -> None:
+        # One line by construction: user input or library messages may carry newlines.
+        super().__init__(" ".join(str(message).split()))
+
 
 class UsageError(MadeError):
     """Bad usage, config or input: missing files or runs, wrong types, unreadable data."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 import tempfile
@@ -24,7 +23,6 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "Run",
     "RunLog",
-    "append_jsonl",
     "atomic_write_bytes",
     "atomic_write_text",
     "checkpoint_bytes",
@@ -32,6 +30,7 @@ __all__ = [
     "load_checkpoint",
     "load_run",
     "new_run_dir",
+    "remove_stale_temps",
     "resolve_run",
     "write_config",
 ]
@@ -99,6 +98,12 @@ def new_run_dir(name: str, parent: Path = RUNS_DIR) -> Path:
     raise UsageError(f"cannot create a run directory under {parent}")
 
 
+def remove_stale_temps(run_dir: Path) -> None:
+    """Delete temp files that an atomic write killed mid-way left behind."""
+    for tmp in run_dir.rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def find_runs(parent: Path = RUNS_DIR) -> list[Path]:
     """Run directories under ``parent``, oldest first (by when their config was written)."""
     if not parent.is_dir():
@@ -149,6 +154,7 @@ def load_run(path: str | Path | None = None, which: str = "best", device: str | 
         ckpt_path = run_dir / "checkpoints" / f"{which}.pt"
         if not ckpt_path.exists() and which == "best":
             ckpt_path = run_dir / "checkpoints" / "last.pt"
+    remove_stale_temps(run_dir)
     state = load_checkpoint(ckpt_path, map_location=device)
     config = config_from_dict(state["config"])
     model = build_model(config, int(state["features"]))
@@ -174,10 +180,3 @@ class RunLog:
     def write(self, message: str) -> None:
         with open(self.path, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
-
-
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())

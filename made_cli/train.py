@@ -2,36 +2,45 @@
 
 from __future__ import annotations
 
+import json
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .config import Config, config_to_dict
+from .config import Config, config_from_dict, config_to_dict
 from .data import Dataset, load_dataset
-from .errors import UsageError
+from .errors import MadeError, UsageError
 from .models import MADEModel, build_model
 from .runs import (
     CHECKPOINT_FORMAT,
-    append_jsonl,
     atomic_write_bytes,
+    atomic_write_text,
     checkpoint_bytes,
     load_checkpoint,
     new_run_dir,
+    remove_stale_temps,
     write_config,
 )
 
 __all__ = [
+    "Interrupted",
     "TrainResult",
+    "Trainer",
     "bits_per_dim",
     "evaluate_nll",
     "independent_baseline_nll",
     "resolve_device",
+    "resume",
     "train",
 ]
 
@@ -90,6 +99,279 @@ def _init_output_bias(model: MADEModel, train: torch.Tensor) -> None:
         model.net.output.bias.copy_(torch.logit(p).to(model.net.output.bias))
 
 
+class Interrupted(MadeError):
+    """Training stopped by SIGINT or SIGTERM after saving; exit 130 or 143."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class _SignalFlag:
+    """Record SIGINT/SIGTERM so the loop can finish its step and save; a second signal kills."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _SignalFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.signum = signum
+        for sig, handler in self._previous.items():  # a second signal acts at once
+            signal.signal(sig, handler)
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def _flush_denormal() -> Iterator[None]:
+    """Masked weights under weight decay drift into denormals, which x86 runs several times slower."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)  # leave the process as we found it
+
+
+def _all_finite(module: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
+class Trainer:
+    """One training run: everything needed to stop at any batch and resume it exactly.
+
+    The checkpoint holds the model, optimiser, RNG states, the epoch and the batch position in
+    it, the early-stopping state and the metrics so far; the mask cursor of an ensemble is the
+    step modulo K. Resuming replays nothing and skips nothing, so a resumed run ends with the
+    same metrics as an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        device: torch.device | str = "cpu",
+        say: Callable[[str], None] = print,
+        console: Console | None = None,
+    ) -> None:
+        self.config, self.run_dir, self.say, self.console = config, run_dir, say, console
+        self.device = torch.device(device)
+        torch.manual_seed(config.seed)
+        self.dataset: Dataset = load_dataset(config.data)
+        self.model = build_model(config, self.dataset.features).to(self.device)
+        _init_output_bias(self.model, self.dataset.train)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
+        )
+        self.shuffle = torch.Generator().manual_seed(config.seed)
+        self.binarize = torch.Generator().manual_seed(config.seed + 1)
+        self.epoch_start_shuffle = self.shuffle.get_state()  # to redraw a half-done epoch
+        self.epoch, self.batch, self.step = 1, 0, 0  # position of the next batch
+        self.loss_sum = 0.0  # training loss summed over this epoch's rows so far
+        self.best, self.best_epoch, self.since_best = math.inf, 0, 0
+        self.metrics: list[dict[str, Any]] = []
+        self.finished = False
+
+    # -- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        d = self.dataset
+        return {
+            "format_version": CHECKPOINT_FORMAT,
+            "config": config_to_dict(self.config),
+            "features": d.features,
+            "image_shape": list(d.image_shape) if d.image_shape else None,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "loss_sum": self.loss_sum,
+            "best_valid_nll": self.best,
+            "best_epoch": self.best_epoch,
+            "epochs_since_best": self.since_best,
+            "metrics": self.metrics,
+            "finished": self.finished,
+            "rng_torch": torch.get_rng_state(),
+            "rng_shuffle": self.shuffle.get_state(),
+            "rng_shuffle_epoch_start": self.epoch_start_shuffle,
+            "rng_binarize": self.binarize.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["features"] != self.dataset.features:
+            raise UsageError(
+                f"the data has {self.dataset.features} dimensions but the checkpoint was "
+                f"trained on {state['features']}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the config may have changed them on resume
+            group["lr"], group["weight_decay"] = self.config.train.lr, self.config.train.weight_decay
+        self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+        self.loss_sum = state["loss_sum"]
+        self.best, self.best_epoch = state["best_valid_nll"], state["best_epoch"]
+        self.since_best = state["epochs_since_best"]
+        self.metrics = list(state["metrics"])
+        self.finished = state["finished"]
+        torch.set_rng_state(state["rng_torch"])
+        self.shuffle.set_state(state["rng_shuffle"])
+        self.epoch_start_shuffle = state["rng_shuffle_epoch_start"]
+        self.binarize.set_state(state["rng_binarize"])
+
+    def _save(self, *, best: bool) -> None:
+        blob = checkpoint_bytes(self.state_dict())
+        atomic_write_bytes(self.run_dir / "checkpoints" / "last.pt", blob)
+        if best:
+            atomic_write_bytes(self.run_dir / "checkpoints" / "best.pt", blob)
+        lines = "".join(json.dumps(m) + "\n" for m in self.metrics)
+        atomic_write_text(self.run_dir / "metrics.jsonl", lines)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _log_start(self) -> None:
+        cfg, d, model = self.config, self.dataset, self.model
+        self.say(f"run directory: {self.run_dir}")
+        self.say(
+            f"data: {cfg.data.name}, {d.train.shape[0]}/{d.valid.shape[0]}/{d.test.shape[0]} rows "
+            f"of {d.features} dimensions; independent-Bernoulli baseline "
+            f"{independent_baseline_nll(d.train, d.valid):.2f} nats on valid"
+        )
+        n_params = sum(p.numel() for p in model.parameters())
+        self.say(
+            f"model: MADE hidden={list(cfg.model.hidden)} masks={model.num_masks} "
+            f"direct={cfg.model.direct} ordering={cfg.model.ordering}, {n_params:,} parameters"
+        )
+
+    def _stop_for_signal(self, signum: int) -> None:
+        self._save(best=False)
+        name = signal.Signals(signum).name
+        raise Interrupted(
+            f"{name}: saved epoch {self.epoch} at batch {self.batch} to "
+            f"{self.run_dir / 'checkpoints' / 'last.pt'}; resume with: "
+            f"made train --resume {self.run_dir}",
+            signum,
+        )
+
+    def _diverged(self, what: str) -> MadeError:
+        return MadeError(
+            f"{what} at epoch {self.epoch}, step {self.step}; stopped, the last good checkpoint "
+            f"is {self.run_dir / 'checkpoints' / 'last.pt'}; lower train.lr "
+            f"(now {self.config.train.lr:g}) or add train.weight_decay"
+        )
+
+    def run(self) -> TrainResult:
+        """Train to the end (epochs or early stopping), then evaluate the best checkpoint."""
+        cfg, model, device = self.config.train, self.model, self.device
+        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.run_dir)
+        write_config(self.run_dir, self.config)
+        self._log_start()
+        train_x = self.dataset.train.to(device)
+        n, bs = train_x.shape[0], cfg.batch_size
+        n_batches = math.ceil(n / bs)
+        start = time.perf_counter() - (self.metrics[-1]["seconds"] if self.metrics else 0.0)
+        progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        with progress, _SignalFlag() as flag, _flush_denormal():
+            while not self.finished and self.epoch <= cfg.epochs and self.since_best < cfg.patience:
+                self.shuffle.set_state(self.epoch_start_shuffle)
+                order = torch.randperm(n, generator=self.shuffle).to(device)
+                task = progress.add_task("train", total=n_batches, epoch=self.epoch)
+                progress.advance(task, self.batch)
+                model.train()
+                while self.batch < n_batches:
+                    if flag.signum is not None:
+                        self._stop_for_signal(flag.signum)
+                    x = train_x[order[self.batch * bs : (self.batch + 1) * bs]]
+                    if self.dataset.dynamic:
+                        x = (torch.rand(x.shape, generator=self.binarize).to(device) < x).float()
+                    loss = -model.log_prob_member(x, self.step % model.num_masks).mean()
+                    loss_value = loss.item()
+                    if not math.isfinite(loss_value):
+                        raise self._diverged(f"the training loss became {loss_value}")
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.optimizer.step()
+                    self.loss_sum += loss_value * x.shape[0]
+                    self.step += 1
+                    self.batch += 1
+                    progress.advance(task)
+                progress.remove_task(task)
+                self._end_epoch(n, time.perf_counter() - start)
+                if flag.signum is not None:
+                    self._stop_for_signal(flag.signum)
+        if self.since_best >= cfg.patience and not self.finished:
+            self.say(f"early stop: no better validation NLL for {self.since_best} epochs")
+        return self._finish(time.perf_counter() - start)
+
+    def _end_epoch(self, n: int, seconds: float) -> None:
+        if not _all_finite(self.model):
+            raise self._diverged("the parameters became NaN or infinite")
+        d = self.dataset.features
+        valid_nll = evaluate_nll(self.model, self.dataset.valid, self.config.train.eval_batch_size)
+        if not math.isfinite(valid_nll):
+            raise self._diverged(f"the validation NLL became {valid_nll}")
+        improved = valid_nll < self.best
+        if improved:
+            self.best, self.best_epoch, self.since_best = valid_nll, self.epoch, 0
+        else:
+            self.since_best += 1
+        train_nll = self.loss_sum / n
+        self.metrics.append({
+            "step": self.step, "epoch": self.epoch, "split": "valid", "nll": valid_nll,
+            "bpd": bits_per_dim(valid_nll, d), "train_nll": train_nll,
+            "lr": self.config.train.lr, "seconds": round(seconds, 3),
+            "estimator": self.model.estimator,
+        })  # fmt: skip
+        self.say(
+            f"epoch {self.epoch:3d}  train {train_nll:7.2f}  valid {valid_nll:7.2f} nats"
+            f"{'  *' if improved else ''}  ({seconds:.0f}s)"
+        )
+        self.epoch, self.batch, self.loss_sum = self.epoch + 1, 0, 0.0
+        self.epoch_start_shuffle = self.shuffle.get_state()
+        self._save(best=improved)
+
+    def _finish(self, seconds: float) -> TrainResult:
+        best_path = self.run_dir / "checkpoints" / "best.pt"
+        best_state = load_checkpoint(best_path, map_location=self.device)
+        model = build_model(self.config, self.dataset.features).to(self.device)
+        model.load_state_dict(best_state["model"])
+        batch = self.config.train.eval_batch_size
+        valid_nll = evaluate_nll(model, self.dataset.valid, batch)
+        test_nll = evaluate_nll(model, self.dataset.test, batch)
+        if not self.finished:
+            self.metrics.append({
+                "step": best_state["step"], "epoch": self.best_epoch, "split": "test",
+                "nll": test_nll, "bpd": bits_per_dim(test_nll, self.dataset.features),
+                "lr": self.config.train.lr, "seconds": round(seconds, 3),
+                "estimator": model.estimator,
+            })  # fmt: skip
+            self.finished = True
+            self._save(best=False)
+        return TrainResult(
+            run_dir=self.run_dir,
+            best_epoch=self.best_epoch,
+            epochs_run=self.epoch - 1,
+            valid_nll=valid_nll,
+            test_nll=test_nll,
+            features=self.dataset.features,
+            estimator=model.estimator,
+            seconds=seconds,
+        )
+
+
 def train(
     config: Config,
     run_dir: Path | None = None,
@@ -97,130 +379,36 @@ def train(
     say: Callable[[str], None] = print,
     console: Console | None = None,
 ) -> TrainResult:
-    """Train the model of ``config`` into a run directory; return its validation and test NLL."""
-    device = torch.device(device)
-    torch.set_flush_denormal(True)  # masked weights under decay go denormal and run slowly
-    torch.manual_seed(config.seed)
-    dataset: Dataset = load_dataset(config.data)
-    model = build_model(config, dataset.features).to(device)
-    _init_output_bias(model, dataset.train)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
-    )
-    if run_dir is None:
-        run_dir = new_run_dir(config.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(run_dir, config)
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
-    metrics_path = run_dir / "metrics.jsonl"
+    """Train the model of ``config`` into a new run directory; return its validation and test NLL."""
+    run_dir = run_dir or new_run_dir(config.name)
+    return Trainer(config, run_dir, device, say, console).run()
 
-    d = dataset.features
-    say(f"run directory: {run_dir}")
-    say(
-        f"data: {config.data.name}, {dataset.train.shape[0]}/{dataset.valid.shape[0]}/"
-        f"{dataset.test.shape[0]} rows of {d} dimensions; independent-Bernoulli baseline "
-        f"{independent_baseline_nll(dataset.train, dataset.valid):.2f} nats on valid"
-    )
-    n_params = sum(p.numel() for p in model.parameters())
-    say(
-        f"model: MADE hidden={list(config.model.hidden)} masks={model.num_masks} "
-        f"direct={config.model.direct} ordering={config.model.ordering}, {n_params:,} parameters"
-    )
 
-    train_x = dataset.train.to(device)
-    n = train_x.shape[0]
-    bs = config.train.batch_size
-    shuffle = torch.Generator().manual_seed(config.seed)
-    binarize = torch.Generator().manual_seed(config.seed + 1)
-    step, best, best_epoch, since_best, epoch = 0, math.inf, 0, 0, 0
-    start = time.perf_counter()
-    progress = Progress(
-        TextColumn("epoch {task.fields[epoch]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-    with progress:
-        for epoch in range(1, config.train.epochs + 1):
-            task = progress.add_task("train", total=math.ceil(n / bs), epoch=epoch)
-            model.train()
-            order = torch.randperm(n, generator=shuffle).to(device)
-            loss_sum = torch.zeros((), device=device)
-            for i in range(0, n, bs):
-                x = train_x[order[i : i + bs]]
-                if dataset.dynamic:
-                    x = (torch.rand(x.shape, generator=binarize).to(device) < x).float()
-                loss = -model.log_prob_member(x, step % model.num_masks).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach() * x.shape[0]
-                step += 1
-                progress.advance(task)
-            progress.remove_task(task)
-            train_nll = float(loss_sum) / n
-            valid_nll = evaluate_nll(model, dataset.valid, config.train.eval_batch_size)
-            if not math.isfinite(valid_nll):
-                raise UsageError(f"validation NLL became {valid_nll} at epoch {epoch}; lower train.lr")
-            improved = valid_nll < best
-            if improved:
-                best, best_epoch, since_best = valid_nll, epoch, 0
-            else:
-                since_best += 1
-            seconds = time.perf_counter() - start
-            append_jsonl(metrics_path, {
-                "step": step, "epoch": epoch, "split": "valid", "nll": valid_nll,
-                "bpd": bits_per_dim(valid_nll, d), "train_nll": train_nll,
-                "lr": config.train.lr, "seconds": round(seconds, 3),
-                "estimator": model.estimator,
-            })  # fmt: skip
-            state = {
-                "format_version": CHECKPOINT_FORMAT,
-                "config": config_to_dict(config),
-                "features": d,
-                "image_shape": list(dataset.image_shape) if dataset.image_shape else None,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "step": step,
-                "best_valid_nll": best,
-                "best_epoch": best_epoch,
-                "epochs_since_best": since_best,
-                "rng_torch": torch.get_rng_state(),
-                "rng_shuffle": shuffle.get_state(),
-                "rng_binarize": binarize.get_state(),
-            }
-            blob = checkpoint_bytes(state)
-            atomic_write_bytes(run_dir / "checkpoints" / "last.pt", blob)
-            if improved:
-                atomic_write_bytes(run_dir / "checkpoints" / "best.pt", blob)
-            say(
-                f"epoch {epoch:3d}  train {train_nll:7.2f}  valid {valid_nll:7.2f} nats"
-                f"{'  *' if improved else ''}  ({seconds:.0f}s)"
+_RESUMABLE = {"train.epochs", "train.patience", "train.lr", "train.weight_decay", "train.eval_batch_size"}
+
+
+def resume(
+    run_dir: Path,
+    overrides: list[str] | None = None,
+    device: torch.device | str = "cpu",
+    say: Callable[[str], None] = print,
+    console: Console | None = None,
+) -> TrainResult:
+    """Continue a run from its last checkpoint; only ``train.*`` settings may be overridden."""
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=device)
+    overrides = overrides or []
+    for override in overrides:
+        if override.partition("=")[0] not in _RESUMABLE:
+            raise UsageError(
+                f"cannot change {override.partition('=')[0]} when resuming; "
+                f"these can change: {', '.join(sorted(_RESUMABLE))}"
             )
-            if since_best >= config.train.patience:
-                say(f"early stop: no better validation NLL for {since_best} epochs")
-                break
-
-    best_state = load_checkpoint(run_dir / "checkpoints" / "best.pt", map_location=device)
-    model.load_state_dict(best_state["model"])
-    valid_nll = evaluate_nll(model, dataset.valid, config.train.eval_batch_size)
-    test_nll = evaluate_nll(model, dataset.test, config.train.eval_batch_size)
-    seconds = time.perf_counter() - start
-    append_jsonl(metrics_path, {
-        "step": best_state["step"], "epoch": best_epoch, "split": "test", "nll": test_nll,
-        "bpd": bits_per_dim(test_nll, d), "lr": config.train.lr, "seconds": round(seconds, 3),
-        "estimator": model.estimator,
-    })  # fmt: skip
-    return TrainResult(
-        run_dir=run_dir,
-        best_epoch=best_epoch,
-        epochs_run=epoch,
-        valid_nll=valid_nll,
-        test_nll=test_nll,
-        features=d,
-        estimator=model.estimator,
-        seconds=seconds,
-    )
+    config = config_from_dict(state["config"], overrides)
+    old = state["config"]["train"]
+    if state["finished"] and (config.train.epochs > old["epochs"] or config.train.patience > old["patience"]):
+        state["finished"] = False  # asked for more: reopen a finished run
+        state["metrics"] = [m for m in state["metrics"] if m["split"] != "test"]
+    trainer = Trainer(config, run_dir, device, say, console)
+    trainer.load_state_dict(state)
+    say(f"resuming {run_dir} at epoch {trainer.epoch}, batch {trainer.batch}")
+    return trainer.run()

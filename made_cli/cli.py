@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 RunArg = Annotated[
     Path | None,
@@ -49,8 +50,9 @@ def _boundary() -> Iterator[None]:
     except Exception as e:
         if os.environ.get("MADE_DEBUG"):
             raise
+        detail = " ".join(str(e).split())
         typer.echo(
-            f"error: internal error ({type(e).__name__}: {e}); rerun with MADE_DEBUG=1 for details",
+            f"error: internal error ({type(e).__name__}: {detail}); rerun with MADE_DEBUG=1 for details",
             err=True,
         )
         raise typer.Exit(1) from None
@@ -100,7 +102,7 @@ def train(
     """
     with _boundary():
         from .config import config_to_yaml, load_config
-        from .runs import new_run_dir, resolve_run
+        from .runs import discard_if_empty, new_run_dir, resolve_run
         from .train import resolve_device, resume
         from .train import train as run_training
 
@@ -122,11 +124,17 @@ def train(
                 console.print(config_to_yaml(cfg), markup=False, end="")
                 return
             dev = resolve_device(device)
+            if run_dir is not None and run_dir.exists() and not run_dir.is_dir():
+                raise UsageError(f"--run-dir {run_dir} is a file, not a directory")
             if run_dir is not None and (run_dir / "checkpoints").exists():
                 raise UsageError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
             target = run_dir or new_run_dir(cfg.name)
             say = _say(RunLog(target, "train"))
-            result = run_training(cfg, target, dev, say=say, console=console)
+            try:
+                result = run_training(cfg, target, dev, say=say, console=console)
+            except MadeError:
+                discard_if_empty(target)  # a run that never saved a checkpoint is no run
+                raise
         say(
             f"best epoch {result.best_epoch} of {result.epochs_run}, {result.seconds:.0f}s "
             f"[{result.estimator}]"
@@ -241,7 +249,7 @@ def verify_ar(
         Path | None,
         typer.Argument(help="Run directory, checkpoint or YAML config; default: the newest run."),
     ] = None,
-    points: Annotated[int, typer.Option(help="Random inputs for the Jacobian check.")] = 2,
+    points: Annotated[int, typer.Option(min=1, help="Random inputs for the Jacobian check.")] = 2,
 ) -> None:
     """Prove the autoregressive property of every mask: exact mask products and Jacobians.
 
@@ -310,5 +318,15 @@ def list_runs_command(
 
 
 def main() -> None:
-    """Console entry point."""
-    app()
+    """Console entry point: the parser's own usage errors become one line and exit 2, like ours."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as e:  # bad option values, unknown options, missing arguments
+        if type(e).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+            message = " ".join(e.format_message().split())
+            typer.echo(f"error: {message} (see: made --help)", err=True)
+        sys.exit(getattr(e, "exit_code", 2))
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import load_config
+from .config import check_seed, load_config
 from .data import dataset_features, load_dataset
 from .errors import UsageError
 from .models import build_model
@@ -79,9 +79,10 @@ def evaluate_run(run: Run, split: str, batch_size: int = 1000) -> dict[str, Any]
 
 
 def sample_run(run: Run, n: int, seed: int) -> dict[str, Path]:
-    """Draw ``n`` exact samples; write samples/seed<seed>.npy and a PNG grid for image data."""
+    """Draw ``n`` exact samples; write samples/seed<S>-n<N>.npy and a PNG grid for image data."""
     if n < 1:
         raise UsageError(f"--n must be at least 1 (got {n})")
+    check_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     x = run.model.sample(n, generator=generator).cpu()
     out = {"npy": run.dir / "samples" / f"seed{seed}-n{n}.npy"}
@@ -116,6 +117,7 @@ def complete_run(run: Run, n: int, per_image: int, seed: int) -> CompletionResul
     """Complete ``n`` random test images from their top half, ``per_image`` times each."""
     if n < 1 or per_image < 1:
         raise UsageError("--n and --per-image must be at least 1")
+    check_seed(seed)
     dataset = load_dataset(run.config.data)
     _check_features(run, dataset.features)
     test = dataset.test
@@ -123,7 +125,7 @@ def complete_run(run: Run, n: int, per_image: int, seed: int) -> CompletionResul
     # The test file is sorted by digit: pick at random, never the first n.
     indices = torch.randperm(test.shape[0], generator=generator)[: min(n, test.shape[0])]
     originals = test[indices].to(run.model.net.ranks.device)  # (n, D)
-    observed = top_half(run.model.features, run.image_shape).expand_as(originals)
+    observed = top_half(run.model.features, run.image_shape).to(originals.device).expand_as(originals)
     repeated = originals.repeat_interleave(per_image, 0)
     completed, exact = run.model.complete(
         repeated, observed.repeat_interleave(per_image, 0), generator=generator
@@ -161,7 +163,7 @@ def verify_target(target: Path | None, points: int) -> tuple[str, list[MemberRep
     """Verify a run's model, or a freshly built model for a config file; returns (what, reports)."""
     from .runs import load_run
 
-    if target is not None and target.suffix in (".yaml", ".yml") and target.is_file():
+    if target is not None and target.suffix in (".yaml", ".yml"):
         cfg = load_config(target)
         model = build_model(cfg, dataset_features(cfg.data))
         what = f"config {target} (untrained)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -23,6 +24,7 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "TrainConfig",
+    "check_seed",
     "config_from_dict",
     "config_to_dict",
     "config_to_yaml",
@@ -90,10 +92,11 @@ def _validate(cfg: Config) -> None:
             raise UsageError(f"{key} must be at least 1 (got {flat[key]})")
     if any(h < 1 for h in cfg.model.hidden):
         raise UsageError(f"model.hidden sizes must be at least 1 (got {list(cfg.model.hidden)})")
-    if cfg.train.lr <= 0:
-        raise UsageError(f"train.lr must be positive (got {cfg.train.lr})")
-    if cfg.train.weight_decay < 0:
-        raise UsageError(f"train.weight_decay must be >= 0 (got {cfg.train.weight_decay})")
+    if not (math.isfinite(cfg.train.lr) and cfg.train.lr > 0):
+        raise UsageError(f"train.lr must be a positive number (got {cfg.train.lr})")
+    if not (math.isfinite(cfg.train.weight_decay) and cfg.train.weight_decay >= 0):
+        raise UsageError(f"train.weight_decay must be a number >= 0 (got {cfg.train.weight_decay})")
+    check_seed(cfg.seed, "seed")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name):
         raise UsageError(f"name may use letters, digits, '_', '.', '-' only (got {cfg.name!r})")
     if cfg.data.name == "npz" and not cfg.data.path:
@@ -103,6 +106,12 @@ def _validate(cfg: Config) -> None:
             "model.num_masks > 1 needs model.ordering: random or model.hidden_degrees: random "
             "(otherwise every mask is the same)"
         )
+
+
+def check_seed(seed: int, what: str = "--seed") -> None:
+    """Seeds feed torch generators, which take 0 <= seed < 2**63."""
+    if not 0 <= seed < 2**63:
+        raise UsageError(f"{what} must be between 0 and 2**63 - 1 (got {seed})")
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -266,6 +275,8 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Confi
     data: Any = {}
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise UsageError(f"{p} is a directory; give a YAML config file")
         if not p.is_file():
             raise UsageError(f"config file not found: {p}")
         try:

@@ -179,7 +179,8 @@ def _npz(path: Path) -> Dataset:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: np.asarray(f[k]) for k in f.files}
     except (OSError, ValueError, EOFError) as e:
-        raise UsageError(f"cannot read {path} as .npz: {e}") from None
+        why = "not a valid .npz file" if "allow_pickle" in str(e) else str(e)
+        raise UsageError(f"cannot read {path} as .npz: {why}") from None
     for key in ("train", "test"):
         if key not in arrays:
             raise UsageError(f"{path} has no array '{key}' (it needs train, test and optionally valid)")

@@ -64,6 +64,7 @@ class MADEModel(nn.Module):
         Exact when every member generates the observed dimensions first: then
         p_k(observed) is a prefix of its chain rule and the mixture conditional is a ratio.
         """
+        observed = observed.to(x.device)
         exact = sampling.exact_members(self.net.ranks, observed).all(1)
         dims = torch.stack([self.log_prob_dims(x, k) for k in range(self.num_masks)])  # (K, B, D)
         joint = torch.logsumexp(dims.sum(-1), 0)
@@ -93,6 +94,7 @@ class MADEModel(nn.Module):
 
         Returns (completed x (B, D), exact (B,) bool). Observed values are kept as they are.
         """
+        observed = observed.to(x.device)
         x = torch.where(observed, x, torch.zeros_like(x))
         if uniforms is None:
             uniforms = torch.rand(x.shape, generator=generator).to(x.device)  # CPU draws: repeatable

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
+import shutil
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "checkpoint_bytes",
+    "discard_if_empty",
     "find_runs",
     "load_checkpoint",
     "load_run",
@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = 1
+_REQUIRED_KEYS = ("config", "features", "model")
 RUNS_DIR = Path("runs")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -75,11 +76,14 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise UsageError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except Exception as e:  # an untrusted file: whatever it does to the unpickler is bad input
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"corrupt or unsafe checkpoint {path}: {first}") from None
     if not isinstance(state, dict) or state.get("format_version") != CHECKPOINT_FORMAT:
         raise UsageError(f"{path} is not a made checkpoint (format {CHECKPOINT_FORMAT})")
+    missing = [k for k in _REQUIRED_KEYS if k not in state]
+    if missing:
+        raise UsageError(f"corrupt checkpoint {path}: missing {', '.join(missing)}")
     return state
 
 
@@ -112,16 +116,33 @@ def find_runs(parent: Path = RUNS_DIR) -> list[Path]:
     return sorted(runs, key=lambda p: ((p / "config.yaml").stat().st_mtime_ns, p.name))
 
 
+def _run_dir_of(checkpoint: Path) -> Path:
+    """The run a checkpoint belongs to; a loose checkpoint's outputs go beside it."""
+    if checkpoint.parent.name == "checkpoints" and (checkpoint.parent.parent / "config.yaml").exists():
+        return checkpoint.parent.parent
+    return checkpoint.parent
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return any((run_dir / "checkpoints").glob("*.pt"))
+
+
+def discard_if_empty(run_dir: Path) -> None:
+    """Remove a run directory that holds no checkpoint (its training failed before saving)."""
+    if run_dir.is_dir() and not has_checkpoint(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def resolve_run(run: str | Path | None, parent: Path = RUNS_DIR) -> Path:
     """The run directory a user named, or the newest under ./runs when they named none."""
     if run is None:
-        runs = find_runs(parent)
+        runs = [r for r in find_runs(parent) if has_checkpoint(r)]
         if not runs:
             raise UsageError(f"no runs under {parent}/; train one first with: made train CONFIG")
         return runs[-1]
     path = Path(run)
     if path.is_file() and path.suffix == ".pt":
-        return path.parent.parent
+        return _run_dir_of(path)
     if not path.is_dir():
         raise UsageError(f"run not found: {path}")
     if not (path / "config.yaml").is_file():
@@ -148,7 +169,7 @@ def load_run(path: str | Path | None = None, which: str = "best", device: str | 
     """Load a run directory (its best checkpoint, else last) or a checkpoint file."""
     p = Path(path) if path is not None else None
     if p is not None and p.is_file() and p.suffix == ".pt":
-        ckpt_path, run_dir = p, p.parent.parent
+        ckpt_path, run_dir = p, _run_dir_of(p)
     else:
         run_dir = resolve_run(p)
         ckpt_path = run_dir / "checkpoints" / f"{which}.pt"

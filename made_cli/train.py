@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -130,6 +131,14 @@ class _SignalFlag:
             signal.signal(sig, handler)
 
 
+def _with_absolute_paths(config: Config) -> Config:
+    """Data paths as absolute paths, so the run's saved config works from any directory."""
+    data = config.data
+    root = str(Path(data.root).expanduser().resolve()) if data.root else None
+    path = str(Path(data.path).expanduser().resolve()) if data.path else None
+    return dataclasses.replace(config, data=dataclasses.replace(data, root=root, path=path))
+
+
 @contextmanager
 def _flush_denormal() -> Iterator[None]:
     """Masked weights under weight decay drift into denormals, which x86 runs several times slower."""
@@ -161,6 +170,7 @@ class Trainer:
         say: Callable[[str], None] = print,
         console: Console | None = None,
     ) -> None:
+        config = _with_absolute_paths(config)
         self.config, self.run_dir, self.say, self.console = config, run_dir, say, console
         self.device = torch.device(device)
         torch.manual_seed(config.seed)
@@ -259,9 +269,10 @@ class Trainer:
         )
 
     def _diverged(self, what: str) -> MadeError:
+        last = self.run_dir / "checkpoints" / "last.pt"
+        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was saved yet"
         return MadeError(
-            f"{what} at epoch {self.epoch}, step {self.step}; stopped, the last good checkpoint "
-            f"is {self.run_dir / 'checkpoints' / 'last.pt'}; lower train.lr "
+            f"{what} at epoch {self.epoch}, step {self.step}; stopped, {kept}; lower train.lr "
             f"(now {self.config.train.lr:g}) or add train.weight_decay"
         )
 

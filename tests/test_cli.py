@@ -1,6 +1,9 @@
 """Every command through typer's CliRunner on a tiny config, and the bad-input cases."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from made_cli.cli import app
+
+from .conftest import REPO
 
 runner = CliRunner()
 
@@ -78,9 +83,10 @@ def test_complete_and_verify_and_runs(trained: Path) -> None:
 
 def test_complete_on_natural_order_reports_exact_nll_and_png(tmp_path, tiny_config, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    runner.invoke(
+    trained = runner.invoke(
         app, ["train", str(tiny_config), "model.ordering=natural", "data.features=16", "train.epochs=1"]
     )
+    assert trained.exit_code == 0, trained.output
     result = runner.invoke(app, ["complete", "--n", "3"])
     assert result.exit_code == 0, result.output
     assert "conditional NLL of the true bottom halves" in result.output
@@ -139,6 +145,59 @@ def test_bad_input_gives_exit_2_and_one_line(tmp_path, monkeypatch, tiny_config,
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["sample", "--n", "abc"], ["train"], ["evaluate", "--bogus"], ["nosuchcommand"],
+     ["verify-ar", "--points", "0"]],
+)  # fmt: skip
+def test_parser_errors_through_the_real_entry_point_are_one_line(tmp_path, args) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout, whatever pip points at
+    result = subprocess.run([sys.executable, "-m", "made_cli", *args], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=120, env=env)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"junk", "corrupt or unsafe checkpoint"),
+        (b"", "corrupt or unsafe checkpoint"),
+        ("no_config", "missing config"),
+    ],
+)
+def test_any_corrupt_checkpoint_gives_exit_2_naming_it(trained: Path, content, message) -> None:
+    path = trained / "checkpoints" / "best.pt"
+    if content == "no_config":
+        state = torch.load(path, weights_only=True)
+        del state["config"]
+        torch.save(state, path)
+    else:
+        path.write_bytes(content)
+    result = runner.invoke(app, ["sample", str(trained)])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and str(path) in result.stderr
+
+
+def test_a_loose_checkpoint_writes_beside_itself(trained: Path, tmp_path: Path) -> None:
+    loose = tmp_path / "elsewhere" / "model.pt"
+    loose.parent.mkdir()
+    loose.write_bytes((trained / "checkpoints" / "best.pt").read_bytes())
+    result = runner.invoke(app, ["sample", str(loose), "--n", "2"])
+    assert result.exit_code == 0, result.output
+    assert (loose.parent / "samples" / "seed0-n2.npy").is_file()
+    assert not (tmp_path / "samples").exists()
+
+
+def test_a_failed_training_leaves_no_empty_run(tmp_path, tiny_config, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", str(tiny_config), "data.name=npz", "data.path=missing.npz"])
+    assert result.exit_code == 2 and "data file not found" in result.stderr
+    assert not list((tmp_path / "runs").iterdir())
+    seed = runner.invoke(app, ["train", str(tiny_config), "--run-dir", str(tiny_config)])
+    assert seed.exit_code == 2 and "is a file" in seed.stderr
 
 
 def test_print_config_shows_resolved_overrides(tiny_config: Path) -> None:

@@ -47,7 +47,10 @@ def test_round_trip_through_yaml_and_dict(tmp_path: Path) -> None:
         ("- 1\n- 2\n", [], "must be a mapping"),
         ("", ["train.lr"], "override 'train.lr' must look like key.subkey=value"),
         ("", ["train.lrr=0.1"], "unknown key 'train.lrr' (did you mean 'train.lr'?)"),
-        ("", ["train.lr=-1"], "train.lr must be positive"),
+        ("", ["train.lr=-1"], "train.lr must be a positive number"),
+        ("", ["train.lr=.nan"], "train.lr must be a positive number"),
+        ("", ["train.weight_decay=.inf"], "train.weight_decay must be a number >= 0"),
+        ("", ["seed=99999999999999999999999"], "seed must be between 0 and 2**63 - 1"),
         ("", ["model.num_masks=4", "model.hidden_degrees=even"], "model.num_masks > 1 needs"),
         ("", ["data.name=npz"], "data.path must name the .npz file"),
         ("", ["name=a/b"], "name may use letters"),
@@ -63,6 +66,8 @@ def test_bad_configs_give_one_clear_line(tmp_path: Path, text, overrides, messag
     assert "\n" not in str(info.value)
 
 
-def test_missing_config_file(tmp_path: Path) -> None:
+def test_missing_config_file_or_a_directory(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+    with pytest.raises(UsageError, match="is a directory"):
+        load_config(tmp_path)

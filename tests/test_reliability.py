@@ -23,6 +23,8 @@ from made_cli.errors import MadeError
 from made_cli.models import MADEModel
 from made_cli.train import Interrupted, resume, train
 
+from .conftest import REPO
+
 runner = CliRunner()
 
 # Small enough for seconds, long enough that a kill lands mid-run.
@@ -41,10 +43,10 @@ def _quiet(_: str) -> None:
     pass
 
 
-def _cli(*args: str, env_extra: dict | None = None) -> subprocess.Popen:
+def _cli(*args: str) -> subprocess.Popen:
     # One thread: with two, elementwise kernels split work by memory alignment, which differs
     # between processes, and can round the last bits differently (DESIGN.md, section 6).
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
         [sys.executable, "-m", "made_cli", *args],
         env=env,

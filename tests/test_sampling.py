@@ -2,6 +2,7 @@
 
 import torch
 
+from made_cli import sampling
 from made_cli.config import Config, ModelConfig
 from made_cli.models import MADEModel, build_model
 
@@ -63,19 +64,56 @@ def test_completion_keeps_observed_values_and_follows_the_conditional() -> None:
     torch.testing.assert_close(cond, target, atol=1e-5, rtol=0)
 
 
-def test_completion_with_an_ensemble_picks_members_by_their_evidence() -> None:
-    # Members with random orderings; observe a set that only some members generate first.
-    model = _model(3, ordering="random", num_masks=6)
-    x = torch.tensor([[1.0, 0.0, 0.0]])
-    observed = torch.tensor([[True, False, False]])
-    out, exact = model.complete(
-        x.expand(10, 3), observed.expand(10, 3), generator=torch.Generator().manual_seed(0)
-    )
-    assert (out[:, 0] == 1).all()
-    first = model.net.ranks[:, 0] == 1
-    assert bool(exact[0]) == bool(first.all())
-    cond = model.conditional_log_prob(out[:1], observed)
-    assert torch.isnan(cond).all() == (not first.all())
+def test_members_are_drawn_in_proportion_to_the_evidence_of_the_observed_part() -> None:
+    # Natural order, random hidden degrees: every member is exact for a prefix, but their
+    # conditionals differ, so p_k(observed) differs and a uniform pick would be wrong.
+    model = _model(4, ordering="natural", num_masks=4, hidden_degrees="random")
+    n = 20000
+    x = torch.tensor([[1.0, 0.0, 1.0, 0.0]]).expand(n, 4)
+    observed = torch.tensor([[True, True, False, False]]).expand(n, 4)
+    members, exact = sampling.choose_members(model, x, observed, torch.Generator().manual_seed(0))
+    assert exact.all()
+    with torch.no_grad():
+        evidence = torch.stack([model.log_prob_dims(x[:1], k)[0, :2].sum() for k in range(4)])
+    target = torch.softmax(evidence.double(), 0)
+    assert target.max() - target.min() > 0.05  # the members really differ
+    freq = torch.bincount(members, minlength=4).double() / n
+    assert (freq - target).abs().max() < 0.02
+
+
+def _two_member_model() -> MADEModel:
+    """Member 0 generates x_0 first; member 1 generates x_1 first."""
+    model = _model(3, ordering="random", num_masks=2)
+    model.net.ranks[0] = torch.tensor([1, 2, 3])
+    model.net.ranks[1] = torch.tensor([2, 1, 3])
+    model.net.apply_masks(0)
+    return model
+
+
+def test_a_partly_exact_ensemble_uses_only_its_exact_members_and_says_approximate() -> None:
+    model = _two_member_model()
+    x = torch.tensor([[1.0, 0.0, 0.0]]).expand(50, 3)
+    observed = torch.tensor([[True, False, False]]).expand(50, 3)
+    members, exact = sampling.choose_members(model, x, observed, torch.Generator().manual_seed(0))
+    assert (members == 0).all() and not exact.any()
+    out, exact = model.complete(x, observed, generator=torch.Generator().manual_seed(0))
+    assert (out[:, 0] == 1).all() and not exact.any()
+    assert torch.isnan(model.conditional_log_prob(x[:1], observed[:1])).all()
+    # observing x_0 and x_1 is a prefix for both members: exact again
+    both = torch.tensor([[True, True, False]])
+    assert sampling.choose_members(model, x[:1], both, None)[1].all()
+    assert torch.isfinite(model.conditional_log_prob(x[:1], both)).all()
+
+
+def test_mixture_conditional_log_prob_matches_brute_force() -> None:
+    model = _model(4, ordering="natural", num_masks=4, hidden_degrees="random")
+    observed = torch.tensor([[True, True, False, False]]).expand(4, 4)
+    candidates = torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(4, 1)
+    candidates[:, 2:] = all_binary(2)
+    joint = model.log_prob(candidates).detach().double()
+    brute = joint - torch.logsumexp(joint, 0)
+    cond = model.conditional_log_prob(candidates, observed).double()
+    torch.testing.assert_close(cond, brute, atol=1e-5, rtol=0)
 
 
 def test_exact_ensemble_completion_matches_the_mixture_conditional() -> None:

@@ -28,6 +28,7 @@ def test_tampered_output_mask_fails_both_checks() -> None:
     (report,) = verify_made(net)
     assert not report.ok
     assert report.forbidden_paths > 0
+    assert report.jacobian_violations > 0
 
 
 def test_tampered_direct_mask_fails() -> None:

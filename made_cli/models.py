@@ -77,10 +77,20 @@ class MADEModel(nn.Module):
         n: int,
         generator: torch.Generator | None = None,
         uniforms: torch.Tensor | None = None,
+        fast: bool = True,
     ) -> torch.Tensor:
-        """Draw ``n`` exact samples (n, D); with an ensemble each row picks a member at random."""
-        empty = torch.zeros(n, self.features, device=self.net.ranks.device)
-        return self.complete(empty, torch.zeros_like(empty, dtype=torch.bool), generator, uniforms)[0]
+        """Draw ``n`` exact samples (n, D); with an ensemble each row picks a member at random.
+
+        ``fast`` uses the degree-scheduled sampler; ``fast=False`` runs one full forward pass
+        per dimension (slow, the reference it is tested against).
+        """
+        empty = torch.zeros(n, self.features, device=self.net.ranks.device, dtype=self._dtype)
+        nothing = torch.zeros_like(empty, dtype=torch.bool)
+        return self.complete(empty, nothing, generator, uniforms, fast=fast)[0]
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.net.output.weight.dtype
 
     @torch.no_grad()
     def complete(
@@ -89,6 +99,7 @@ class MADEModel(nn.Module):
         observed: torch.Tensor,
         generator: torch.Generator | None = None,
         uniforms: torch.Tensor | None = None,
+        fast: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample the dimensions not ``observed`` (bool (B, D)) given the observed ones.
 
@@ -97,12 +108,12 @@ class MADEModel(nn.Module):
         observed = observed.to(x.device)
         x = torch.where(observed, x, torch.zeros_like(x))
         if uniforms is None:
-            uniforms = torch.rand(x.shape, generator=generator).to(x.device)  # CPU draws: repeatable
+            uniforms = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         members, exact = sampling.choose_members(self, x, observed, generator)
         out = x.clone()
         for k in members.unique().tolist():
             rows = members == k
-            out[rows] = sampling.ancestral(self, x[rows], ~observed[rows], k, uniforms[rows])
+            out[rows] = sampling.ancestral(self, x[rows], ~observed[rows], k, uniforms[rows], fast)
         return out, exact
 
 

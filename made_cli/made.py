@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,8 @@ from torch import nn
 from . import degrees as deg
 
 __all__ = ["MADE", "MaskedLinear"]
+
+_MASK_CACHE_ELEMENTS = 2**26  # float mask entries kept across all members (256 MB in fp32)
 
 
 class MaskedLinear(nn.Linear):
@@ -26,9 +28,6 @@ class MaskedLinear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias)
         # Not persistent: masks are derived from the degrees that MADE saves.
         self.register_buffer("mask", torch.ones(out_features, in_features), persistent=False)
-
-    def set_mask(self, mask: torch.Tensor) -> None:
-        self.mask.copy_(mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight * self.mask, self.bias)
@@ -81,11 +80,17 @@ class MADE(nn.Module):
                 d = deg.hidden_degrees(units, features, low, hidden_degrees, generator)
                 hidden_degs[layer].append(d)
                 low = int(d.min()) if units else low
+        self._mask_cache: dict[int, dict[str, torch.Tensor]] = {}
         self.register_buffer("ranks", torch.stack(ranks))  # (K, D)
         for layer, d in enumerate(hidden_degs):
             self.register_buffer(f"hidden_degrees_{layer}", torch.stack(d))  # (K, H_l)
         self.apply_masks(0)
-        self.register_load_state_dict_post_hook(lambda module, _keys: module.apply_masks(0))
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._reload_masks())
+
+    def _reload_masks(self) -> None:
+        """New degrees were loaded: forget cached masks and rebuild member 0's."""
+        self._mask_cache.clear()
+        self.apply_masks(0)
 
     # -- degrees and masks -------------------------------------------------------------
     def degrees(self, member: int) -> list[torch.Tensor]:
@@ -114,11 +119,26 @@ class MADE(nn.Module):
         return named
 
     def apply_masks(self, member: int) -> None:
-        """Write member ``member``'s masks, computed from its degrees, into the layers."""
-        layers = self.masked_layers()
-        for name, m in self.masks(member).items():
-            layers[name].set_mask(m)
+        """Give the layers member ``member``'s masks, computed from its degrees.
+
+        Ensembles switch member every training step, so each member's float masks are kept
+        once computed (while all of them fit in ``_MASK_CACHE_ELEMENTS``): a switch then
+        rebinds buffers and copies nothing.
+        """
+        masks = self._mask_cache.get(member)
+        if masks is None:
+            dtype = self.output.weight.dtype
+            masks = {name: m.to(dtype) for name, m in self.masks(member).items()}
+            per_member = sum(m.numel() for m in masks.values())
+            if self.num_masks > 1 and per_member * self.num_masks <= _MASK_CACHE_ELEMENTS:
+                self._mask_cache[member] = masks
+        for name, layer in self.masked_layers().items():
+            layer.mask = masks[name]
         self.member = member
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> MADE:
+        self._mask_cache.clear()  # moved or cast: cached masks would be on the old device
+        return super()._apply(fn, recurse)
 
     def set_member(self, member: int) -> None:
         """Switch the layers to the masks of ensemble member ``member``."""

@@ -68,6 +68,10 @@ def _say(log: RunLog) -> Callable[[str], None]:
     return say
 
 
+def _quiet(_message: str) -> None:
+    """What ranks other than 0 print: nothing."""
+
+
 def _fmt_nll(nll: float, features: int) -> str:
     from .train import bits_per_dim
 
@@ -101,40 +105,44 @@ def train(
     Example: made train --resume runs/mnist-20261121-101500 train.epochs=200
     """
     with _boundary():
+        from . import distributed
         from .config import config_to_yaml, load_config
         from .runs import discard_if_empty, new_run_dir, resolve_run
         from .train import resolve_device, resume
         from .train import train as run_training
 
         extra = list(overrides or [])
-        if resume_run is not None:
-            if config is not None and "=" in config and not Path(config).exists():
+        if resume_run is None and config is None:
+            raise UsageError("missing CONFIG: made train configs/mnist.yaml (or --resume RUN)")
+        if resume_run is not None and config is not None:
+            if "=" in config and not Path(config).exists():
                 extra.insert(0, config)  # `--resume RUN key=value`: no config, only overrides
-            elif config is not None:
+            else:
                 raise UsageError("give a CONFIG or --resume RUN, not both")
+        cfg = None if resume_run is not None else load_config(config, extra)
+        if cfg is not None and print_config:
+            console.print(config_to_yaml(cfg), markup=False, end="")
+            return
+        group, dev = distributed.from_env(resolve_device(device))  # under torchrun: join the group
+        if resume_run is not None:
             target = resolve_run(resume_run)
-            dev = resolve_device(device)
-            say = _say(RunLog(target, "train"))
-            result = resume(target, extra, dev, say=say, console=console)
         else:
-            if config is None:
-                raise UsageError("missing CONFIG: made train configs/mnist.yaml (or --resume RUN)")
-            cfg = load_config(config, extra)
-            if print_config:
-                console.print(config_to_yaml(cfg), markup=False, end="")
-                return
-            dev = resolve_device(device)
             if run_dir is not None and run_dir.exists() and not run_dir.is_dir():
                 raise UsageError(f"--run-dir {run_dir} is a file, not a directory")
             if run_dir is not None and (run_dir / "checkpoints").exists():
                 raise UsageError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
-            target = run_dir or new_run_dir(cfg.name)
-            say = _say(RunLog(target, "train"))
-            try:
-                result = run_training(cfg, target, dev, say=say, console=console)
-            except MadeError:
+            target = run_dir or (new_run_dir(cfg.name) if group.main else None)
+            target = Path(str(group.broadcast(str(target) if group.main else None)))
+        say = _say(RunLog(target, "train")) if group.main else _quiet
+        try:
+            if resume_run is not None:
+                result = resume(target, extra, dev, say=say, console=console, group=group)
+            else:
+                result = run_training(cfg, target, dev, say=say, console=console, group=group)
+        except MadeError:
+            if resume_run is None and group.main:
                 discard_if_empty(target)  # a run that never saved a checkpoint is no run
-                raise
+            raise
         say(
             f"best epoch {result.best_epoch} of {result.epochs_run}, {result.seconds:.0f}s "
             f"[{result.estimator}]"

@@ -50,6 +50,10 @@ class MADEModel(nn.Module):
         """log p_k(x) (B,) under one member."""
         return self.log_prob_dims(x, member).sum(-1)
 
+    def forward(self, x: torch.Tensor, member: int) -> torch.Tensor:
+        """log p_k(x) (B,): what training calls, through DistributedDataParallel when distributed."""
+        return self.log_prob_member(x, member)
+
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) (B,) in nats: the mixture over all members."""
         if self.num_masks == 1:

@@ -17,9 +17,12 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 
 from .config import Config, config_from_dict, config_to_dict
 from .data import Dataset, load_dataset
+from .distributed import SINGLE, Dist
 from .errors import MadeError, UsageError
 from .models import MADEModel, build_model
 from .runs import (
@@ -76,16 +79,22 @@ def bits_per_dim(nll_nats: float, features: int) -> float:
 
 
 @torch.no_grad()
-def evaluate_nll(model: MADEModel, x: torch.Tensor, batch_size: int = 1000) -> float:
-    """Mean negative log-likelihood in nats per example, with the model's full estimator."""
+def evaluate_nll(model: MADEModel, x: torch.Tensor, batch_size: int = 1000, group: Dist = SINGLE) -> float:
+    """Mean negative log-likelihood in nats per example, with the model's full estimator.
+
+    In a process group each rank takes every world-th row and the sums are added up, so all
+    ranks get the same number.
+    """
     was_training = model.training
     model.eval()
     device = model.net.ranks.device
+    rows = x[group.rank :: group.world]
     total = 0.0
-    for i in range(0, x.shape[0], batch_size):
-        total += float(-model.log_prob(x[i : i + batch_size].to(device)).sum())
+    for i in range(0, rows.shape[0], batch_size):
+        total += float(-model.log_prob(rows[i : i + batch_size].to(device)).sum())
     model.train(was_training)
-    return total / x.shape[0]
+    total, count = group.sum([total, float(rows.shape[0])], device)
+    return total / count
 
 
 def independent_baseline_nll(train: torch.Tensor, test: torch.Tensor) -> float:
@@ -107,10 +116,20 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
-def train_step(model: MADEModel, optimizer: torch.optim.Optimizer, x: torch.Tensor, member: int) -> float:
-    """One Adam step on -log p_member(x); returns the loss, and skips the update if it is not finite."""
-    loss = -model.log_prob_member(x, member).mean()
-    value = loss.item()
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    member: int,
+    group: Dist = SINGLE,
+) -> float:
+    """One Adam step on -log p_member(x); returns the loss, and skips the update if not finite.
+
+    ``model`` is a MADEModel or its DistributedDataParallel wrapper; in a group the loss is
+    averaged over ranks first, so that all of them step or stop together.
+    """
+    loss = -model(x, member).mean()
+    value = group.sum([loss.item()], x.device)[0] / group.world
     if math.isfinite(value):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -194,8 +213,10 @@ class Trainer:
         device: torch.device | str = "cpu",
         say: Callable[[str], None] = print,
         console: Console | None = None,
+        group: Dist = SINGLE,
     ) -> None:
         config = _with_absolute_paths(config)
+        self.group = group
         self.config, self.run_dir, self.say, self.console = config, run_dir, say, console
         self.device = torch.device(device)
         torch.manual_seed(config.seed)
@@ -203,9 +224,12 @@ class Trainer:
         self.model = build_model(config, self.dataset.features).to(self.device)
         _init_output_bias(self.model, self.dataset.train)
         self.optimizer = make_optimizer(self.model, config.train.lr, config.train.weight_decay)
-        self.shuffle = torch.Generator().manual_seed(config.seed)
-        self.binarize = torch.Generator().manual_seed(config.seed + 1)
-        self.epoch_start_shuffle = self.shuffle.get_state()  # to redraw a half-done epoch
+        # Epoch e's order is a function of (seed, e): a half-done epoch is redrawn exactly.
+        self.sampler = DistributedSampler(
+            range(self.dataset.train.shape[0]), num_replicas=group.world, rank=group.rank,
+            shuffle=True, seed=config.seed, drop_last=True,
+        )  # fmt: skip
+        self.binarize = torch.Generator().manual_seed(config.seed + 1 + group.rank)
         self.epoch, self.batch, self.step = 1, 0, 0  # position of the next batch
         self.loss_sum = 0.0  # training loss summed over this epoch's rows so far
         self.best, self.best_epoch, self.since_best = math.inf, 0, 0
@@ -232,8 +256,6 @@ class Trainer:
             "metrics": self.metrics,
             "finished": self.finished,
             "rng_torch": torch.get_rng_state(),
-            "rng_shuffle": self.shuffle.get_state(),
-            "rng_shuffle_epoch_start": self.epoch_start_shuffle,
             "rng_binarize": self.binarize.get_state(),
         }
 
@@ -254,11 +276,11 @@ class Trainer:
         self.metrics = list(state["metrics"])
         self.finished = state["finished"]
         torch.set_rng_state(state["rng_torch"])
-        self.shuffle.set_state(state["rng_shuffle"])
-        self.epoch_start_shuffle = state["rng_shuffle_epoch_start"]
         self.binarize.set_state(state["rng_binarize"])
 
     def _save(self, *, best: bool) -> None:
+        if not self.group.main:
+            return
         blob = checkpoint_bytes(self.state_dict())
         atomic_write_bytes(self.run_dir / "checkpoints" / "last.pt", blob)
         if best:
@@ -281,6 +303,24 @@ class Trainer:
             f"direct={cfg.model.direct} ordering={cfg.model.ordering}, {n_params:,} parameters"
         )
 
+    def _signalled(self, flag: _SignalFlag) -> int | None:
+        """The signal to stop for, agreed by all ranks (any rank's signal stops them all)."""
+        if self.group.world == 1:
+            return flag.signum
+        got = self.group.sum([float(flag.signum or 0)], self.device)[0]
+        return int(got // self.group.world) if got else None
+
+    def _wrapped(self) -> torch.nn.Module:
+        """The module the step calls: the model, or its DDP wrapper with rank 0's degrees."""
+        if self.group.world == 1:
+            return self.model
+        net = self.model.net
+        for name, buffer in net.named_buffers():
+            if name == "ranks" or name.startswith("hidden_degrees_"):
+                torch.distributed.broadcast(buffer, src=0)  # identical masks on every rank
+        net._reload_masks()
+        return DistributedDataParallel(self.model, broadcast_buffers=False)
+
     def _stop_for_signal(self, signum: int) -> None:
         self._save(best=False)
         name = signal.Signals(signum).name
@@ -301,13 +341,15 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """Train to the end (epochs or early stopping), then evaluate the best checkpoint."""
-        cfg, model, device = self.config.train, self.model, self.device
-        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(self.run_dir)
-        write_config(self.run_dir, self.config)
-        self._log_start()
+        cfg, model, device, group = self.config.train, self.model, self.device, self.group
+        if group.main:
+            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.run_dir)
+            write_config(self.run_dir, self.config)
+            self._log_start()
+        step_module = self._wrapped()
         train_x = self.dataset.train.to(device)
-        n, bs = train_x.shape[0], cfg.batch_size
+        n, bs = len(self.sampler), cfg.batch_size  # this rank's rows per epoch
         n_batches = math.ceil(n / bs)
         start = time.perf_counter() - (self.metrics[-1]["seconds"] if self.metrics else 0.0)
         progress = Progress(
@@ -317,21 +359,23 @@ class Trainer:
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
+            disable=not group.main,
         )
         with progress, _SignalFlag() as flag, _flush_denormal():
             while not self.finished and self.epoch <= cfg.epochs and self.since_best < cfg.patience:
-                self.shuffle.set_state(self.epoch_start_shuffle)
-                order = torch.randperm(n, generator=self.shuffle).to(device)
+                self.sampler.set_epoch(self.epoch)
+                order = torch.tensor(list(self.sampler), device=device)
                 task = progress.add_task("train", total=n_batches, epoch=self.epoch)
                 progress.advance(task, self.batch)
                 model.train()
                 while self.batch < n_batches:
-                    if flag.signum is not None:
-                        self._stop_for_signal(flag.signum)
+                    if (signum := self._signalled(flag)) is not None:
+                        self._stop_for_signal(signum)
                     x = train_x[order[self.batch * bs : (self.batch + 1) * bs]]
                     if self.dataset.dynamic:
                         x = (torch.rand(x.shape, generator=self.binarize).to(device) < x).float()
-                    loss_value = train_step(model, self.optimizer, x, self.step % model.num_masks)
+                    member = self.step % model.num_masks
+                    loss_value = train_step(step_module, self.optimizer, x, member, group)
                     if not math.isfinite(loss_value):
                         raise self._diverged(f"the training loss became {loss_value}")
                     self.loss_sum += loss_value * x.shape[0]
@@ -340,17 +384,19 @@ class Trainer:
                     progress.advance(task)
                 progress.remove_task(task)
                 self._end_epoch(n, time.perf_counter() - start)
-                if flag.signum is not None:
-                    self._stop_for_signal(flag.signum)
+                if (signum := self._signalled(flag)) is not None:
+                    self._stop_for_signal(signum)
         if self.since_best >= cfg.patience and not self.finished:
             self.say(f"early stop: no better validation NLL for {self.since_best} epochs")
+        group.barrier()  # rank 0's last checkpoint is on disk before anyone reads best.pt
         return self._finish(time.perf_counter() - start)
 
     def _end_epoch(self, n: int, seconds: float) -> None:
         if not _all_finite(self.model):
             raise self._diverged("the parameters became NaN or infinite")
         d = self.dataset.features
-        valid_nll = evaluate_nll(self.model, self.dataset.valid, self.config.train.eval_batch_size)
+        batch = self.config.train.eval_batch_size
+        valid_nll = evaluate_nll(self.model, self.dataset.valid, batch, self.group)
         if not math.isfinite(valid_nll):
             raise self._diverged(f"the validation NLL became {valid_nll}")
         improved = valid_nll < self.best
@@ -370,7 +416,6 @@ class Trainer:
             f"{'  *' if improved else ''}  ({seconds:.0f}s)"
         )
         self.epoch, self.batch, self.loss_sum = self.epoch + 1, 0, 0.0
-        self.epoch_start_shuffle = self.shuffle.get_state()
         self._save(best=improved)
 
     def _finish(self, seconds: float) -> TrainResult:
@@ -379,8 +424,8 @@ class Trainer:
         model = build_model(self.config, self.dataset.features).to(self.device)
         model.load_state_dict(best_state["model"])
         batch = self.config.train.eval_batch_size
-        valid_nll = evaluate_nll(model, self.dataset.valid, batch)
-        test_nll = evaluate_nll(model, self.dataset.test, batch)
+        valid_nll = evaluate_nll(model, self.dataset.valid, batch, self.group)
+        test_nll = evaluate_nll(model, self.dataset.test, batch, self.group)
         if not self.finished:
             self.metrics.append({
                 "step": best_state["step"], "epoch": self.best_epoch, "split": "test",
@@ -408,10 +453,16 @@ def train(
     device: torch.device | str = "cpu",
     say: Callable[[str], None] = print,
     console: Console | None = None,
+    group: Dist = SINGLE,
 ) -> TrainResult:
-    """Train the model of ``config`` into a new run directory; return its validation and test NLL."""
-    run_dir = run_dir or new_run_dir(config.name)
-    return Trainer(config, run_dir, device, say, console).run()
+    """Train the model of ``config`` into a new run directory; return its validation and test NLL.
+
+    In a process group, rank 0's run directory is used and only rank 0 writes to it.
+    """
+    if group.main:
+        run_dir = run_dir or new_run_dir(config.name)
+    run_dir = Path(str(group.broadcast(str(run_dir) if group.main else None)))
+    return Trainer(config, run_dir, device, say, console, group).run()
 
 
 _RESUMABLE = {"train.epochs", "train.patience", "train.lr", "train.weight_decay", "train.eval_batch_size"}
@@ -423,6 +474,7 @@ def resume(
     device: torch.device | str = "cpu",
     say: Callable[[str], None] = print,
     console: Console | None = None,
+    group: Dist = SINGLE,
 ) -> TrainResult:
     """Continue a run from its last checkpoint; only ``train.*`` settings may be overridden."""
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=device)
@@ -438,7 +490,7 @@ def resume(
     if state["finished"] and (config.train.epochs > old["epochs"] or config.train.patience > old["patience"]):
         state["finished"] = False  # asked for more: reopen a finished run
         state["metrics"] = [m for m in state["metrics"] if m["split"] != "test"]
-    trainer = Trainer(config, run_dir, device, say, console)
+    trainer = Trainer(config, run_dir, device, say, console, group)
     trainer.load_state_dict(state)
     say(f"resuming {run_dir} at epoch {trainer.epoch}, batch {trainer.batch}")
     return trainer.run()

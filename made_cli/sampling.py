@@ -115,7 +115,7 @@ def ancestral_fast(
     # degree m has all its inputs after step m) are one contiguous slice of each layer.
     perms = [degree.argsort(stable=True) for degree in net.degrees(member)[1:-1]]
     final_after = [
-        torch.searchsorted(d[p], torch.arange(n_dims + 1), right=True).tolist()
+        torch.searchsorted(d[p], torch.arange(n_dims + 1, device=d.device), right=True).tolist()
         for d, p in zip(net.degrees(member)[1:-1], perms, strict=True)
     ]
     masked = [layer.weight * layer.mask for layer in net.layers]  # formed once, not per step

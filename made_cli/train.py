@@ -78,6 +78,17 @@ def bits_per_dim(nll_nats: float, features: int) -> float:
     return nll_nats / (features * math.log(2))
 
 
+@contextmanager
+def _tf32(enabled: bool) -> Iterator[None]:
+    """TF32 matmuls on CUDA (Ampere and later) for training steps; off for reported likelihoods."""
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
 @torch.no_grad()
 def evaluate_nll(model: MADEModel, x: torch.Tensor, batch_size: int = 1000, group: Dist = SINGLE) -> float:
     """Mean negative log-likelihood in nats per example, with the model's full estimator.
@@ -90,8 +101,9 @@ def evaluate_nll(model: MADEModel, x: torch.Tensor, batch_size: int = 1000, grou
     device = model.net.ranks.device
     rows = x[group.rank :: group.world]
     total = 0.0
-    for i in range(0, rows.shape[0], batch_size):
-        total += float(-model.log_prob(rows[i : i + batch_size].to(device)).sum())
+    with _tf32(False):  # reported likelihoods in full fp32, whatever training used
+        for i in range(0, rows.shape[0], batch_size):
+            total += float(-model.log_prob(rows[i : i + batch_size].to(device)).sum())
     model.train(was_training)
     total, count = group.sum([total, float(rows.shape[0])], device)
     return total / count
@@ -361,7 +373,7 @@ class Trainer:
             transient=True,
             disable=not group.main,
         )
-        with progress, _SignalFlag() as flag, _flush_denormal():
+        with progress, _SignalFlag() as flag, _flush_denormal(), _tf32(device.type == "cuda"):
             while not self.finished and self.epoch <= cfg.epochs and self.since_best < cfg.patience:
                 self.sampler.set_epoch(self.epoch)
                 order = torch.tensor(list(self.sampler), device=device)

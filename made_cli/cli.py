@@ -143,6 +143,8 @@ def train(
             if resume_run is None and group.main:
                 discard_if_empty(target)  # a run that never saved a checkpoint is no run
             raise
+        finally:
+            group.close()
         say(
             f"best epoch {result.best_epoch} of {result.epochs_run}, {result.seconds:.0f}s "
             f"[{result.estimator}]"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,17 +95,21 @@ def _download(url: str, dest: Path) -> None:
     from tqdm import tqdm
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (fixed http(s) URL)
-        total = int(response.headers.get("Content-Length") or 0) or None
+    # a private temp file: several processes (torchrun ranks) may download at once
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
         with (
-            open(tmp, "wb") as f,
-            tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}") as bar,
+            os.fdopen(fd, "wb") as f,
+            urllib.request.urlopen(url, timeout=60) as response,  # noqa: S310 (fixed http(s) URL)
         ):
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-                bar.update(len(chunk))
-    os.replace(tmp, dest)
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}") as bar:
+                while chunk := response.read(1 << 20):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+        os.replace(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def read_amat(path: Path, features: int = MNIST_PIXELS) -> torch.Tensor:

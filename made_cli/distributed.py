@@ -37,6 +37,14 @@ class Dist:
         dist.all_reduce(t)
         return t.tolist()
 
+    def max(self, value: float, device: torch.device) -> float:
+        """The largest value over all ranks."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t)
+
     def broadcast(self, value: str | None) -> str | None:
         """Rank 0's value on every rank."""
         if self.world == 1:
@@ -48,6 +56,11 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+    def close(self) -> None:
+        """Leave the process group (at the end of a command)."""
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 SINGLE = Dist()

@@ -88,7 +88,14 @@ class MADE(nn.Module):
         self.register_load_state_dict_post_hook(lambda module, _keys: module._reload_masks())
 
     def _reload_masks(self) -> None:
-        """New degrees were loaded: forget cached masks and rebuild member 0's."""
+        """New degrees were loaded: check them, forget cached masks and rebuild member 0's."""
+        d = self.features
+        if not torch.equal(self.ranks.sort(1).values.cpu(), torch.arange(1, d + 1).expand_as(self.ranks)):
+            raise ValueError("corrupt degrees: the ranks are not a permutation of 1..D")
+        for i in range(len(self.hidden)):
+            h = getattr(self, f"hidden_degrees_{i}")
+            if h.numel() and (int(h.min()) < 1 or int(h.max()) > max(1, d - 1)):
+                raise ValueError(f"corrupt degrees: hidden layer {i} has degrees outside 1..{max(1, d - 1)}")
         self._mask_cache.clear()
         self.apply_masks(0)
 

@@ -35,7 +35,7 @@ __all__ = [
     "write_config",
 ]
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: epoch order from (seed, epoch), world size, no shuffle RNG state
 _REQUIRED_KEYS = ("config", "features", "model")
 RUNS_DIR = Path("runs")
 _UMASK = os.umask(0)
@@ -103,7 +103,11 @@ def new_run_dir(name: str, parent: Path = RUNS_DIR) -> Path:
 
 
 def remove_stale_temps(run_dir: Path) -> None:
-    """Delete temp files that an atomic write killed mid-way left behind."""
+    """Delete temp files that an atomic write killed mid-way left behind.
+
+    Only the run's writer (training, or resuming it) calls this: a reader would delete the
+    temp file of a training that is still going.
+    """
     for tmp in run_dir.rglob(".*.tmp"):
         tmp.unlink(missing_ok=True)
 
@@ -175,13 +179,12 @@ def load_run(path: str | Path | None = None, which: str = "best", device: str | 
         ckpt_path = run_dir / "checkpoints" / f"{which}.pt"
         if not ckpt_path.exists() and which == "best":
             ckpt_path = run_dir / "checkpoints" / "last.pt"
-    remove_stale_temps(run_dir)
     state = load_checkpoint(ckpt_path, map_location=device)
     config = config_from_dict(state["config"])
     model = build_model(config, int(state["features"]))
     try:
         model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as e:
+    except (RuntimeError, KeyError, ValueError) as e:
         raise UsageError(f"{ckpt_path} does not match its config: {str(e).splitlines()[0]}") from None
     model.to(device).eval()
     return Run(dir=run_dir, config=config, model=model, checkpoint=state)

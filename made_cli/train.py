@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import signal
@@ -187,6 +188,11 @@ class _SignalFlag:
             signal.signal(sig, handler)
 
 
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    """A seed for one step's binarisation noise, so that no generator state needs saving."""
+    return (seed * 1_000_003 + rank * 7_919 + step) % 2**63
+
+
 def _with_absolute_paths(config: Config) -> Config:
     """Data paths as absolute paths, so the run's saved config works from any directory."""
     data = config.data
@@ -232,7 +238,11 @@ class Trainer:
         self.config, self.run_dir, self.say, self.console = config, run_dir, say, console
         self.device = torch.device(device)
         torch.manual_seed(config.seed)
+        if not group.main:
+            group.barrier()  # rank 0 downloads the data first; the others then read it
         self.dataset: Dataset = load_dataset(config.data)
+        if group.main:
+            group.barrier()
         self.model = build_model(config, self.dataset.features).to(self.device)
         _init_output_bias(self.model, self.dataset.train)
         self.optimizer = make_optimizer(self.model, config.train.lr, config.train.weight_decay)
@@ -241,7 +251,7 @@ class Trainer:
             range(self.dataset.train.shape[0]), num_replicas=group.world, rank=group.rank,
             shuffle=True, seed=config.seed, drop_last=True,
         )  # fmt: skip
-        self.binarize = torch.Generator().manual_seed(config.seed + 1 + group.rank)
+        self.binarize = torch.Generator()  # reseeded per step from (seed, rank, step): no state
         self.epoch, self.batch, self.step = 1, 0, 0  # position of the next batch
         self.loss_sum = 0.0  # training loss summed over this epoch's rows so far
         self.best, self.best_epoch, self.since_best = math.inf, 0, 0
@@ -268,7 +278,7 @@ class Trainer:
             "metrics": self.metrics,
             "finished": self.finished,
             "rng_torch": torch.get_rng_state(),
-            "rng_binarize": self.binarize.get_state(),
+            "world_size": self.group.world,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -287,16 +297,22 @@ class Trainer:
         self.since_best = state["epochs_since_best"]
         self.metrics = list(state["metrics"])
         self.finished = state["finished"]
-        torch.set_rng_state(state["rng_torch"])
-        self.binarize.set_state(state["rng_binarize"])
+        torch.set_rng_state(state["rng_torch"].cpu())
+        if self.batch and state["world_size"] != self.group.world:
+            raise UsageError(
+                f"this run stopped mid-epoch with {state['world_size']} process(es); resume it "
+                f"with the same number (now {self.group.world}), or from an epoch boundary"
+            )
 
     def _save(self, *, best: bool) -> None:
         if not self.group.main:
             return
         blob = checkpoint_bytes(self.state_dict())
-        atomic_write_bytes(self.run_dir / "checkpoints" / "last.pt", blob)
+        # best.pt before last.pt: a kill between the two leaves last.pt older, and the resumed
+        # run replays the epoch and finds the same improvement again.
         if best:
             atomic_write_bytes(self.run_dir / "checkpoints" / "best.pt", blob)
+        atomic_write_bytes(self.run_dir / "checkpoints" / "last.pt", blob)
         lines = "".join(json.dumps(m) + "\n" for m in self.metrics)
         atomic_write_text(self.run_dir / "metrics.jsonl", lines)
 
@@ -319,8 +335,8 @@ class Trainer:
         """The signal to stop for, agreed by all ranks (any rank's signal stops them all)."""
         if self.group.world == 1:
             return flag.signum
-        got = self.group.sum([float(flag.signum or 0)], self.device)[0]
-        return int(got // self.group.world) if got else None
+        got = int(self.group.max(float(flag.signum or 0), self.device))
+        return got or None
 
     def _wrapped(self) -> torch.nn.Module:
         """The module the step calls: the model, or its DDP wrapper with rank 0's degrees."""
@@ -331,9 +347,14 @@ class Trainer:
             if name == "ranks" or name.startswith("hidden_degrees_"):
                 torch.distributed.broadcast(buffer, src=0)  # identical masks on every rank
         net._reload_masks()
+        # Degrees were broadcast above and masks follow from them: no buffer sync per step.
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
+            return DistributedDataParallel(self.model, forward_sync_buffers=False)
         return DistributedDataParallel(self.model, broadcast_buffers=False)
 
     def _stop_for_signal(self, signum: int) -> None:
+        if not _all_finite(self.model):  # never save a diverged model, even when asked to stop
+            raise self._diverged("the parameters became NaN or infinite")
         self._save(best=False)
         name = signal.Signals(signum).name
         raise Interrupted(
@@ -385,6 +406,7 @@ class Trainer:
                         self._stop_for_signal(signum)
                     x = train_x[order[self.batch * bs : (self.batch + 1) * bs]]
                     if self.dataset.dynamic:
+                        self.binarize.manual_seed(_step_seed(self.config.seed, group.rank, self.step))
                         x = (torch.rand(x.shape, generator=self.binarize).to(device) < x).float()
                     member = self.step % model.num_masks
                     loss_value = train_step(step_module, self.optimizer, x, member, group)
@@ -489,7 +511,8 @@ def resume(
     group: Dist = SINGLE,
 ) -> TrainResult:
     """Continue a run from its last checkpoint; only ``train.*`` settings may be overridden."""
-    state = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=device)
+    # on the CPU: RNG states must stay there; load_state_dict moves the rest to the device
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location="cpu")
     overrides = overrides or []
     for override in overrides:
         if override.partition("=")[0] not in _RESUMABLE:

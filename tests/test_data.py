@@ -45,7 +45,7 @@ def test_missing_amat_files_are_downloaded_from_the_url(monkeypatch, tmp_path: P
     ds = data.load_dataset(DataConfig(root=str(tmp_path / "root")))
     assert ds.train.shape == (3, 784)
     assert (tmp_path / "root" / "binarized_mnist" / "binarized_mnist_test.amat").exists()
-    assert not list((tmp_path / "root" / "binarized_mnist").glob("*.part"))
+    assert not list((tmp_path / "root" / "binarized_mnist").glob(".*.part"))
 
 
 def test_no_data_and_no_network_says_where_to_put_files(monkeypatch, tmp_path: Path) -> None:

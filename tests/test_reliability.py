@@ -177,13 +177,95 @@ def test_a_corrupt_checkpoint_names_the_file_and_the_other_still_works(tmp_path,
     (run,) = (tmp_path / "runs").iterdir()
     best = run / "checkpoints" / "best.pt"
     best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
-    (run / "checkpoints" / ".last.pt.stale.tmp").write_bytes(b"half a write")
     bad = runner.invoke(app, ["evaluate", str(run)])
     assert bad.exit_code == 2 and str(best) in bad.stderr and bad.stderr.count("\n") == 1
     good = runner.invoke(app, ["evaluate", str(run / "checkpoints" / "last.pt"), "--json"])
     assert good.exit_code == 0, good.output
     assert json.loads(good.stdout)["nll_nats"] > 0
-    assert not (run / "checkpoints" / ".last.pt.stale.tmp").exists()
+
+
+def test_stale_temp_files_are_removed_by_the_writer_only(tmp_path, monkeypatch, base):
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["train", base, *OVERRIDES, "train.epochs=1"]).exit_code == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    stale = run / "checkpoints" / ".last.pt.abc123.tmp"
+    stale.write_bytes(b"half a write")
+    assert runner.invoke(app, ["evaluate", str(run)]).exit_code == 0
+    assert stale.exists()  # a reader must not delete what a live training may be writing
+    assert runner.invoke(app, ["train", "--resume", str(run), "train.epochs=2"]).exit_code == 0
+    assert not stale.exists()
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL at one exact point: nothing after it runs."""
+
+
+def test_a_kill_between_writing_best_and_last_still_resumes_exactly(tmp_path, monkeypatch):
+    import made_cli.train as train_module
+
+    # two epochs, both improving: the kill hits the final epoch, whose best.pt is never redone
+    cfg = load_config(None, [*OVERRIDES, "train.epochs=2"])
+    train(cfg, tmp_path / "ref", say=_quiet)
+    real = train_module.atomic_write_bytes
+    writes = []
+
+    def die_at_the_second_write_of_epoch_2(path, data):
+        writes.append(path.name)
+        if len(writes) == 4:  # epoch 1 wrote best.pt and last.pt; epoch 2 improves too
+            raise Killed
+        return real(path, data)
+
+    monkeypatch.setattr(train_module, "atomic_write_bytes", die_at_the_second_write_of_epoch_2)
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "run", say=_quiet)
+    assert sorted(writes) == ["best.pt", "best.pt", "last.pt", "last.pt"]
+    monkeypatch.setattr(train_module, "atomic_write_bytes", real)
+    resume(tmp_path / "run", say=_quiet)
+    assert _metrics(tmp_path / "run") == _metrics(tmp_path / "ref")
+
+
+def test_an_interrupt_never_saves_nan_parameters(tmp_path, monkeypatch):
+    import made_cli.train as train_module
+
+    real = train_module.train_step
+    calls = {"n": 0}
+
+    def nan_weights_then_sigint(model, optimizer, x, member, group):
+        calls["n"] += 1
+        loss = real(model, optimizer, x, member, group)
+        if calls["n"] == 350:  # a finite loss, but the step broke the weights
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    monkeypatch.setattr(train_module, "train_step", nan_weights_then_sigint)
+    with pytest.raises(MadeError, match="parameters became NaN"):
+        train(load_config(None, OVERRIDES), tmp_path / "run", say=_quiet)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["batch"] == 0  # the end of epoch 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_resuming_mid_epoch_with_another_world_size_is_refused(tmp_path, monkeypatch):
+    real = MADEModel.log_prob_member
+    calls = {"n": 0}
+
+    def interrupt(self, x, member):
+        calls["n"] += self.training
+        if calls["n"] == 50 and self.training:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, x, member)
+
+    monkeypatch.setattr(MADEModel, "log_prob_member", interrupt)
+    with pytest.raises(Interrupted):
+        train(load_config(None, OVERRIDES), tmp_path / "run", say=_quiet)
+    path = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    state["world_size"] = 2
+    torch.save(state, path)
+    with pytest.raises(MadeError, match="stopped mid-epoch with 2 process"):
+        resume(tmp_path / "run", say=_quiet)
 
 
 def test_data_that_no_longer_matches_the_checkpoint_is_refused(tmp_path, monkeypatch, base):

@@ -89,6 +89,21 @@ def test_a_checkpoint_carrying_pickled_code_is_refused_unrun(tmp_path: Path, mon
     assert not (tmp_path / "pwned").exists()
 
 
+def test_corrupt_degrees_are_refused(tmp_path: Path) -> None:
+    run_dir = _make_run(tmp_path)
+    path = run_dir / "checkpoints" / "best.pt"
+    state = torch.load(path, weights_only=True)
+    state["model"]["net.hidden_degrees_0"][0, 0] = 0  # a unit of degree 0: no input at all
+    atomic_write_bytes(path, checkpoint_bytes(state))
+    with pytest.raises(UsageError, match="corrupt degrees"):
+        load_run(run_dir)
+    state["model"]["net.hidden_degrees_0"][0, 0] = 1
+    state["model"]["net.ranks"][0, 0] = state["model"]["net.ranks"][0, 1]  # not a permutation
+    atomic_write_bytes(path, checkpoint_bytes(state))
+    with pytest.raises(UsageError, match="not a permutation"):
+        load_run(run_dir)
+
+
 def test_truncated_checkpoint_names_the_file(tmp_path: Path) -> None:
     run_dir = _make_run(tmp_path)
     path = run_dir / "checkpoints" / "best.pt"

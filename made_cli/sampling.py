@@ -50,6 +50,11 @@ def choose_members(
     return members.to(x.device), exact.all(1)
 
 
+def _draw(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """The Bernoulli draw both samplers share, so equal logits give equal bits: u < sigmoid(l)."""
+    return uniforms < torch.sigmoid(logits)
+
+
 @torch.no_grad()
 def ancestral_naive(
     model: MADEModel,
@@ -70,8 +75,8 @@ def ancestral_naive(
         rows = fill[:, d]
         if not rows.any():
             continue
-        p = torch.sigmoid(model.net(x)[:, 0, d])
-        x[:, d] = torch.where(rows, (uniforms[:, d] < p).to(x.dtype), x[:, d])
+        bit = _draw(model.net(x)[:, 0, d], uniforms[:, d]).to(x.dtype)
+        x[:, d] = torch.where(rows, bit, x[:, d])
     return x
 
 
@@ -145,7 +150,7 @@ def ancestral_fast(
     for start, stop, sample in _segments(needed.any(0).tolist()):
         if sample:
             col = h_last + order[start]
-            bit = (uniforms[start] < torch.sigmoid(z @ w_logit[order[start]])).to(x.dtype)
+            bit = _draw(z @ w_logit[order[start]], uniforms[start]).to(x.dtype)
             z[:, col] = bit if every_row[start] else torch.where(needed[:, start], bit, z[:, col])
         if not masked:
             continue

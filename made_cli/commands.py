@@ -190,12 +190,12 @@ def list_runs(parent: Path) -> list[dict[str, Any]]:
             cfg = {}
         valid, test, epochs = math.inf, None, 0
         metrics = run_dir / "metrics.jsonl"
-        if metrics.exists():
-            for line in metrics.read_text().splitlines():
-                try:
-                    m = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+        try:
+            records = [json.loads(line) for line in metrics.read_text().splitlines()]
+        except (OSError, json.JSONDecodeError):  # none yet, or unreadable: show the run without
+            records = []
+        for m in records:
+            if isinstance(m, dict):
                 if m.get("split") == "valid":
                     valid, epochs = min(valid, m["nll"]), max(epochs, m["epoch"])
                 elif m.get("split") == "test":

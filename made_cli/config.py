@@ -144,14 +144,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
             try:
                 return _coerce(value, arg, key)
-            except UsageError:
-                continue
-        raise bad
+            except UsageError as e:  # try the next type of the union
+                errors.append(e)
+        raise bad from (errors[-1] if errors else None)
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise bad

@@ -94,11 +94,8 @@ def new_run_dir(name: str, parent: Path = RUNS_DIR) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
     for i in range(1000):
         path = parent / (f"{name}-{stamp}" + (f"-{i}" if i else ""))
-        try:
-            path.mkdir()
+        if _claim(path):
             return path
-        except FileExistsError:
-            continue
     raise UsageError(f"cannot create a run directory under {parent}")
 
 
@@ -110,6 +107,15 @@ def remove_stale_temps(run_dir: Path) -> None:
     """
     for tmp in run_dir.rglob(".*.tmp"):
         tmp.unlink(missing_ok=True)
+
+
+def _claim(path: Path) -> bool:
+    """Create ``path``; False if another run (or process) has it already."""
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return False
+    return True
 
 
 def find_runs(parent: Path = RUNS_DIR) -> list[Path]:

@@ -45,13 +45,18 @@ def _is_one_line_usage_error(call) -> bool:
     return True
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(overrides)
 def test_any_overrides_give_a_config_or_one_usage_error(items: list[str]) -> None:
     assert _is_one_line_usage_error(lambda: load_config(None, items))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(st.text(max_size=80) | values.map(lambda v: f"train:\n  epochs: {v!r}\n"))
 def test_any_config_text_gives_a_config_or_one_usage_error(tmp_path: Path, text: str) -> None:
     path = tmp_path / "c.yaml"
@@ -59,7 +64,12 @@ def test_any_config_text_gives_a_config_or_one_usage_error(tmp_path: Path, text:
     assert _is_one_line_usage_error(lambda: load_config(path))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(overrides)
 def test_the_cli_never_shows_a_traceback_for_bad_overrides(tmp_path: Path, items: list[str]) -> None:
     config = tmp_path / "c.yaml"

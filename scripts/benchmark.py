@@ -3,7 +3,8 @@
 Absolute times on shared machines are noise; ratios measured side by side are not. Prints:
 - training images/s of a MADE and of an unmasked MLP of the same shape (batch 100, Adam);
 - time for 64 MNIST-sized samples, degree-scheduled against naive ancestral sampling;
-- evaluation of a 32-mask ensemble against 32 single-mask passes over the same rows.
+- evaluation of a 32-mask ensemble against 32 single-mask passes over the same rows;
+- made against the masked networks of zuko and nflows, when those are installed.
 
     python scripts/benchmark.py            # the numbers quoted in README
     python scripts/benchmark.py --quick    # tiny sizes: checks that it runs
@@ -12,6 +13,7 @@ Absolute times on shared machines are noise; ratios measured side by side are no
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import time
 from collections.abc import Callable
@@ -108,6 +110,51 @@ def training_rows(features: int, batch: int, quick: bool) -> list[tuple[str, flo
     return rows
 
 
+def peer_networks(features: int, hidden: int) -> dict[str, nn.Module]:
+    """784-500-784 masked networks of the peer libraries that are installed (none are required)."""
+    peers: dict[str, nn.Module] = {}
+    if importlib.util.find_spec("zuko"):
+        import zuko
+
+        adjacency = torch.ones(features, features, dtype=torch.bool).tril(-1)  # natural order
+        peers[f"zuko {zuko.__version__}"] = zuko.nn.MaskedMLP(adjacency, [hidden])
+    if importlib.util.find_spec("nflows"):
+        from nflows.transforms.made import MADE as NflowsMADE
+
+        peers["nflows MADE"] = NflowsMADE(features, hidden, num_blocks=0, use_residual_blocks=False)
+    return peers
+
+
+def peer_rows(features: int, batch: int, quick: bool) -> list[tuple[str, float, float]]:
+    """made against each installed peer, timed in alternation, each as its users run it.
+
+    Same network (1 hidden layer, natural order, no direct connections) and loss; made trains
+    with its own optimiser set-up, a peer with the default torch Adam.
+    """
+    data = (torch.rand(50 * batch, features, generator=torch.Generator().manual_seed(0)) < 0.13).float()
+    steps, repeats, warmup = (3, 1, 1) if quick else (100, 5, 30)
+    hidden = 16 if quick else 500
+    rows = []
+    for name, net in peer_networks(features, hidden).items():
+        model = made(features, [f"model.hidden=[{hidden}]", "model.direct=false"])
+        made_opt = make_optimizer(model, 1e-3, 0.0)
+        peer_opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+        def made_step(i: int, model: MADEModel = model, opt: torch.optim.Optimizer = made_opt) -> None:
+            train_step(model, opt, data[(i % 50) * batch : (i % 50 + 1) * batch], 0)
+
+        def peer_step(i: int, net: nn.Module = net, opt: torch.optim.Optimizer = peer_opt) -> None:
+            x = data[(i % 50) * batch : (i % 50 + 1) * batch]
+            loss = F.binary_cross_entropy_with_logits(net(x), x, reduction="none").sum(1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        made_rate, peer_rate = best_rates(made_step, peer_step, steps, repeats, warmup)
+        rows.append((name, made_rate * batch, peer_rate * batch))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that it runs")
@@ -123,6 +170,13 @@ def main() -> None:
     print(f"  {'network':<22}{'made':>10}{'unmasked':>12}{'ratio':>8}")
     for name, made_rate, mlp_rate in training_rows(features, 100, args.quick):
         print(f"  {name:<22}{made_rate:>10.0f}{mlp_rate:>12.0f}{made_rate / mlp_rate:>8.2f}")
+
+    peers = peer_rows(features, 100, args.quick)
+    if peers:
+        print(f"\ntraining against peers, 1x{16 if args.quick else 500}, no direct connections (images/s):")
+        print(f"  {'peer':<22}{'made':>10}{'peer':>12}{'ratio':>8}")
+        for name, made_rate, peer_rate in peers:
+            print(f"  {name:<22}{made_rate:>10.0f}{peer_rate:>12.0f}{made_rate / peer_rate:>8.2f}")
 
     model = made(features, ["model.hidden=[16]" if args.quick else "model.hidden=[500]"])
     gen = torch.Generator().manual_seed(0)

@@ -131,8 +131,8 @@ def train(
                 raise UsageError(f"--run-dir {run_dir} is a file, not a directory")
             if run_dir is not None and (run_dir / "checkpoints").exists():
                 raise UsageError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
+            # rank 0 names the run; train() hands its path to the other ranks
             target = run_dir or (new_run_dir(cfg.name) if group.main else None)
-            target = Path(str(group.broadcast(str(target) if group.main else None)))
         say = _say(RunLog(target, "train")) if group.main else _quiet
         try:
             if resume_run is not None:

@@ -85,15 +85,19 @@ class MADE(nn.Module):
         for layer, d in enumerate(hidden_degs):
             self.register_buffer(f"hidden_degrees_{layer}", torch.stack(d))  # (K, H_l)
         self.apply_masks(0)
-        self.register_load_state_dict_post_hook(lambda module, _keys: module._reload_masks())
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.reload_masks())
 
-    def _reload_masks(self) -> None:
-        """New degrees were loaded: check them, forget cached masks and rebuild member 0's."""
+    def degree_buffers(self) -> list[torch.Tensor]:
+        """The saved degrees: ranks (K, D), then each hidden layer's (K, H_l)."""
+        return [self.ranks, *(getattr(self, f"hidden_degrees_{i}") for i in range(len(self.hidden)))]
+
+    def reload_masks(self) -> None:
+        """The degrees were replaced (loaded, broadcast): check them, rebuild member 0's masks."""
         d = self.features
-        if not torch.equal(self.ranks.sort(1).values.cpu(), torch.arange(1, d + 1).expand_as(self.ranks)):
+        ranks, *hidden = self.degree_buffers()
+        if not torch.equal(ranks.sort(1).values.cpu(), torch.arange(1, d + 1).expand_as(ranks)):
             raise ValueError("corrupt degrees: the ranks are not a permutation of 1..D")
-        for i in range(len(self.hidden)):
-            h = getattr(self, f"hidden_degrees_{i}")
+        for i, h in enumerate(hidden):
             if h.numel() and (int(h.min()) < 1 or int(h.max()) > max(1, d - 1)):
                 raise ValueError(f"corrupt degrees: hidden layer {i} has degrees outside 1..{max(1, d - 1)}")
         self._mask_cache.clear()
@@ -102,9 +106,8 @@ class MADE(nn.Module):
     # -- degrees and masks -------------------------------------------------------------
     def degrees(self, member: int) -> list[torch.Tensor]:
         """Degrees of every layer for one member: inputs (with context at 0), hidden..., outputs."""
-        ranks = self.ranks[member]
+        ranks, *hidden = (d[member] for d in self.degree_buffers())
         inputs = torch.cat([ranks, ranks.new_zeros(self.context)])
-        hidden = [getattr(self, f"hidden_degrees_{i}")[member] for i in range(len(self.hidden))]
         outputs = ranks.repeat(self.params_per_dim)
         return [inputs, *hidden, outputs]
 

@@ -287,6 +287,11 @@ class Trainer:
                 f"the data has {self.dataset.features} dimensions but the checkpoint was "
                 f"trained on {state['features']}"
             )
+        if state["batch"] and state["world_size"] != self.group.world:
+            raise UsageError(
+                f"this run stopped mid-epoch with {state['world_size']} process(es); resume it "
+                f"with the same number (now {self.group.world}), or from an epoch boundary"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # the config may have changed them on resume
@@ -298,11 +303,6 @@ class Trainer:
         self.metrics = list(state["metrics"])
         self.finished = state["finished"]
         torch.set_rng_state(state["rng_torch"].cpu())
-        if self.batch and state["world_size"] != self.group.world:
-            raise UsageError(
-                f"this run stopped mid-epoch with {state['world_size']} process(es); resume it "
-                f"with the same number (now {self.group.world}), or from an epoch boundary"
-            )
 
     def _save(self, *, best: bool) -> None:
         if not self.group.main:
@@ -343,10 +343,9 @@ class Trainer:
         if self.group.world == 1:
             return self.model
         net = self.model.net
-        for name, buffer in net.named_buffers():
-            if name == "ranks" or name.startswith("hidden_degrees_"):
-                torch.distributed.broadcast(buffer, src=0)  # identical masks on every rank
-        net._reload_masks()
+        for degrees in net.degree_buffers():
+            torch.distributed.broadcast(degrees, src=0)  # identical masks on every rank
+        net.reload_masks()
         # Degrees were broadcast above and masks follow from them: no buffer sync per step.
         if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
             return DistributedDataParallel(self.model, forward_sync_buffers=False)

@@ -75,9 +75,44 @@ def made(features: int, overrides: list[str]) -> MADEModel:
     return build_model(load_config(None, overrides), features)
 
 
+def binary_data(features: int, batch: int) -> torch.Tensor:
+    """50 batches of MNIST-like bits (13% ones), cycled through by every step function."""
+    return (torch.rand(50 * batch, features, generator=torch.Generator().manual_seed(0)) < 0.13).float()
+
+
+def schedule(quick: bool) -> tuple[int, int, int]:
+    """(steps per timed run, timed runs, warm-up steps)."""
+    return (3, 1, 1) if quick else (100, 5, 30)
+
+
+def made_stepper(model: MADEModel, data: torch.Tensor, batch: int) -> Callable[[int], None]:
+    """made's own training step, optimiser set-up included."""
+    opt = make_optimizer(model, 1e-3, 0.0)
+
+    def step(i: int) -> None:
+        train_step(model, opt, data[(i % 50) * batch : (i % 50 + 1) * batch], i % model.num_masks)
+
+    return step
+
+
+def net_stepper(
+    net: nn.Module, opt: torch.optim.Optimizer, data: torch.Tensor, batch: int
+) -> Callable[[int], None]:
+    """A step of any network whose output is the D Bernoulli logits: the same loss as made's."""
+
+    def step(i: int) -> None:
+        x = data[(i % 50) * batch : (i % 50 + 1) * batch]
+        loss = F.binary_cross_entropy_with_logits(net(x), x, reduction="none").sum(1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def training_rows(features: int, batch: int, quick: bool) -> list[tuple[str, float, float]]:
-    data = (torch.rand(50 * batch, features, generator=torch.Generator().manual_seed(0)) < 0.13).float()
-    steps, repeats, warmup = (3, 1, 1) if quick else (100, 5, 30)
+    """made against the unmasked MLP of the same shape, both with made's optimiser set-up."""
+    data = binary_data(features, batch)
     hidden = "[16]" if quick else "[500]"
     cases = [
         (f"1x{hidden[1:-1]}", [f"model.hidden={hidden}", "model.direct=false"], False),
@@ -89,23 +124,9 @@ def training_rows(features: int, batch: int, quick: bool) -> list[tuple[str, flo
     rows = []
     for name, overrides, skip in cases:
         model = made(features, overrides)
-        opt = make_optimizer(model, 1e-3, 0.0)
-
-        def made_step(i: int, model: MADEModel = model, opt: torch.optim.Optimizer = opt) -> None:
-            x = data[(i % 50) * batch : (i % 50 + 1) * batch]
-            train_step(model, opt, x, i % model.num_masks)
-
         mlp = MLP(features, list(model.net.hidden), skip)
-        mlp_opt = make_optimizer(mlp, 1e-3, 0.0)
-
-        def mlp_step(i: int, mlp: MLP = mlp, opt: torch.optim.Optimizer = mlp_opt) -> None:
-            x = data[(i % 50) * batch : (i % 50 + 1) * batch]
-            loss = F.binary_cross_entropy_with_logits(mlp(x), x, reduction="none").sum(1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        made_rate, mlp_rate = best_rates(made_step, mlp_step, steps, repeats, warmup)
+        mlp_step = net_stepper(mlp, make_optimizer(mlp, 1e-3, 0.0), data, batch)
+        made_rate, mlp_rate = best_rates(made_stepper(model, data, batch), mlp_step, *schedule(quick))
         rows.append((name, made_rate * batch, mlp_rate * batch))
     return rows
 
@@ -131,26 +152,13 @@ def peer_rows(features: int, batch: int, quick: bool) -> list[tuple[str, float, 
     Same network (1 hidden layer, natural order, no direct connections) and loss; made trains
     with its own optimiser set-up, a peer with the default torch Adam.
     """
-    data = (torch.rand(50 * batch, features, generator=torch.Generator().manual_seed(0)) < 0.13).float()
-    steps, repeats, warmup = (3, 1, 1) if quick else (100, 5, 30)
+    data = binary_data(features, batch)
     hidden = 16 if quick else 500
     rows = []
     for name, net in peer_networks(features, hidden).items():
         model = made(features, [f"model.hidden=[{hidden}]", "model.direct=false"])
-        made_opt = make_optimizer(model, 1e-3, 0.0)
-        peer_opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-
-        def made_step(i: int, model: MADEModel = model, opt: torch.optim.Optimizer = made_opt) -> None:
-            train_step(model, opt, data[(i % 50) * batch : (i % 50 + 1) * batch], 0)
-
-        def peer_step(i: int, net: nn.Module = net, opt: torch.optim.Optimizer = peer_opt) -> None:
-            x = data[(i % 50) * batch : (i % 50 + 1) * batch]
-            loss = F.binary_cross_entropy_with_logits(net(x), x, reduction="none").sum(1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        made_rate, peer_rate = best_rates(made_step, peer_step, steps, repeats, warmup)
+        peer_step = net_stepper(net, torch.optim.Adam(net.parameters(), lr=1e-3), data, batch)
+        made_rate, peer_rate = best_rates(made_stepper(model, data, batch), peer_step, *schedule(quick))
         rows.append((name, made_rate * batch, peer_rate * batch))
     return rows
 

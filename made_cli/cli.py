@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -72,10 +71,9 @@ def _quiet(_message: str) -> None:
     """What ranks other than 0 print: nothing."""
 
 
-def _fmt_nll(nll: float, features: int) -> str:
-    from .train import bits_per_dim
-
-    return f"{nll:.2f} nats ({bits_per_dim(nll, features):.4f} bits/dim)"
+def _fmt_nll(nll: float, bpd: float | None) -> str:
+    """An NLL in nats, with bits/dim where the data have them (not for plain real values)."""
+    return f"{nll:.2f} nats" + ("" if bpd is None else f" ({bpd:.4f} bits/dim)")
 
 
 @app.command()
@@ -149,8 +147,8 @@ def train(
             f"best epoch {result.best_epoch} of {result.epochs_run}, {result.seconds:.0f}s "
             f"[{result.estimator}]"
         )
-        say(f"valid NLL {_fmt_nll(result.valid_nll, result.features)}")
-        say(f"test NLL  {_fmt_nll(result.test_nll, result.features)}")
+        say(f"valid NLL {_fmt_nll(result.valid_nll, result.valid_bpd)}")
+        say(f"test NLL  {_fmt_nll(result.test_nll, result.test_bpd)}")
 
 
 @app.command()
@@ -174,7 +172,7 @@ def evaluate(
         loaded = load_run(run, device=resolve_device(device))
         report = evaluate_run(loaded, split)
         line = (
-            f"{split} NLL {_fmt_nll(report['nll_nats'], loaded.model.features)} "
+            f"{split} NLL {_fmt_nll(report['nll_nats'], report['bits_per_dim'])} "
             f"on {report['examples']} examples [{report['estimator']}]"
         )
         RunLog(loaded.dir, "evaluate").write(line)
@@ -189,11 +187,17 @@ def sample(
     run: RunArg = None,
     n: Annotated[int, typer.Option("--n", help="How many samples.")] = 64,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same samples.")] = 0,
+    label: Annotated[
+        int | None,
+        typer.Option(help="Class-conditional models: sample this class (default: the classes in turn)."),
+    ] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Draw exact ancestral samples: a PNG grid for image data and the raw .npy.
 
     Example: made sample --n 64 --seed 1
+
+    Example: made sample runs/mnist-label-20261121-101500 --label 3
     """
     with _boundary():
         from .commands import sample_run
@@ -201,9 +205,12 @@ def sample(
         from .train import resolve_device
 
         loaded = load_run(run, device=resolve_device(device))
-        paths = sample_run(loaded, n, seed)
+        paths = sample_run(loaded, n, seed, label)
         say = _say(RunLog(loaded.dir, "sample"))
-        say(f"{n} samples (seed {seed}) from {loaded.dir} [{loaded.model.estimator}]")
+        given = ""
+        if loaded.model.classes:
+            given = f" of class {label}" if label is not None else ", classes in turn"
+        say(f"{n} samples{given} (seed {seed}) from {loaded.dir} [{loaded.model.estimator}]")
         for path in paths.values():
             say(f"wrote {path}")
 
@@ -212,42 +219,60 @@ def sample(
 def complete(
     run: RunArg = None,
     half: Annotated[
-        bool, typer.Option("--half", help="Observe the top half of each image (the default).")
-    ] = True,
+        bool, typer.Option("--half", help="Observe the top half of each image (same as --mask top).")
+    ] = False,
+    mask: Annotated[
+        str | None,
+        typer.Option(
+            help="What is observed: top, bottom, left or right half; centre (all but a centre "
+            "square); random (see --fraction). Default: top."
+        ),
+    ] = None,
+    fraction: Annotated[float, typer.Option(help="--mask random: the share of dimensions observed.")] = 0.5,
     n: Annotated[int, typer.Option("--n", help="How many held-out test images.")] = 16,
     per_image: Annotated[int, typer.Option(help="Completions drawn per image.")] = 3,
-    seed: Annotated[int, typer.Option(help="Chooses the images and the completions.")] = 0,
+    seed: Annotated[int, typer.Option(help="Chooses the images, random masks and the completions.")] = 0,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Complete random held-out test images from their top half.
+    """Complete random held-out test images from an observed part.
 
-    Writes originals | observed half | completions as a PNG, the arrays as .npz, and prints the
-    model's conditional NLL of the true bottom halves.
+    Writes originals | observed part | completions as a PNG (missing pixels in blue), the arrays
+    as .npz, and the model's conditional NLL of the true missing part where it is exact: when
+    the ordering generates the observed pixels first (with an ensemble, the members that do are
+    used). Otherwise the completion is approximate, and says so.
 
     Example: made complete --half --n 16 --seed 0
+
+    Example: made complete --mask centre --per-image 5
     """
     with _boundary():
         from .commands import complete_run
         from .runs import load_run
         from .train import resolve_device
 
+        if half and mask not in (None, "top"):
+            raise UsageError(f"--half is --mask top; it cannot go with --mask {mask}")
+        chosen = mask or "top"
         loaded = load_run(run, device=resolve_device(device))
-        result = complete_run(loaded, n, per_image, seed)
+        result = complete_run(loaded, n, per_image, seed, chosen, fraction)
         say = _say(RunLog(loaded.dir, "complete"))
+        k = len(result.indices)
         say(
-            f"completed {len(result.indices)} test images x {per_image} from their top half "
-            f"(seed {seed}), {result.missing} dimensions sampled each"
+            f"completed {k} test images x {per_image}, observed: {result.mask} (seed {seed}), "
+            f"{result.missing:.0f} dimensions sampled each"
         )
-        if result.exact:
+        if result.exact_images:
+            bits = "" if result.conditional_bpd is None else f" ({result.conditional_bpd:.4f} bits/dim)"
+            which = "all images" if result.exact_images == k else f"the {result.exact_images} exact images"
             say(
-                f"conditional NLL of the true bottom halves: {result.conditional_nll:.2f} nats "
-                f"per image ({result.conditional_nll / result.missing / math.log(2):.4f} bits/dim)"
-                f" [exact: the observed pixels come first in the ordering]"
+                f"conditional NLL of the true missing part: {result.conditional_nll:.2f} nats per "
+                f"image{bits} over {which} [exact: the ordering generates the observed pixels first]"
             )
-        else:
+        if result.exact_images < k:
             say(
-                "approximate completion: the model's ordering does not generate the observed "
-                "pixels first, so no exact conditional NLL is reported"
+                f"approximate completion for {k - result.exact_images} of {k} images: no ordering of "
+                "the model generates their observed pixels first, so missing pixels drawn earlier "
+                "ignore observed pixels that come later (no conditional NLL for them)"
             )
         for path in result.paths.values():
             say(f"wrote {path}")

@@ -13,20 +13,22 @@ import numpy as np
 import torch
 
 from .config import check_seed, load_config
-from .data import dataset_features, load_dataset
+from .data import Dataset, dataset_classes, dataset_features, display_values, load_dataset
 from .errors import UsageError
 from .models import build_model
 from .runs import Run, atomic_write_bytes, atomic_write_text, find_runs
-from .train import bits_per_dim, evaluate_nll
+from .train import evaluate_nll
 from .verify import MemberReport, verify_made
 
 __all__ = [
+    "OBSERVED_MASKS",
     "CompletionResult",
     "complete_run",
     "evaluate_run",
     "list_runs",
+    "observed_mask",
+    "sample_labels",
     "sample_run",
-    "top_half",
     "verify_target",
 ]
 
@@ -38,36 +40,45 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _save_png(path: Path, images: torch.Tensor, nrow: int) -> None:
-    """A grid of (N, H, W) images in [0, 1], written atomically."""
+    """A grid of (N, H, W) grey or (N, 3, H, W) colour images in [0, 1], written atomically."""
     from torchvision.utils import make_grid, save_image
 
-    grid = make_grid(images[:, None].float().cpu(), nrow=nrow, padding=2, pad_value=1.0)
+    images = images[:, None] if images.dim() == 3 else images
+    grid = make_grid(images.float().cpu(), nrow=nrow, padding=2, pad_value=1.0)
     buffer = io.BytesIO()
     save_image(grid, buffer, format="png")
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _check_features(run: Run, features: int) -> None:
-    if features != run.model.features:
+def _load_data(run: Run) -> Dataset:
+    """The run's dataset, checked against what the model was trained on."""
+    dataset = load_dataset(run.config.data)
+    if dataset.features != run.model.features:
         raise UsageError(
-            f"the data has {features} dimensions but the model in {run.dir} was trained on "
+            f"the data has {dataset.features} dimensions but the model in {run.dir} was trained on "
             f"{run.model.features}"
         )
+    if run.model.classes and dataset.classes != run.model.classes:
+        raise UsageError(
+            f"the data has {dataset.classes} label classes but the model in {run.dir} was trained "
+            f"on {run.model.classes}"
+        )
+    return dataset
 
 
 def evaluate_run(run: Run, split: str, batch_size: int = 1000) -> dict[str, Any]:
     """NLL on a split of the run's dataset; also recorded in <run>/evaluate.json by split."""
-    dataset = load_dataset(run.config.data)
-    _check_features(run, dataset.features)
+    dataset = _load_data(run)
     x = dataset.split(split)
-    nll = evaluate_nll(run.model, x, batch_size)
+    nll = evaluate_nll(run.model, x, batch_size, labels=dataset.split_labels(split))
     report = {
         "run": str(run.dir),
         "split": split,
         "examples": int(x.shape[0]),
         "nll_nats": nll,
-        "bits_per_dim": bits_per_dim(nll, run.model.features),
+        "bits_per_dim": dataset.bits_per_dim(nll, split),
         "estimator": run.model.estimator,
+        "values": dataset.values,
     }
     path = run.dir / "evaluate.json"
     try:
@@ -78,84 +89,167 @@ def evaluate_run(run: Run, split: str, batch_size: int = 1000) -> dict[str, Any]
     return report
 
 
-def sample_run(run: Run, n: int, seed: int) -> dict[str, Path]:
-    """Draw ``n`` exact samples; write samples/seed<S>-n<N>.npy and a PNG grid for image data."""
+def _as_array(x: torch.Tensor, values: str) -> np.ndarray:
+    """Samples as saved: small integers for discrete values, float32 for reals."""
+    return x.cpu().numpy().astype(np.uint8 if values in ("binary", "levels") else np.float32)
+
+
+def sample_labels(run: Run, n: int, label: int | None) -> torch.Tensor | None:
+    """Labels for ``n`` samples: ``label`` for all, or the classes in turn; None if unconditional."""
+    classes = run.model.classes
+    if not classes:
+        if label is not None:
+            raise UsageError(f"--label: the model in {run.dir} is not conditioned on labels")
+        return None
+    if label is None:
+        return torch.arange(n) % classes
+    if not 0 <= label < classes:
+        raise UsageError(f"--label must be between 0 and {classes - 1} (got {label})")
+    return torch.full((n,), label)
+
+
+def sample_run(run: Run, n: int, seed: int, label: int | None = None) -> dict[str, Path]:
+    """Draw ``n`` exact samples; write samples/seed<S>-n<N>[-label<L>].npy, a PNG grid for images,
+    and the labels of a class-conditional model's samples beside them."""
     if n < 1:
         raise UsageError(f"--n must be at least 1 (got {n})")
     check_seed(seed)
+    labels = sample_labels(run, n, label)
     generator = torch.Generator().manual_seed(seed)
-    x = run.model.sample(n, generator=generator).cpu()
-    out = {"npy": run.dir / "samples" / f"seed{seed}-n{n}.npy"}
-    _save_npy(out["npy"], x.numpy().astype(np.uint8))
+    x = run.model.sample(n, generator=generator, labels=labels).cpu()
+    stem = f"seed{seed}-n{n}" + (f"-label{label}" if label is not None else "")
+    out = {"npy": run.dir / "samples" / f"{stem}.npy"}
+    _save_npy(out["npy"], _as_array(x, run.config.data.values))
+    if labels is not None:
+        out["labels"] = run.dir / "samples" / f"{stem}-labels.npy"
+        _save_npy(out["labels"], labels.numpy())
     if run.image_shape:
         out["png"] = out["npy"].with_suffix(".png")
-        _save_png(out["png"], x.view(n, *run.image_shape), nrow=math.ceil(math.sqrt(n)))
+        shown = display_values(x, run.config.data).view(n, *run.image_shape)
+        _save_png(out["png"], shown, nrow=math.ceil(math.sqrt(n)))
     return out
 
 
-def top_half(features: int, image_shape: tuple[int, int] | None) -> torch.Tensor:
-    """Observed mask (D,) of the top half of an image (rows), or the first half of the dims."""
-    observed = torch.zeros(features, dtype=torch.bool)
-    if image_shape:
-        h, w = image_shape
-        observed[: (h // 2) * w] = True
-    else:
-        observed[: features // 2] = True
-    return observed
+OBSERVED_MASKS = ("top", "bottom", "left", "right", "centre", "random")
+
+
+def observed_mask(
+    kind: str,
+    features: int,
+    image_shape: tuple[int, int] | None,
+    rows: int,
+    generator: torch.Generator,
+    fraction: float = 0.5,
+) -> torch.Tensor:
+    """Which dimensions are observed (rows, D) bool.
+
+    top, bottom, left, right: that half of each image is observed; centre: all but a centre
+    square of half the side; random: each dimension with probability ``fraction``. Data that
+    are not images have a first (top) and last (bottom) half of their dimensions.
+    """
+    if kind not in OBSERVED_MASKS:
+        raise UsageError(f"--mask must be one of {', '.join(OBSERVED_MASKS)} (got {kind!r})")
+    if kind == "random":
+        if not 0.0 < fraction < 1.0:
+            raise UsageError(f"--fraction must be between 0 and 1 (got {fraction})")
+        return torch.rand(rows, features, generator=generator) < fraction
+    if image_shape is None:
+        if kind not in ("top", "bottom"):
+            raise UsageError(f"--mask {kind} needs image data; for these data use top, bottom or random")
+        image_shape = (features, 1)
+    h, w = image_shape
+    grid = torch.zeros(h, w, dtype=torch.bool)
+    if kind == "top":
+        grid[: h // 2] = True
+    elif kind == "bottom":
+        grid[h - h // 2 :] = True
+    elif kind == "left":
+        grid[:, : w // 2] = True
+    elif kind == "right":
+        grid[:, w - w // 2 :] = True
+    else:  # centre: the square of half the side in the middle is missing
+        grid[:] = True
+        grid[h // 4 : h // 4 + h // 2, w // 4 : w // 4 + w // 2] = False
+    return grid.reshape(1, -1).expand(rows, -1).clone()
 
 
 @dataclass(frozen=True)
 class CompletionResult:
     paths: dict[str, Path]
     indices: list[int]
-    conditional_nll: float  # mean -log p(missing | observed) in nats; NaN if not exact
-    missing: int  # dimensions sampled per image
-    exact: bool
+    mask: str  # which observed set, in words
+    conditional_nll: float  # mean -log p(missing | observed) in nats over the exact images; NaN if none
+    conditional_bpd: float | None  # the same per missing dimension in bits, for discrete data
+    missing: float  # dimensions sampled per image, on average
+    exact_images: int  # images whose completion is exact (the rest are approximate)
 
 
-def complete_run(run: Run, n: int, per_image: int, seed: int) -> CompletionResult:
-    """Complete ``n`` random test images from their top half, ``per_image`` times each."""
+_MISSING_RGB = (0.15, 0.25, 0.6)  # missing pixels in the pictures: a colour no image has
+
+
+def complete_run(
+    run: Run, n: int, per_image: int, seed: int, mask: str = "top", fraction: float = 0.5
+) -> CompletionResult:
+    """Complete ``n`` random test images from an observed part (``observed_mask``), ``per_image``
+    times each; exact where the model generates the observed dimensions first."""
     if n < 1 or per_image < 1:
         raise UsageError("--n and --per-image must be at least 1")
     check_seed(seed)
-    dataset = load_dataset(run.config.data)
-    _check_features(run, dataset.features)
+    dataset = _load_data(run)
     test = dataset.test
     generator = torch.Generator().manual_seed(seed)
     # The test file is sorted by digit: pick at random, never the first n.
     indices = torch.randperm(test.shape[0], generator=generator)[: min(n, test.shape[0])]
-    originals = test[indices].to(run.model.net.ranks.device)  # (n, D)
-    observed = top_half(run.model.features, run.image_shape).to(originals.device).expand_as(originals)
-    repeated = originals.repeat_interleave(per_image, 0)
+    k, d = len(indices), run.model.features
+    device = run.model.net.ranks.device
+    originals = test[indices].to(device)  # (n, D)
+    observed = observed_mask(mask, d, run.image_shape, k, generator, fraction).to(device)
+    labels = dataset.split_labels("test") if run.model.classes else None
+    labels = None if labels is None else labels[indices].to(device)
     completed, exact = run.model.complete(
-        repeated, observed.repeat_interleave(per_image, 0), generator=generator
+        originals.repeat_interleave(per_image, 0),
+        observed.repeat_interleave(per_image, 0),
+        generator=generator,
+        labels=None if labels is None else labels.repeat_interleave(per_image, 0),
     )
-    cond = run.model.conditional_log_prob(originals, observed)
-    k = len(indices)
-    d = run.model.features
+    cond = run.model.conditional_log_prob(originals, observed, labels)  # NaN where not exact
+    exact_rows = ~cond.isnan()
+    missing = (~observed).sum(1).float()
+    cond_nll = float(-cond[exact_rows].mean()) if exact_rows.any() else math.nan
+    bpd = None
+    if run.model.head.discrete and exact_rows.any():
+        bpd = float((-cond[exact_rows] / missing[exact_rows]).mean() / math.log(2))
     completions = completed.view(k, per_image, d).cpu()
-    stem = run.dir / "completions" / f"seed{seed}-n{k}"
+    stem = run.dir / "completions" / f"{mask}-seed{seed}-n{k}"
     paths = {"npz": stem.with_suffix(".npz")}
     buffer = io.BytesIO()
+    values = run.config.data.values
     np.savez(
         buffer,
         indices=indices.numpy(),
-        originals=originals.cpu().numpy().astype(np.uint8),
+        originals=_as_array(originals, values),
         observed=observed.cpu().numpy(),
-        completions=completions.numpy().astype(np.uint8),
+        completions=_as_array(completions, values),
+        exact=exact.view(k, per_image).cpu().numpy(),
     )
     atomic_write_bytes(paths["npz"], buffer.getvalue())
     if run.image_shape:
-        shown_observed = torch.where(observed, originals, 0.35).cpu()  # missing pixels in grey
-        rows = torch.cat([originals.cpu()[:, None], shown_observed[:, None], completions], 1)
+        shown = display_values(torch.cat([originals.cpu()[:, None], completions], 1), run.config.data)
+        rgb = shown[:, :, None].expand(-1, -1, 3, -1).clone()  # (n, 1 + per_image, 3, D)
+        hidden = torch.tensor(_MISSING_RGB)[:, None].expand(3, d)
+        partial = torch.where(observed.cpu()[:, None], rgb[:, 0], hidden)  # observed part only
+        rows = torch.cat([rgb[:, :1], partial[:, None], rgb[:, 1:]], 1)
         paths["png"] = stem.with_suffix(".png")
-        _save_png(paths["png"], rows.view(-1, *run.image_shape), nrow=2 + per_image)
+        _save_png(paths["png"], rows.view(-1, 3, *run.image_shape), nrow=2 + per_image)
+    described = f"{mask} ({fraction:.0%} observed at random)" if mask == "random" else mask
     return CompletionResult(
         paths=paths,
         indices=indices.tolist(),
-        conditional_nll=float(-cond.mean()),
-        missing=int((~observed[0]).sum()),
-        exact=bool(exact.all()),
+        mask=described,
+        conditional_nll=cond_nll,
+        conditional_bpd=bpd,
+        missing=float(missing.mean()),
+        exact_images=int(exact_rows.sum()),
     )
 
 
@@ -165,7 +259,7 @@ def verify_target(target: Path | None, points: int) -> tuple[str, list[MemberRep
 
     if target is not None and target.suffix in (".yaml", ".yml"):
         cfg = load_config(target)
-        model = build_model(cfg, dataset_features(cfg.data))
+        model = build_model(cfg, dataset_features(cfg.data), dataset_classes(cfg.data))
         what = f"config {target} (untrained)"
         run_dir = None
     else:

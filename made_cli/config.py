@@ -18,6 +18,7 @@ import yaml
 
 from .degrees import HiddenDegrees, Ordering
 from .errors import UsageError
+from .heads import HeadName
 
 __all__ = [
     "Config",
@@ -33,6 +34,17 @@ __all__ = [
 
 DatasetName = Literal["binarized_mnist", "mnist", "fashion_mnist", "npz", "synthetic"]
 Binarize = Literal["dynamic", "static", "threshold"]
+Values = Literal["binary", "levels", "logit", "real"]
+# What each head models, and which datasets can give it (the rest is a config error).
+_HEAD_VALUES = {"bernoulli": ("binary",), "categorical": ("levels",), "gaussian": ("logit", "real"),
+                "mog": ("logit", "real")}  # fmt: skip
+_DATASET_VALUES = {
+    "binarized_mnist": ("binary",),
+    "mnist": ("binary", "levels", "logit"),
+    "fashion_mnist": ("binary", "levels", "logit"),
+    "npz": ("binary", "levels", "real"),
+    "synthetic": ("binary",),
+}
 
 
 @dataclass(frozen=True)
@@ -40,7 +52,11 @@ class DataConfig:
     name: DatasetName = "binarized_mnist"
     root: str | None = None  # else $MADE_DATA_DIR, else ~/.cache/made
     path: str | None = None  # npz only: the file
-    binarize: Binarize = "static"  # mnist, fashion_mnist: how grey levels become bits
+    binarize: Binarize = "static"  # mnist, fashion_mnist with values binary: how grey becomes bits
+    # binary: 0/1; levels: integers 0..levels-1 (grey quantised); logit: grey dequantised and
+    # mapped to logit space (real); real: an npz's values as they are
+    values: Values = "binary"
+    levels: int = 4  # values: levels only
     features: int = 12  # synthetic only: dimensions
     size: int = 5000  # synthetic only: training rows (validation and test get a fifth each)
 
@@ -53,6 +69,9 @@ class ModelConfig:
     hidden_degrees: HiddenDegrees = "random"
     num_masks: int = 1
     direct: bool = True  # direct input-output connections
+    head: HeadName = "bernoulli"  # bernoulli | categorical | gaussian | mog (mixture of Gaussians)
+    components: int = 5  # head: mog only
+    condition_on: Literal["none", "label"] = "none"  # label: class-conditional, labels at degree 0
 
 
 @dataclass(frozen=True)
@@ -78,6 +97,7 @@ _POSITIVE = {
     "data.features",
     "data.size",
     "model.num_masks",
+    "model.components",
     "train.epochs",
     "train.batch_size",
     "train.patience",
@@ -101,10 +121,34 @@ def _validate(cfg: Config) -> None:
         raise UsageError(f"name may use letters, digits, '_', '.', '-' only (got {cfg.name!r})")
     if cfg.data.name == "npz" and not cfg.data.path:
         raise UsageError("data.path must name the .npz file when data.name is npz")
+    _validate_values(cfg)
     if cfg.model.num_masks > 1 and cfg.model.ordering != "random" and cfg.model.hidden_degrees != "random":
         raise UsageError(
             "model.num_masks > 1 needs model.ordering: random or model.hidden_degrees: random "
             "(otherwise every mask is the same)"
+        )
+
+
+def _validate_values(cfg: Config) -> None:
+    """The head must fit the values, and the dataset must be able to give them."""
+    data, model = cfg.data, cfg.model
+    if data.values not in _DATASET_VALUES[data.name]:
+        raise UsageError(
+            f"data.values: {data.values} is not available for {data.name} "
+            f"(it offers {', '.join(_DATASET_VALUES[data.name])})"
+        )
+    if data.values not in _HEAD_VALUES[model.head]:
+        fitting = [h for h, values in _HEAD_VALUES.items() if data.values in values]
+        raise UsageError(
+            f"model.head: {model.head} models {' or '.join(_HEAD_VALUES[model.head])} data, but "
+            f"data.values is {data.values}; use model.head: {' or '.join(fitting)}"
+        )
+    if data.values == "levels" and not 2 <= data.levels <= 256:
+        raise UsageError(f"data.levels must be between 2 and 256 (got {data.levels})")
+    if model.condition_on == "label" and data.name == "binarized_mnist":
+        raise UsageError(
+            "binarized_mnist (Larochelle's files) has no labels; for a class-conditional model use "
+            "data.name: mnist (binarize: static)"
         )
 
 

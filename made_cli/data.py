@@ -11,16 +11,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .config import DataConfig
 from .errors import UsageError
 
 __all__ = [
     "BINARIZED_MNIST_URL",
+    "LOGIT_ALPHA",
     "Dataset",
     "data_root",
+    "dataset_classes",
     "dataset_features",
+    "display_values",
     "load_dataset",
+    "logit_log_det",
     "read_amat",
     "synthetic_distribution",
     "synthetic_entropy",
@@ -32,14 +37,17 @@ BINARIZED_MNIST_URL = (
 )
 MNIST_PIXELS = 784
 _DATA_SEED = 0  # static binarization and synthetic data are properties of the data, not the run
+LOGIT_ALPHA = 1e-6  # logit space: y = logit(a + (1 - 2a) v), kept off 0 and 1 (MAF's choice for MNIST)
+_SYNTHETIC_COMPONENTS = 4
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Three splits as float32 (N, D) tensors of 0/1, the image shape if any.
+    """Three splits as float32 (N, D) tensors, the image shape if any, labels if the data has them.
 
-    With ``dynamic`` the training rows hold grey levels in [0, 1] and each batch is binarized
-    afresh (validation and test stay fixed).
+    ``values`` says what the numbers are (config ``data.values``): 0/1, integer levels, or reals
+    (``logit``: dequantised grey pixels in logit space). With ``dynamic`` the training rows hold
+    grey levels in [0, 1] and each batch is binarized afresh (validation and test stay fixed).
     """
 
     train: torch.Tensor
@@ -47,6 +55,9 @@ class Dataset:
     test: torch.Tensor
     image_shape: tuple[int, int] | None
     dynamic: bool = False
+    labels: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (N,) int64 per split
+    classes: int = 0
+    values: str = "binary"
 
     @property
     def features(self) -> int:
@@ -60,6 +71,25 @@ class Dataset:
             return torch.bernoulli(data, generator=torch.Generator().manual_seed(_DATA_SEED))
         return data
 
+    def split_labels(self, name: str) -> torch.Tensor | None:
+        if self.labels is None:
+            return None
+        return self.labels[("train", "valid", "test").index(name)]
+
+    def bits_per_dim(self, nll_nats: float, split: str) -> float | None:
+        """Bits per dimension of the data as stored, from an NLL in the model's space.
+
+        Discrete values: the NLL itself. ``logit``: the density is carried back to the 8-bit
+        pixels through the logit map's Jacobian and the 1/256 dequantisation bins (as in the
+        MAF paper). Plain reals: no such unit exists, so None.
+        """
+        d = self.features
+        if self.values == "real":
+            return None
+        if self.values == "logit":
+            nll_nats = nll_nats - float(logit_log_det(self.split(split)).mean()) + d * math.log(256)
+        return nll_nats / (d * math.log(2))
+
 
 def data_root(cfg: DataConfig) -> Path:
     """The config's data.root, else $MADE_DATA_DIR, else ~/.cache/made."""
@@ -72,10 +102,10 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     if cfg.name == "binarized_mnist":
         return _binarized_mnist(data_root(cfg))
     if cfg.name in ("mnist", "fashion_mnist"):
-        return _torchvision(cfg.name, data_root(cfg), cfg.binarize)
+        return _torchvision(cfg.name, data_root(cfg), cfg)
     if cfg.name == "npz":
         assert cfg.path is not None  # checked by the config
-        return _npz(Path(cfg.path).expanduser())
+        return _npz(Path(cfg.path).expanduser(), cfg)
     if cfg.name == "synthetic":
         return _synthetic(cfg.features, cfg.size)
     raise UsageError(f"unknown dataset {cfg.name!r}")
@@ -88,6 +118,35 @@ def dataset_features(cfg: DataConfig) -> int:
     if cfg.name == "synthetic":
         return cfg.features
     return load_dataset(cfg).features
+
+
+def dataset_classes(cfg: DataConfig) -> int:
+    """Number of label classes (0: no labels), without loading the data when the name says."""
+    if cfg.name in ("mnist", "fashion_mnist"):
+        return 10
+    if cfg.name == "synthetic":
+        return _SYNTHETIC_COMPONENTS
+    if cfg.name == "binarized_mnist":
+        return 0
+    return load_dataset(cfg).classes
+
+
+def display_values(x: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
+    """Data as stored (any values) -> grey levels in [0, 1] for pictures."""
+    if cfg.values == "levels":
+        return x / (cfg.levels - 1)
+    if cfg.values == "logit":
+        return ((torch.sigmoid(x) - LOGIT_ALPHA) / (1 - 2 * LOGIT_ALPHA)).clamp(0, 1)
+    if cfg.values == "real":  # no natural range: stretch the batch's own
+        low, high = x.min(), x.max()
+        return (x - low) / (high - low).clamp_min(1e-12)
+    return x
+
+
+def logit_log_det(y: torch.Tensor) -> torch.Tensor:
+    """log |dy/dv| (B,) of y = logit(a + (1 - 2a) v), summed over dimensions, computed from y."""
+    per = math.log(1 - 2 * LOGIT_ALPHA) + F.softplus(y) + F.softplus(-y)
+    return per.sum(-1)
 
 
 # -- binarized MNIST (Larochelle & Murray 2011) -----------------------------------------------
@@ -147,27 +206,34 @@ def _binarized_mnist(root: Path) -> Dataset:
 
 
 # -- grey MNIST and Fashion-MNIST through torchvision -----------------------------------------
-def _torchvision(name: str, root: Path, binarize: str) -> Dataset:
+def _torchvision(name: str, root: Path, cfg: DataConfig) -> Dataset:
     import torchvision
 
     cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
     try:
-        train = cls(str(root), train=True, download=True).data
-        test = cls(str(root), train=False, download=True).data
+        train = cls(str(root), train=True, download=True)
+        test = cls(str(root), train=False, download=True)
     except (RuntimeError, OSError, ValueError) as e:
         raise UsageError(
             f"{name} could not be read or downloaded under {root / cls.__name__ / 'raw'} ({e}); "
             "put the IDX files there or set MADE_DATA_DIR"
         ) from None
-    grey = [t.reshape(t.shape[0], -1).float() / 255.0 for t in (train[:50000], train[50000:], test)]
+    pixels = [t.reshape(t.shape[0], -1) for t in (train.data[:50000], train.data[50000:], test.data)]
+    labels = (train.targets[:50000].long(), train.targets[50000:].long(), test.targets.long())
+    shape = {"image_shape": (28, 28), "labels": labels, "classes": 10, "values": cfg.values}
     generator = torch.Generator().manual_seed(_DATA_SEED)
-    if binarize == "threshold":
-        bits = [(g > 0.5).float() for g in grey]
-        return Dataset(*bits, image_shape=(28, 28))
+    if cfg.values == "levels":  # 256 grey levels into L equal bins
+        return Dataset(*[(p.long() * cfg.levels // 256).float() for p in pixels], **shape)
+    if cfg.values == "logit":  # dequantised once, with fixed noise, then mapped to logit space
+        v = [(p.float() + torch.rand(p.shape, generator=generator)) / 256 for p in pixels]
+        return Dataset(*[torch.logit(LOGIT_ALPHA + (1 - 2 * LOGIT_ALPHA) * x) for x in v], **shape)
+    grey = [p.float() / 255.0 for p in pixels]
+    if cfg.binarize == "threshold":
+        return Dataset(*[(g > 0.5).float() for g in grey], **shape)
     fixed = [torch.bernoulli(g, generator=generator) for g in grey]
-    if binarize == "static":
-        return Dataset(*fixed, image_shape=(28, 28))
-    return Dataset(grey[0], fixed[1], fixed[2], image_shape=(28, 28), dynamic=True)
+    if cfg.binarize == "static":
+        return Dataset(*fixed, **shape)
+    return Dataset(grey[0], fixed[1], fixed[2], dynamic=True, **shape)
 
 
 def _square_shape(features: int) -> tuple[int, int] | None:
@@ -177,7 +243,11 @@ def _square_shape(features: int) -> tuple[int, int] | None:
 
 
 # -- user data -------------------------------------------------------------------------------
-def _npz(path: Path) -> Dataset:
+_SPLITS = ("train", "valid", "test")
+
+
+def _npz(path: Path, cfg: DataConfig) -> Dataset:
+    """User data: arrays train, test, optional valid, and optional <split>_labels (integers)."""
     if not path.is_file():
         raise UsageError(f"data file not found: {path}")
     try:
@@ -189,30 +259,63 @@ def _npz(path: Path) -> Dataset:
     for key in ("train", "test"):
         if key not in arrays:
             raise UsageError(f"{path} has no array '{key}' (it needs train, test and optionally valid)")
-    if "valid" not in arrays:  # hold out the last tenth of train
+    with_labels = "train_labels" in arrays
+    if "valid" not in arrays:  # hold out the last tenth of train (and of its labels)
         n = arrays["train"].shape[0] if arrays["train"].ndim else 0
         cut = n - max(1, n // 10)
-        arrays["valid"], arrays["train"] = arrays["train"][cut:], arrays["train"][:cut]
-    splits = {}
-    for key in ("train", "valid", "test"):
-        a = arrays[key]
-        if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
-            raise UsageError(f"{path}: '{key}' must be a non-empty (N, D) array, got shape {a.shape}")
-        if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
-            raise UsageError(f"{path}: '{key}' must be numeric, got {a.dtype}")
-        if not np.isin(a, (0, 1)).all():
-            raise UsageError(
-                f"{path}: '{key}' holds values other than 0 and 1; a Bernoulli MADE needs binary data"
-            )
-        splits[key] = torch.from_numpy(a.astype(np.float32))
+        for suffix in ("", "_labels") if with_labels else ("",):
+            whole = arrays[f"train{suffix}"]
+            arrays[f"valid{suffix}"], arrays[f"train{suffix}"] = whole[cut:], whole[:cut]
+    splits = {key: torch.from_numpy(_check_values(path, key, arrays[key], cfg)) for key in _SPLITS}
     dims = {t.shape[1] for t in splits.values()}
     if len(dims) != 1:
         raise UsageError(f"{path}: train, valid and test have different widths {sorted(dims)}")
-    return Dataset(**splits, image_shape=_square_shape(dims.pop()))
+    labels = _npz_labels(path, arrays, splits) if with_labels else None
+    classes = 1 + max(int(t.max()) for t in labels) if labels else 0
+    return Dataset(
+        **splits, image_shape=_square_shape(dims.pop()), labels=labels, classes=classes, values=cfg.values
+    )
+
+
+def _check_values(path: Path, key: str, a: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """One split as float32 (N, D), refused unless its values are what data.values says."""
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise UsageError(f"{path}: '{key}' must be a non-empty (N, D) array, got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
+        raise UsageError(f"{path}: '{key}' must be numeric, got {a.dtype}")
+    if cfg.values == "binary" and not np.isin(a, (0, 1)).all():
+        raise UsageError(
+            f"{path}: '{key}' holds values other than 0 and 1; a Bernoulli MADE needs binary data "
+            "(set data.values: levels or real, with a categorical or Gaussian head)"
+        )
+    if cfg.values == "levels" and not np.isin(a, np.arange(cfg.levels)).all():
+        raise UsageError(
+            f"{path}: '{key}' holds values other than the integers 0..{cfg.levels - 1} (data.levels)"
+        )
+    if cfg.values == "real" and not np.isfinite(a).all():
+        raise UsageError(f"{path}: '{key}' holds NaN or infinite values")
+    return a.astype(np.float32)
+
+
+def _npz_labels(
+    path: Path, arrays: dict[str, np.ndarray], splits: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    out = []
+    for key in _SPLITS:
+        name = f"{key}_labels"
+        y = arrays.get(name)
+        if y is None or y.shape != (splits[key].shape[0],):
+            raise UsageError(f"{path}: '{name}' must be a ({splits[key].shape[0]},) array of labels")
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+            raise UsageError(f"{path}: '{name}' must hold integers >= 0")
+        out.append(torch.from_numpy(y.astype(np.int64)))
+    return out[0], out[1], out[2]
 
 
 # -- synthetic data with an exactly known distribution ------------------------------------------
-def synthetic_distribution(features: int, components: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_distribution(
+    features: int, components: int = _SYNTHETIC_COMPONENTS
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The synthetic set's law, a mixture of products: (weights (C,), probabilities (C, D))."""
     g = torch.Generator().manual_seed(_DATA_SEED)
     weights = torch.softmax(torch.randn(components, generator=g, dtype=torch.float64), 0)
@@ -228,13 +331,19 @@ def synthetic_log_prob(x: torch.Tensor, weights: torch.Tensor, probs: torch.Tens
 
 
 def _synthetic(features: int, size: int) -> Dataset:
+    """Rows of the mixture of products; each row's label is the component that drew it."""
     weights, probs = synthetic_distribution(features)
     g = torch.Generator().manual_seed(_DATA_SEED + 1)
     n = size + 2 * max(1, size // 5)
     comp = torch.multinomial(weights, n, replacement=True, generator=g)
     x = torch.bernoulli(probs[comp], generator=g).float()
     v = max(1, size // 5)
-    return Dataset(x[:size], x[size : size + v], x[size + v :], image_shape=_square_shape(features))
+    cuts = (slice(0, size), slice(size, size + v), slice(size + v, None))
+    labels = (comp[cuts[0]], comp[cuts[1]], comp[cuts[2]])
+    return Dataset(
+        *(x[c] for c in cuts), image_shape=_square_shape(features), labels=labels,
+        classes=_SYNTHETIC_COMPONENTS,
+    )  # fmt: skip
 
 
 def synthetic_entropy(features: int) -> float:

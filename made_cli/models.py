@@ -1,4 +1,4 @@
-"""What gets trained: a MADE with a Bernoulli likelihood, its mixture over masks, build_model()."""
+"""What gets trained: a MADE with a likelihood head, its mixture over masks, build_model()."""
 
 from __future__ import annotations
 
@@ -10,21 +10,29 @@ from torch import nn
 
 from . import sampling
 from .config import Config
+from .errors import UsageError
+from .heads import Bernoulli, Head, make_head
 from .made import MADE
 
 __all__ = ["MADEModel", "build_model"]
 
 
 class MADEModel(nn.Module):
-    """A Bernoulli MADE: log p(x) in nats, exact sampling and completion.
+    """A MADE with a likelihood head: log p(x) in nats, exact sampling and completion.
 
     With K masks the density is the mixture p(x) = (1/K) sum_k p_k(x) (Germain et al. 2015,
-    section 4.2), never an average of logits, which would not be normalised.
+    section 4.2), never an average of logits, which would not be normalised. With ``classes``
+    the model is p(x | y): the one-hot label y enters the MADE as context at degree 0, so
+    every unit may see it.
     """
 
-    def __init__(self, net: MADE) -> None:
+    def __init__(self, net: MADE, head: Head | None = None, classes: int = 0) -> None:
         super().__init__()
+        self.head = head or Bernoulli()
+        if net.params_per_dim != self.head.params_per_dim or net.context != classes:
+            raise ValueError("the MADE's parameters per dimension or context do not fit the head and labels")
         self.net = net
+        self.classes = classes
 
     @property
     def features(self) -> int:
@@ -38,31 +46,55 @@ class MADEModel(nn.Module):
     def estimator(self) -> str:
         """How log p(x) is computed, named in every NLL the toolkit reports."""
         k = self.num_masks
-        return "exact, single mask" if k == 1 else f"exact, {k}-mask mixture"
+        name = "exact, single mask" if k == 1 else f"exact, {k}-mask mixture"
+        return name + (", given the label" if self.classes else "")
 
-    def log_prob_dims(self, x: torch.Tensor, member: int) -> torch.Tensor:
-        """log p_k(x_d | x_<d) for every dimension (B, D), under member ``member``."""
+    def context(self, labels: torch.Tensor | None, rows: int) -> torch.Tensor | None:
+        """The MADE's context (B, classes): one-hot labels, checked against the model."""
+        if not self.classes:
+            if labels is not None:
+                raise ValueError("this model is not conditioned on labels")
+            return None
+        if labels is None:
+            raise ValueError("this model is conditioned on a label: pass labels")
+        labels = torch.as_tensor(labels, device=self.net.ranks.device).long().expand(rows)
+        if int(labels.min()) < 0 or int(labels.max()) >= self.classes:
+            raise ValueError(f"labels must be in 0..{self.classes - 1}")
+        return F.one_hot(labels, self.classes).to(self._dtype)
+
+    def params(self, x: torch.Tensor, member: int, c: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's parameters (B, P, D) under member ``member``, given context ``c``."""
         self.net.set_member(member)
-        logits = self.net(x)[:, 0]
-        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        return self.net(x, c)
 
-    def log_prob_member(self, x: torch.Tensor, member: int) -> torch.Tensor:
+    def log_prob_dims(
+        self, x: torch.Tensor, member: int, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """log p_k(x_d | x_<d) for every dimension (B, D), under member ``member``."""
+        c = self.context(labels, x.shape[0])
+        return self.head.log_prob(self.params(x, member, c), x)
+
+    def log_prob_member(
+        self, x: torch.Tensor, member: int, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """log p_k(x) (B,) under one member."""
-        return self.log_prob_dims(x, member).sum(-1)
+        return self.log_prob_dims(x, member, labels).sum(-1)
 
-    def forward(self, x: torch.Tensor, member: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, member: int, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log p_k(x) (B,): what training calls, through DistributedDataParallel when distributed."""
-        return self.log_prob_member(x, member)
+        return self.log_prob_member(x, member, labels)
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(x) (B,) in nats: the mixture over all members."""
+    def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x) (B,) in nats (a density for real-valued heads): the mixture over all members."""
         if self.num_masks == 1:
-            return self.log_prob_member(x, 0)
-        per = torch.stack([self.log_prob_member(x, k) for k in range(self.num_masks)])  # (K, B)
+            return self.log_prob_member(x, 0, labels)
+        per = torch.stack([self.log_prob_member(x, k, labels) for k in range(self.num_masks)])  # (K, B)
         return torch.logsumexp(per, 0) - math.log(self.num_masks)
 
     @torch.no_grad()
-    def conditional_log_prob(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    def conditional_log_prob(
+        self, x: torch.Tensor, observed: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """log p(x_missing | x_observed) (B,); NaN for rows where it is not exact.
 
         Exact when every member generates the observed dimensions first: then
@@ -70,10 +102,15 @@ class MADEModel(nn.Module):
         """
         observed = observed.to(x.device)
         exact = sampling.exact_members(self.net.ranks, observed).all(1)
-        dims = torch.stack([self.log_prob_dims(x, k) for k in range(self.num_masks)])  # (K, B, D)
+        dims = torch.stack([self.log_prob_dims(x, k, labels) for k in range(self.num_masks)])  # (K, B, D)
         joint = torch.logsumexp(dims.sum(-1), 0)
         marginal = torch.logsumexp((dims * observed).sum(-1), 0)
         return torch.where(exact, joint - marginal, torch.nan)
+
+    def noise(self, rows: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Uniforms (B, D, U) for sampling: all the randomness a draw takes besides the member."""
+        shape = (rows, self.features, self.head.noise_per_dim)
+        return torch.rand(shape, generator=generator, dtype=self._dtype).to(self.net.ranks.device)
 
     @torch.no_grad()
     def sample(
@@ -82,15 +119,17 @@ class MADEModel(nn.Module):
         generator: torch.Generator | None = None,
         uniforms: torch.Tensor | None = None,
         fast: bool = True,
+        labels: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
         """Draw ``n`` exact samples (n, D); with an ensemble each row picks a member at random.
 
         ``fast`` uses the degree-scheduled sampler; ``fast=False`` runs one full forward pass
-        per dimension (slow, the reference it is tested against).
+        per dimension (slow, the reference it is tested against). A class-conditional model
+        needs ``labels``: one for all rows, or (n,).
         """
         empty = torch.zeros(n, self.features, device=self.net.ranks.device, dtype=self._dtype)
         nothing = torch.zeros_like(empty, dtype=torch.bool)
-        return self.complete(empty, nothing, generator, uniforms, fast=fast)[0]
+        return self.complete(empty, nothing, generator, uniforms, fast=fast, labels=labels)[0]
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -104,33 +143,43 @@ class MADEModel(nn.Module):
         generator: torch.Generator | None = None,
         uniforms: torch.Tensor | None = None,
         fast: bool = True,
+        labels: torch.Tensor | int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample the dimensions not ``observed`` (bool (B, D)) given the observed ones.
 
         Returns (completed x (B, D), exact (B,) bool). Observed values are kept as they are.
+        ``uniforms`` (B, D, U) fixes the draws (see ``noise``).
         """
         observed = observed.to(x.device)
         x = torch.where(observed, x, torch.zeros_like(x))
+        c = self.context(labels, x.shape[0])  # (B, C) or None
         if uniforms is None:
-            uniforms = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        members, exact = sampling.choose_members(self, x, observed, generator)
+            uniforms = self.noise(x.shape[0], generator)
+        members, exact = sampling.choose_members(self, x, observed, generator, labels)
         out = x.clone()
         for k in members.unique().tolist():
             rows = members == k
-            out[rows] = sampling.ancestral(self, x[rows], ~observed[rows], k, uniforms[rows], fast)
+            ck = None if c is None else c[rows]
+            out[rows] = sampling.ancestral(self, x[rows], ~observed[rows], k, uniforms[rows], fast, ck)
         return out, exact
 
 
-def build_model(cfg: Config, features: int) -> MADEModel:
-    """The model a config describes, for data of ``features`` dimensions."""
+def build_model(cfg: Config, features: int, classes: int = 0) -> MADEModel:
+    """The model a config describes, for data of ``features`` dimensions and ``classes`` labels."""
     m = cfg.model
+    head = make_head(m.head, levels=cfg.data.levels, components=m.components)
+    context = classes if m.condition_on == "label" else 0
+    if m.condition_on == "label" and classes < 1:
+        raise UsageError(f"model.condition_on: label, but {cfg.data.name} has no labels")
     net = MADE(
         features,
         m.hidden,
+        context=context,
+        params_per_dim=head.params_per_dim,
         direct=m.direct,
         ordering=m.ordering,
         hidden_degrees=m.hidden_degrees,
         num_masks=m.num_masks,
         seed=cfg.seed,
     )
-    return MADEModel(net)
+    return MADEModel(net, head, context)

@@ -187,7 +187,7 @@ def load_run(path: str | Path | None = None, which: str = "best", device: str | 
             ckpt_path = run_dir / "checkpoints" / "last.pt"
     state = load_checkpoint(ckpt_path, map_location=device)
     config = config_from_dict(state["config"])
-    model = build_model(config, int(state["features"]))
+    model = build_model(config, int(state["features"]), int(state.get("classes", 0)))
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, ValueError) as e:

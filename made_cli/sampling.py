@@ -1,4 +1,4 @@
-"""Ancestral sampling and conditional completion for Bernoulli MADEs, with mask ensembles.
+"""Ancestral sampling and conditional completion for MADEs of any head, with mask ensembles.
 
 Sampling is completion with nothing observed. Completion is exact for a member whose ordering
 puts every observed dimension before every missing one; for an ensemble the member is drawn
@@ -14,7 +14,14 @@ import torch
 if TYPE_CHECKING:
     from .models import MADEModel
 
-__all__ = ["ancestral", "ancestral_fast", "ancestral_naive", "choose_members", "exact_members"]
+__all__ = [
+    "ancestral",
+    "ancestral_fast",
+    "ancestral_naive",
+    "choose_members",
+    "exact_members",
+    "ignored_evidence",
+]
 
 
 def exact_members(ranks: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
@@ -26,33 +33,48 @@ def exact_members(ranks: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
     return last_observed < first_missing
 
 
+def ignored_evidence(ranks: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """(B, K): pairs (missing m, observed o) that member k generates m before o.
+
+    Each such pair is evidence a completion under that member cannot use; 0 means exact.
+    """
+    out = []
+    for member_ranks in ranks:
+        obs = observed[:, member_ranks.argsort()].long()  # (B, D) in generation order
+        after = obs.flip(1).cumsum(1).flip(1) - obs  # observed dimensions generated later
+        out.append(((1 - obs) * after).sum(1))
+    return torch.stack(out, dim=1)
+
+
 @torch.no_grad()
 def choose_members(
-    model: MADEModel, x: torch.Tensor, observed: torch.Tensor, generator: torch.Generator | None
+    model: MADEModel,
+    x: torch.Tensor,
+    observed: torch.Tensor,
+    generator: torch.Generator | None,
+    labels: torch.Tensor | int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick a member per row for completion; returns (members (B,), exact (B,) bool).
 
     Among the members that are exact for a row, k is drawn with weight p_k(observed) (a prefix
     of its ordering, so one pass gives it). The row is exact when every member is, since then
-    this is the mixture's own conditional; otherwise it falls back to the exact sub-ensemble, or
-    to a uniform pick when no member is exact.
+    this is the mixture's own conditional; otherwise it falls back to the exact sub-ensemble,
+    or, with no exact member, to a member that ignores the least observed evidence.
     """
     k = model.num_masks
     exact = exact_members(model.net.ranks, observed)  # (B, K)
     if k == 1:
         return torch.zeros(x.shape[0], dtype=torch.long, device=x.device), exact[:, 0]
-    log_obs = torch.stack([(model.log_prob_dims(x, m) * observed).sum(-1) for m in range(k)], dim=1)  # (B, K)
-    any_exact = exact.any(1, keepdim=True)
-    logits = torch.where(exact, log_obs, -torch.inf)
-    logits = torch.where(any_exact, logits, torch.zeros_like(logits))
+    log_obs = torch.stack(
+        [(model.log_prob_dims(x, m, labels) * observed).sum(-1) for m in range(k)], dim=1
+    )  # (B, K)
+    ignored = ignored_evidence(model.net.ranks, observed)
+    least = ignored == ignored.amin(1, keepdim=True)  # the exact members, if a row has any
+    logits = torch.where(least, log_obs, -torch.inf)
+    logits = torch.where(exact.any(1, keepdim=True), logits, torch.where(least, 0.0, -torch.inf))
     probs = torch.softmax(logits, dim=1)
     members = torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0]
     return members.to(x.device), exact.all(1)
-
-
-def _draw(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """The Bernoulli draw both samplers share, so equal logits give equal bits: u < sigmoid(l)."""
-    return uniforms < torch.sigmoid(logits)
 
 
 @torch.no_grad()
@@ -62,11 +84,13 @@ def ancestral_naive(
     fill: torch.Tensor,
     member: int,
     uniforms: torch.Tensor,
+    c: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Naive ancestral sampling: one full forward pass per generated dimension (the test oracle).
 
-    ``x`` (B, D) holds the observed values; dimensions where ``fill`` is true are sampled in
-    the member's generation order as ``uniforms < p``. Dimensions nobody needs are skipped.
+    ``x`` (B, D) holds the observed values; dimensions where ``fill`` is true are drawn in the
+    member's generation order by the head from ``uniforms`` (B, D, U). Dimensions nobody
+    needs are skipped.
     """
     x = x.clone()
     order = model.net.ranks[member].argsort()
@@ -75,8 +99,8 @@ def ancestral_naive(
         rows = fill[:, d]
         if not rows.any():
             continue
-        bit = _draw(model.net(x)[:, 0, d], uniforms[:, d]).to(x.dtype)
-        x[:, d] = torch.where(rows, bit, x[:, d])
+        value = model.head.draw(model.net(x, c)[:, :, d], uniforms[:, d])
+        x[:, d] = torch.where(rows, value, x[:, d])
     return x
 
 
@@ -100,20 +124,20 @@ def ancestral_fast(
     fill: torch.Tensor,
     member: int,
     uniforms: torch.Tensor,
+    c: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Degree-scheduled ancestral sampling: about one forward pass of arithmetic in all.
 
     A hidden unit of degree m depends only on inputs of rank <= m, so its pre-activation is
     built up as inputs are set and it is final after step m; the next layer then takes its
-    value once. Output d only reads units of degree < rank(d), all final by then. Same
-    arithmetic as ``ancestral_naive`` up to summation order: the same uniforms give the same
-    samples (exactly so in float64).
+    value once. Output d only reads units of degree < rank(d), all final by then; the context
+    (degree 0) enters once, at the start. Same arithmetic as ``ancestral_naive`` up to
+    summation order: the same uniforms give the same samples (exactly so in float64).
     """
-    net = model.net
-    if net.context:
-        raise ValueError("the degree-scheduled sampler takes no context inputs")
+    net, head = model.net, model.head
     net.set_member(member)
     n, n_dims = x.shape
+    n_ctx = net.context
     order_t = net.ranks[member].argsort()  # step t generates dimension order[t]
     order = order_t.tolist()
     # Hidden units sorted by degree, so the units that become final after a step (a unit of
@@ -130,28 +154,34 @@ def ancestral_fast(
         masked[i + 1][perms[i + 1]][:, perms[i]].T.contiguous() for i in range(len(masked) - 1)
     ]
     pre = [layer.bias[p].expand(n, -1).clone() for layer, p in zip(net.layers, perms, strict=True)]
-    # z = [last hidden layer, final units only | x | 1]: every output logit is one z @ row.
-    z = torch.zeros(n, h_last + n_dims + 1, dtype=x.dtype, device=x.device)
+    if masked and n_ctx:  # every hidden unit sees the context: its share is in from the start
+        pre[0].addmm_(c, masked[0][perms[0]][:, n_dims:].T)
+    # z = [last hidden layer, final units only | x | context | 1]: each dimension's P
+    # parameters are one product z @ w_params[d].
+    z = torch.zeros(n, h_last + n_dims + n_ctx + 1, dtype=x.dtype, device=x.device)
     z[:, h_last : h_last + n_dims] = x
+    if n_ctx:
+        z[:, h_last + n_dims : -1] = c
     z[:, -1] = 1.0
     w_out = net.output.weight * net.output.mask
-    w_x = torch.zeros(w_out.shape[0], n_dims, dtype=x.dtype, device=x.device)
+    w_inputs = torch.zeros(w_out.shape[0], n_dims + n_ctx, dtype=x.dtype, device=x.device)
     if net.direct is not None:
-        w_x = w_x + net.direct.weight * net.direct.mask
+        w_inputs = w_inputs + net.direct.weight * net.direct.mask
     if masked:
         w_out = w_out[:, perms[-1]]
-    else:  # no hidden layer: the output layer itself reads x
-        w_x, w_out = w_x + w_out, w_out[:, :0]
-    w_logit = torch.cat([w_out, w_x, net.output.bias[:, None]], 1)[:n_dims]  # Bernoulli: P = 1
+    else:  # no hidden layer: the output layer itself reads x and the context
+        w_inputs, w_out = w_inputs + w_out, w_out[:, :0]
+    w_all = torch.cat([w_out, w_inputs, net.output.bias[:, None]], 1)  # (P * D, Z)
+    w_params = w_all.view(head.params_per_dim, n_dims, -1).permute(1, 2, 0).contiguous()  # (D, Z, P)
 
-    uniforms = uniforms[:, order_t].T.contiguous()  # (D, B): row t is step t's uniforms
+    uniforms = uniforms[:, order_t].transpose(0, 1).contiguous()  # (D, B, U): step t's noise
     needed = fill[:, order_t]
     every_row = needed.all(0).tolist()
     for start, stop, sample in _segments(needed.any(0).tolist()):
         if sample:
             col = h_last + order[start]
-            bit = _draw(z @ w_logit[order[start]], uniforms[start]).to(x.dtype)
-            z[:, col] = bit if every_row[start] else torch.where(needed[:, start], bit, z[:, col])
+            value = head.draw(z @ w_params[order[start]], uniforms[start])
+            z[:, col] = value if every_row[start] else torch.where(needed[:, start], value, z[:, col])
         if not masked:
             continue
         if stop - start == 1:  # a plain slice: cheaper than gathering one column
@@ -168,8 +198,7 @@ def ancestral_fast(
                 pre[layer + 1].addmm_(torch.relu(pre[layer][:, lo:hi]), w_next[layer][lo:hi])
             else:
                 z[:, lo:hi] = torch.relu(pre[layer][:, lo:hi])
-    x = z[:, h_last : h_last + n_dims].clone()
-    return x
+    return z[:, h_last : h_last + n_dims].clone()
 
 
 @torch.no_grad()
@@ -180,6 +209,7 @@ def ancestral(
     member: int,
     uniforms: torch.Tensor,
     fast: bool = True,
+    c: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample the ``fill`` dimensions of ``x`` under one member, degree-scheduled unless not ``fast``."""
-    return (ancestral_fast if fast else ancestral_naive)(model, x, fill, member, uniforms)
+    return (ancestral_fast if fast else ancestral_naive)(model, x, fill, member, uniforms, c)

@@ -25,6 +25,7 @@ from .config import Config, config_from_dict, config_to_dict
 from .data import Dataset, load_dataset
 from .distributed import SINGLE, Dist
 from .errors import MadeError, UsageError
+from .heads import Bernoulli, Head
 from .models import MADEModel, build_model
 from .runs import (
     CHECKPOINT_FORMAT,
@@ -41,7 +42,6 @@ __all__ = [
     "Interrupted",
     "TrainResult",
     "Trainer",
-    "bits_per_dim",
     "evaluate_nll",
     "independent_baseline_nll",
     "make_optimizer",
@@ -59,7 +59,8 @@ class TrainResult:
     epochs_run: int
     valid_nll: float
     test_nll: float
-    features: int
+    valid_bpd: float | None  # bits/dim of the data as stored; None for plain real values
+    test_bpd: float | None
     estimator: str
     seconds: float
 
@@ -75,10 +76,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def bits_per_dim(nll_nats: float, features: int) -> float:
-    return nll_nats / (features * math.log(2))
-
-
 @contextmanager
 def _tf32(enabled: bool) -> Iterator[None]:
     """TF32 matmuls on CUDA (Ampere and later) for training steps; off for reported likelihoods."""
@@ -91,30 +88,48 @@ def _tf32(enabled: bool) -> Iterator[None]:
 
 
 @torch.no_grad()
-def evaluate_nll(model: MADEModel, x: torch.Tensor, batch_size: int = 1000, group: Dist = SINGLE) -> float:
+def evaluate_nll(
+    model: MADEModel,
+    x: torch.Tensor,
+    batch_size: int = 1000,
+    group: Dist = SINGLE,
+    labels: torch.Tensor | None = None,
+) -> float:
     """Mean negative log-likelihood in nats per example, with the model's full estimator.
 
-    In a process group each rank takes every world-th row and the sums are added up, so all
-    ranks get the same number.
+    A class-conditional model is evaluated given ``labels``. In a process group each rank takes
+    every world-th row and the sums are added up, so all ranks get the same number.
     """
     was_training = model.training
     model.eval()
     device = model.net.ranks.device
     rows = x[group.rank :: group.world]
+    row_labels = _labels_for(model, labels)
+    row_labels = None if row_labels is None else row_labels[group.rank :: group.world]
     total = 0.0
     with _tf32(False):  # reported likelihoods in full fp32, whatever training used
         for i in range(0, rows.shape[0], batch_size):
-            total += float(-model.log_prob(rows[i : i + batch_size].to(device)).sum())
+            y = None if row_labels is None else row_labels[i : i + batch_size].to(device)
+            total += float(-model.log_prob(rows[i : i + batch_size].to(device), y).sum())
     model.train(was_training)
     total, count = group.sum([total, float(rows.shape[0])], device)
     return total / count
 
 
-def independent_baseline_nll(train: torch.Tensor, test: torch.Tensor) -> float:
-    """NLL of independent Bernoullis fitted to the training marginals: the bar any MADE must beat."""
-    p = train.mean(0).clamp(1e-4, 1 - 1e-4)
-    logp = test @ p.log() + (1 - test) @ (1 - p).log()
-    return float(-logp.mean())
+def _labels_for(model: MADEModel, labels: torch.Tensor | None) -> torch.Tensor | None:
+    """The labels a model takes: those given if it is class-conditional, else none."""
+    if not model.classes:
+        return None
+    if labels is None:
+        raise UsageError("this model is conditioned on labels, but the data has none")
+    return labels
+
+
+def independent_baseline_nll(train: torch.Tensor, test: torch.Tensor, head: Head | None = None) -> float:
+    """NLL of the head fitted to each training marginal on its own: the bar any MADE must beat."""
+    head = head or Bernoulli()
+    params = head.init_bias(train)[None].expand(test.shape[0], -1, -1)  # (B, P, D)
+    return float(-head.log_prob(params, test).sum(-1).mean())
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
@@ -135,13 +150,14 @@ def train_step(
     x: torch.Tensor,
     member: int,
     group: Dist = SINGLE,
+    labels: torch.Tensor | None = None,
 ) -> float:
-    """One Adam step on -log p_member(x); returns the loss, and skips the update if not finite.
+    """One Adam step on -log p_member(x [| labels]); returns the loss, skips the update if not finite.
 
     ``model`` is a MADEModel or its DistributedDataParallel wrapper; in a group the loss is
     averaged over ranks first, so that all of them step or stop together.
     """
-    loss = -model(x, member).mean()
+    loss = -model(x, member, labels).mean()
     value = group.sum([loss.item()], x.device)[0] / group.world
     if math.isfinite(value):
         optimizer.zero_grad(set_to_none=True)
@@ -151,10 +167,9 @@ def train_step(
 
 
 def _init_output_bias(model: MADEModel, train: torch.Tensor) -> None:
-    """Start from the independent-Bernoulli fit: output biases at the marginal logits."""
-    p = train.mean(0).clamp(1e-4, 1 - 1e-4)
+    """Start from the independent fit: output biases give each marginal on its own."""
     with torch.no_grad():
-        model.net.output.bias.copy_(torch.logit(p).to(model.net.output.bias))
+        model.net.output.bias.copy_(model.head.init_bias(train).reshape(-1).to(model.net.output.bias))
 
 
 class Interrupted(MadeError):
@@ -243,7 +258,7 @@ class Trainer:
         self.dataset: Dataset = load_dataset(config.data)
         if group.main:
             group.barrier()
-        self.model = build_model(config, self.dataset.features).to(self.device)
+        self.model = build_model(config, self.dataset.features, self.dataset.classes).to(self.device)
         _init_output_bias(self.model, self.dataset.train)
         self.optimizer = make_optimizer(self.model, config.train.lr, config.train.weight_decay)
         # Epoch e's order is a function of (seed, e): a half-done epoch is redrawn exactly.
@@ -265,6 +280,7 @@ class Trainer:
             "format_version": CHECKPOINT_FORMAT,
             "config": config_to_dict(self.config),
             "features": d.features,
+            "classes": d.classes,
             "image_shape": list(d.image_shape) if d.image_shape else None,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -320,15 +336,18 @@ class Trainer:
     def _log_start(self) -> None:
         cfg, d, model = self.config, self.dataset, self.model
         self.say(f"run directory: {self.run_dir}")
+        baseline = independent_baseline_nll(d.split("train"), d.valid, model.head)
         self.say(
-            f"data: {cfg.data.name}, {d.train.shape[0]}/{d.valid.shape[0]}/{d.test.shape[0]} rows "
-            f"of {d.features} dimensions; independent-Bernoulli baseline "
-            f"{independent_baseline_nll(d.train, d.valid):.2f} nats on valid"
+            f"data: {cfg.data.name} ({d.values}), {d.train.shape[0]}/{d.valid.shape[0]}/"
+            f"{d.test.shape[0]} rows of {d.features} dimensions; independent {model.head.describe()} "
+            f"baseline {baseline:.2f} nats on valid"
         )
         n_params = sum(p.numel() for p in model.parameters())
+        given = f", given one of {model.classes} labels" if model.classes else ""
         self.say(
             f"model: MADE hidden={list(cfg.model.hidden)} masks={model.num_masks} "
-            f"direct={cfg.model.direct} ordering={cfg.model.ordering}, {n_params:,} parameters"
+            f"direct={cfg.model.direct} ordering={cfg.model.ordering}, {model.head.describe()} "
+            f"head{given}, {n_params:,} parameters"
         )
 
     def _signalled(self, flag: _SignalFlag) -> int | None:
@@ -381,6 +400,8 @@ class Trainer:
             self._log_start()
         step_module = self._wrapped()
         train_x = self.dataset.train.to(device)
+        train_y = _labels_for(model, self.dataset.split_labels("train"))
+        train_y = None if train_y is None else train_y.to(device)
         n, bs = len(self.sampler), cfg.batch_size  # this rank's rows per epoch
         n_batches = math.ceil(n / bs)
         start = time.perf_counter() - (self.metrics[-1]["seconds"] if self.metrics else 0.0)
@@ -403,12 +424,13 @@ class Trainer:
                 while self.batch < n_batches:
                     if (signum := self._signalled(flag)) is not None:
                         self._stop_for_signal(signum)
-                    x = train_x[order[self.batch * bs : (self.batch + 1) * bs]]
+                    rows = order[self.batch * bs : (self.batch + 1) * bs]
+                    x, y = train_x[rows], None if train_y is None else train_y[rows]
                     if self.dataset.dynamic:
                         self.binarize.manual_seed(_step_seed(self.config.seed, group.rank, self.step))
                         x = (torch.rand(x.shape, generator=self.binarize).to(device) < x).float()
                     member = self.step % model.num_masks
-                    loss_value = train_step(step_module, self.optimizer, x, member, group)
+                    loss_value = train_step(step_module, self.optimizer, x, member, group, y)
                     if not math.isfinite(loss_value):
                         raise self._diverged(f"the training loss became {loss_value}")
                     self.loss_sum += loss_value * x.shape[0]
@@ -427,9 +449,7 @@ class Trainer:
     def _end_epoch(self, n: int, seconds: float) -> None:
         if not _all_finite(self.model):
             raise self._diverged("the parameters became NaN or infinite")
-        d = self.dataset.features
-        batch = self.config.train.eval_batch_size
-        valid_nll = evaluate_nll(self.model, self.dataset.valid, batch, self.group)
+        valid_nll, valid_bpd = self._evaluate(self.model, "valid")
         if not math.isfinite(valid_nll):
             raise self._diverged(f"the validation NLL became {valid_nll}")
         improved = valid_nll < self.best
@@ -440,7 +460,7 @@ class Trainer:
         train_nll = self.loss_sum / n
         self.metrics.append({
             "step": self.step, "epoch": self.epoch, "split": "valid", "nll": valid_nll,
-            "bpd": bits_per_dim(valid_nll, d), "train_nll": train_nll,
+            "bpd": valid_bpd, "train_nll": train_nll,
             "lr": self.config.train.lr, "seconds": round(seconds, 3),
             "estimator": self.model.estimator,
         })  # fmt: skip
@@ -451,18 +471,24 @@ class Trainer:
         self.epoch, self.batch, self.loss_sum = self.epoch + 1, 0, 0.0
         self._save(best=improved)
 
+    def _evaluate(self, model: MADEModel, split: str) -> tuple[float, float | None]:
+        """(NLL in nats, bits/dim) of ``model`` on a split, agreed across ranks."""
+        d = self.dataset
+        x, y = d.split(split), d.split_labels(split)
+        nll = evaluate_nll(model, x, self.config.train.eval_batch_size, self.group, y)
+        return nll, d.bits_per_dim(nll, split)
+
     def _finish(self, seconds: float) -> TrainResult:
         best_path = self.run_dir / "checkpoints" / "best.pt"
         best_state = load_checkpoint(best_path, map_location=self.device)
-        model = build_model(self.config, self.dataset.features).to(self.device)
+        model = build_model(self.config, self.dataset.features, self.dataset.classes).to(self.device)
         model.load_state_dict(best_state["model"])
-        batch = self.config.train.eval_batch_size
-        valid_nll = evaluate_nll(model, self.dataset.valid, batch, self.group)
-        test_nll = evaluate_nll(model, self.dataset.test, batch, self.group)
+        valid_nll, valid_bpd = self._evaluate(model, "valid")
+        test_nll, test_bpd = self._evaluate(model, "test")
         if not self.finished:
             self.metrics.append({
                 "step": best_state["step"], "epoch": self.best_epoch, "split": "test",
-                "nll": test_nll, "bpd": bits_per_dim(test_nll, self.dataset.features),
+                "nll": test_nll, "bpd": test_bpd,
                 "lr": self.config.train.lr, "seconds": round(seconds, 3),
                 "estimator": model.estimator,
             })  # fmt: skip
@@ -474,7 +500,8 @@ class Trainer:
             epochs_run=self.epoch - 1,
             valid_nll=valid_nll,
             test_nll=test_nll,
-            features=self.dataset.features,
+            valid_bpd=valid_bpd,
+            test_bpd=test_bpd,
             estimator=model.estimator,
             seconds=seconds,
         )

@@ -78,7 +78,7 @@ def verify_made(net: MADE, points: int = 2, seed: int = 0) -> list[MemberReport]
     """Check every member of ``net``: exact path structure and Jacobians at random points."""
     generator = torch.Generator().manual_seed(seed)
     d, p = net.features, net.params_per_dim
-    device = net.ranks.device
+    device, dtype = net.ranks.device, net.output.weight.dtype
     reports = []
     start = net.member
     for member in [start, *(k for k in range(net.num_masks) if k != start)]:
@@ -89,8 +89,8 @@ def verify_made(net: MADE, points: int = 2, seed: int = 0) -> list[MemberReport]
         paths = paths[:, :d]
         violations = 0
         for _ in range(points):
-            x = torch.rand(d, generator=generator).to(device)
-            c = torch.randn(net.context, generator=generator).to(device) if net.context else None
+            x = torch.rand(d, generator=generator).to(device, dtype)
+            c = torch.randn(net.context, generator=generator).to(device, dtype) if net.context else None
             jac = jacobian(net, x, c)
             violations += int(((jac != 0) & ~allowed).sum())
         reaches = paths.any(0)

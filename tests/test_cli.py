@@ -67,7 +67,7 @@ def test_complete_and_verify_and_runs(trained: Path) -> None:
     assert result.exit_code == 0, result.output
     # the tiny config uses a random ordering: the completion is reported as approximate
     assert "approximate" in result.output
-    arrays = np.load(trained / "completions" / "seed0-n4.npz")
+    arrays = np.load(trained / "completions" / "top-seed0-n4.npz")
     assert arrays["completions"].shape == (4, 2, 9)
     observed = arrays["observed"][0]
     assert (arrays["completions"][:, :, observed] == arrays["originals"][:, None, observed]).all()
@@ -89,9 +89,9 @@ def test_complete_on_natural_order_reports_exact_nll_and_png(tmp_path, tiny_conf
     assert trained.exit_code == 0, trained.output
     result = runner.invoke(app, ["complete", "--n", "3"])
     assert result.exit_code == 0, result.output
-    assert "conditional NLL of the true bottom halves" in result.output
+    assert "conditional NLL of the true missing part" in result.output
     (run,) = list((tmp_path / "runs").iterdir())
-    assert (run / "completions" / "seed0-n3.png").is_file()  # 16 dims show as 4x4 images
+    assert (run / "completions" / "top-seed0-n3.png").is_file()  # 16 dims show as 4x4 images
 
 
 def test_verify_ar_on_a_config_and_on_a_corrupt_checkpoint(trained: Path, tiny_config: Path):
@@ -210,3 +210,69 @@ def test_help_shows_an_example_for_every_command() -> None:
     for command in ("train", "evaluate", "sample", "complete", "verify-ar", "runs"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Example: made" in result.output, command
+
+
+def test_label_conditional_run_samples_a_class(tmp_path: Path, tiny_config: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", str(tiny_config), "model.condition_on=label"])
+    assert result.exit_code == 0, result.output
+    assert "given the label" in result.output
+    result = runner.invoke(app, ["sample", "--n", "8", "--label", "2"])
+    assert result.exit_code == 0, result.output
+    (run,) = list((tmp_path / "runs").iterdir())
+    assert np.load(run / "samples" / "seed0-n8-label2.npy").shape == (8, 9)
+    assert (np.load(run / "samples" / "seed0-n8-label2-labels.npy") == 2).all()
+    result = runner.invoke(app, ["sample", "--n", "8"])  # the classes in turn
+    assert np.load(run / "samples" / "seed0-n8-labels.npy").tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    result = runner.invoke(app, ["sample", "--label", "4"])
+    assert result.exit_code == 2 and "--label must be between 0 and 3" in result.stderr
+    result = runner.invoke(app, ["complete", "--mask", "bottom", "--n", "5"])
+    assert result.exit_code == 0, result.output
+    assert "approximate completion for 5 of 5 images" in result.output
+
+
+def test_completion_masks_and_their_errors(trained: Path) -> None:
+    result = runner.invoke(app, ["complete", "--mask", "random", "--fraction", "0.3", "--n", "4"])
+    assert result.exit_code == 0, result.output
+    arrays = np.load(trained / "completions" / "random-seed0-n4.npz")
+    assert arrays["observed"].shape == (4, 9) and not (arrays["observed"] == arrays["observed"][0]).all()
+    assert "observed: random (30% observed at random)" in result.output
+    for args, message in [
+        (["--mask", "left"], "--mask left needs image data"),
+        (["--half", "--mask", "bottom"], "--half is --mask top"),
+        (["--mask", "random", "--fraction", "1.5"], "--fraction must be between 0 and 1"),
+        (["--mask", "diagonal"], "--mask must be one of top, bottom, left, right, centre, random"),
+    ]:
+        result = runner.invoke(app, ["complete", *args])
+        assert result.exit_code == 2, args
+        assert message in result.stderr and result.stderr.count("\n") == 1
+    result = runner.invoke(app, ["sample", "--label", "1"])
+    assert result.exit_code == 2 and "not conditioned on labels" in result.stderr
+
+
+@pytest.mark.parametrize("head", ["gaussian", "mog"])
+def test_real_valued_npz_through_every_command(tmp_path: Path, monkeypatch, head: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(300, 1))
+    rows = base + 0.1 * rng.normal(size=(300, 16))  # strongly correlated dimensions
+    np.savez(tmp_path / "real.npz", train=rows[:250], test=rows[250:])
+    config = tmp_path / "real.yaml"
+    config.write_text(
+        f"data: {{name: npz, path: {tmp_path / 'real.npz'}, values: real}}\n"
+        f"model: {{head: {head}, hidden: [32]}}\ntrain: {{epochs: 20, batch_size: 50, lr: 0.005}}\n"
+    )
+    result = runner.invoke(app, ["train", str(config), "--run-dir", "r"])
+    assert result.exit_code == 0, result.output
+    assert "bits/dim" not in result.output  # real values have none
+    result = runner.invoke(app, ["evaluate", "r", "--json"])
+    report = json.loads(result.stdout)
+    assert report["bits_per_dim"] is None and report["values"] == "real"
+    assert report["nll_nats"] < 16 * 1.42  # far below independent unit Gaussians (1.42 nats each)
+    assert runner.invoke(app, ["sample", "r", "--n", "16"]).exit_code == 0
+    samples = np.load(tmp_path / "r" / "samples" / "seed0-n16.npy")
+    assert samples.dtype == np.float32 and (tmp_path / "r" / "samples" / "seed0-n16.png").is_file()
+    result = runner.invoke(app, ["complete", "r", "--mask", "centre", "--n", "2"])
+    assert result.exit_code == 0, result.output
+    assert "approximate completion for 2 of 2 images" in result.output
+    assert runner.invoke(app, ["verify-ar", "r"]).exit_code == 0

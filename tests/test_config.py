@@ -11,7 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_shipped_configs_load() -> None:
-    for path in (REPO / "configs").glob("*.yaml"):
+    shipped = sorted((REPO / "configs").rglob("*.yaml"))
+    assert len(shipped) >= 11
+    for path in shipped:
         load_config(path)
     cfg = load_config(REPO / "configs" / "mnist.yaml")
     assert cfg.model.hidden == (500,) and cfg.model.direct and cfg.model.num_masks == 1
@@ -55,6 +57,13 @@ def test_round_trip_through_yaml_and_dict(tmp_path: Path) -> None:
         ("", ["data.name=npz"], "data.path must name the .npz file"),
         ("", ["name=a/b"], "name may use letters"),
         ("", ["model.hidden=[0]"], "model.hidden sizes must be at least 1"),
+        ("", ["model.head=gaussian"], "model.head: gaussian models logit or real data"),
+        ("", ["data.values=logit"], "data.values: logit is not available for binarized_mnist"),
+        ("", ["data.name=mnist", "data.values=levels"], "use model.head: categorical"),
+        ("", ["data.name=mnist", "data.values=levels", "data.levels=1", "model.head=categorical"],
+         "data.levels must be between 2 and 256"),
+        ("", ["model.condition_on=label"], "binarized_mnist (Larochelle's files) has no labels"),
+        ("", ["model.head=mog", "model.components=0"], "model.components must be at least 1"),
     ],
 )
 def test_bad_configs_give_one_clear_line(tmp_path: Path, text, overrides, message) -> None:

@@ -100,3 +100,51 @@ def test_grey_mnist_through_torchvision(data_root: Path, binarize: str) -> None:
     assert ds.dynamic == (binarize == "dynamic")
     if binarize == "dynamic":
         assert len(torch.unique(ds.train)) > 2
+
+
+def test_npz_levels_reals_and_labels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    train_y, test_y = rng.integers(0, 3, 50), rng.integers(0, 3, 10)
+    np.savez(path, train=rng.integers(0, 4, (50, 6)), test=rng.integers(0, 4, (10, 6)),
+             train_labels=train_y, test_labels=test_y)  # fmt: skip
+    ds = data.load_dataset(DataConfig(name="npz", path=str(path), values="levels", levels=4))
+    assert ds.classes == 3 and ds.values == "levels" and ds.image_shape is None
+    assert torch.equal(ds.split_labels("valid"), torch.from_numpy(train_y[45:]))  # held out with train
+    assert ds.bits_per_dim(6 * math.log(2), "test") == pytest.approx(1.0)
+    with pytest.raises(UsageError, match=r"integers 0\.\.2"):
+        data.load_dataset(DataConfig(name="npz", path=str(path), values="levels", levels=3))
+    np.savez(path, train=rng.normal(size=(50, 6)), test=rng.normal(size=(10, 6)))
+    ds = data.load_dataset(DataConfig(name="npz", path=str(path), values="real"))
+    assert ds.bits_per_dim(1.0, "test") is None and ds.classes == 0  # real values have no bits
+    np.savez(path, train=rng.normal(size=(50, 6)), test=rng.normal(size=(10, 6)), train_labels=train_y)
+    # labels for some splits only, or labels that are not integers, are refused
+    with pytest.raises(UsageError, match="'test_labels' must be a"):
+        data.load_dataset(DataConfig(name="npz", path=str(path), values="real"))
+    np.savez(path, train=rng.normal(size=(50, 6)), test=rng.normal(size=(10, 6)),
+             train_labels=rng.random(50), test_labels=test_y)  # fmt: skip
+    with pytest.raises(UsageError, match="must hold integers"):
+        data.load_dataset(DataConfig(name="npz", path=str(path), values="real"))
+    np.savez(path, train=np.full((50, 6), np.nan), test=rng.normal(size=(10, 6)))
+    with pytest.raises(UsageError, match="NaN or infinite"):
+        data.load_dataset(DataConfig(name="npz", path=str(path), values="real"))
+
+
+def test_grey_mnist_as_levels_and_in_logit_space_with_labels(data_root: Path) -> None:
+    if not (data_root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        pytest.skip("grey MNIST not found")
+    levels = data.load_dataset(DataConfig(name="mnist", root=str(data_root), values="levels", levels=4))
+    assert set(torch.unique(levels.test).tolist()) == {0.0, 1.0, 2.0, 3.0}
+    assert levels.classes == 10 and levels.split_labels("test").shape == (10000,)
+    assert set(torch.unique(levels.split_labels("train")).tolist()) == set(range(10))
+    logit = data.load_dataset(DataConfig(name="mnist", root=str(data_root), values="logit"))
+    # the same pixels: back from logit space, each value lies in its own 1/256 bin
+    v = (torch.sigmoid(logit.test.double()) - data.LOGIT_ALPHA) / (1 - 2 * data.LOGIT_ALPHA)
+    bins = (levels.test.double() + 0.5) / 4  # the centre of the quarter the pixel is in
+    assert ((v - bins).abs() <= 0.125 + 1e-6).all()
+    assert torch.equal(logit.split_labels("test"), levels.split_labels("test"))
+    # bits/dim of the 8-bit pixels: a uniform density on [0, 1)^D is 8 bits per pixel
+    y = logit.test[:100]
+    uniform_nll_y = float(data.logit_log_det(y.double()).mean())  # -log p(y) when p(v) = 1
+    sub = data.Dataset(y, y, y, (28, 28), values="logit")
+    assert sub.bits_per_dim(uniform_nll_y, "test") == pytest.approx(8.0, abs=1e-4)

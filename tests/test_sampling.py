@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from made_cli import sampling
+from made_cli.commands import OBSERVED_MASKS, observed_mask
 from made_cli.config import Config, ModelConfig
 from made_cli.models import MADEModel, build_model
 
@@ -87,7 +88,7 @@ def _two_member_model() -> MADEModel:
     model = _model(3, ordering="random", num_masks=2)
     model.net.ranks[0] = torch.tensor([1, 2, 3])
     model.net.ranks[1] = torch.tensor([2, 1, 3])
-    model.net.apply_masks(0)
+    model.net.reload_masks()
     return model
 
 
@@ -149,7 +150,7 @@ def test_fast_sampler_reproduces_the_naive_sampler_exactly(kw) -> None:
     # float64 so that summation order cannot move a probability across a uniform
     model = _model(9, **kw).double()
     gen = torch.Generator().manual_seed(4)
-    uniforms = torch.rand(40, 9, generator=gen, dtype=torch.float64)
+    uniforms = torch.rand(40, 9, 1, generator=gen, dtype=torch.float64)
     for k in range(model.num_masks):
         fill = torch.ones(40, 9, dtype=torch.bool)
         fill[:20] = torch.rand(20, 9, generator=gen) < 0.5  # arbitrary, per-row observed sets
@@ -160,3 +161,53 @@ def test_fast_sampler_reproduces_the_naive_sampler_exactly(kw) -> None:
         assert torch.equal(fast[~fill], x[~fill])
     same = model.sample(30, generator=torch.Generator().manual_seed(1), fast=True)
     assert torch.equal(same, model.sample(30, generator=torch.Generator().manual_seed(1), fast=False))
+
+
+def _observed_first(model: MADEModel, observed: torch.Tensor, seed: int) -> None:
+    """Give every member a random ordering that generates the ``observed`` dimensions first."""
+    gen = torch.Generator().manual_seed(seed)
+    for member in range(model.num_masks):
+        first, last = observed.nonzero()[:, 0], (~observed).nonzero()[:, 0]
+        order = torch.cat([first[torch.randperm(len(first), generator=gen)],
+                           last[torch.randperm(len(last), generator=gen)]])  # fmt: skip
+        model.net.ranks[member, order] = torch.arange(1, len(order) + 1)
+    model.net.reload_masks()
+
+
+@pytest.mark.parametrize("kind", OBSERVED_MASKS)
+def test_completion_for_every_observed_mask_follows_the_mixture_conditional(kind) -> None:
+    # 2x4 "images": every mask kind applies; an ensemble whose members all generate the
+    # observed pixels first (in different orders) completes exactly from the mixture.
+    observed = observed_mask(kind, 8, (2, 4), 1, torch.Generator().manual_seed(5), fraction=0.5)[0]
+    missing = int((~observed).sum())
+    assert 1 <= missing <= 5
+    model = _model(8, ordering="random", num_masks=3)
+    _observed_first(model, observed, seed=1)
+    x = torch.bernoulli(torch.full((1, 8), 0.5), generator=torch.Generator().manual_seed(2))
+    n = 20000
+    out, exact = model.complete(
+        x.expand(n, 8), observed.expand(n, 8), generator=torch.Generator().manual_seed(3)
+    )
+    assert exact.all()
+    assert torch.equal(out[:, observed], x[:, observed].expand(n, -1))
+    candidates = x.repeat(2**missing, 1)
+    candidates[:, ~observed] = all_binary(missing)
+    with torch.no_grad():
+        target = torch.softmax(model.log_prob(candidates).double(), 0)
+    freq = torch.bincount(_index(out[:, ~observed]), minlength=2**missing).double() / n
+    assert float(0.5 * (freq - target).abs().sum()) < 0.03
+
+
+def test_without_an_exact_member_the_one_ignoring_least_evidence_completes() -> None:
+    model = _model(4, ordering="random", num_masks=3)
+    for member, order in enumerate(([2, 0, 1, 3], [2, 3, 0, 1], [0, 2, 1, 3])):
+        model.net.ranks[member, order] = torch.arange(1, 5)
+    model.net.reload_masks()
+    observed = torch.tensor([[True, True, False, False]])
+    # missing x_2 comes before both observed dims (2), before both and x_3 too (4), before x_1 (1)
+    assert sampling.ignored_evidence(model.net.ranks, observed).tolist() == [[2, 4, 1]]
+    x = torch.tensor([[1.0, 0.0, 0.0, 0.0]]).expand(30, 4)
+    members, exact = sampling.choose_members(model, x, observed.expand(30, 4), torch.Generator())
+    assert (members == 2).all() and not exact.any()
+    out, exact = model.complete(x, observed.expand(30, 4), generator=torch.Generator().manual_seed(0))
+    assert not exact.any() and torch.equal(out[:, :2], x[:, :2])

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from made_cli.config import load_config
-from made_cli.data import DataConfig, load_dataset, synthetic_entropy
+from made_cli.data import DataConfig, load_dataset, synthetic_distribution, synthetic_entropy
 from made_cli.train import independent_baseline_nll, train
 
 
@@ -34,3 +34,28 @@ def test_short_real_training_on_binarized_mnist_beats_the_baseline(data_root: Pa
     baseline = independent_baseline_nll(ds.train, ds.test)
     assert baseline > 200
     assert result.test_nll < baseline - 60  # one epoch of MADE is far below 206 nats
+
+
+def test_label_conditional_nll_approaches_the_conditional_entropy(tmp_path: Path) -> None:
+    # The synthetic rows carry the mixture component that drew them as their label, so
+    # p(x | label) is a product of Bernoullis with a known entropy H(X | C), below H(X).
+    cfg = load_config(
+        None,
+        [
+            "data.name=synthetic",
+            "data.features=10",
+            "data.size=20000",
+            "model.hidden=[64]",
+            "model.condition_on=label",
+            "train.epochs=15",
+            "train.lr=3e-3",
+            "train.patience=3",
+        ],
+    )
+    result = train(cfg, tmp_path / "run", say=lambda _: None)
+    weights, probs = synthetic_distribution(10)
+    per_component = -(probs * probs.log() + (1 - probs) * (1 - probs).log()).sum(1)
+    conditional_entropy = float((weights * per_component).sum())
+    assert conditional_entropy < synthetic_entropy(10) - 0.5
+    assert result.estimator == "exact, single mask, given the label"
+    assert conditional_entropy - 0.1 < result.test_nll < conditional_entropy + 0.1

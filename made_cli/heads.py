@@ -1,0 +1,165 @@
+"""Likelihood heads: what the P outputs a MADE gives each dimension mean, and how to draw from them.
+
+A head turns the parameters (B, P, D) of p(x_d | x_<d) into log-densities and draws. Draws take
+uniform noise, U numbers per dimension, so that the degree-scheduled sampler and the naive
+one produce the same values from the same noise. Heads have no weights of their own.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Bernoulli", "Categorical", "Gaussian", "Head", "HeadName", "MixtureOfGaussians", "make_head"]
+
+HeadName = Literal["bernoulli", "gaussian", "mog", "categorical"]
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _normal_quantile(u: torch.Tensor) -> torch.Tensor:
+    """Standard normal inverse CDF, with u kept off 0 and 1 so no draw is infinite."""
+    tiny = torch.finfo(u.dtype).eps
+    return torch.special.ndtri(u.clamp(tiny, 1 - tiny))
+
+
+def _pick(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw of a category (B,) from probabilities (B, L) and uniforms (B,)."""
+    below = (probs.cumsum(-1) <= u[:, None]).sum(-1)
+    return below.clamp(max=probs.shape[-1] - 1)
+
+
+def _normal_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    return -0.5 * ((x - mean) * torch.exp(-log_scale)) ** 2 - log_scale - _HALF_LOG_2PI
+
+
+class Head:
+    """The conditional law of one dimension given its parameters."""
+
+    name: str
+    params_per_dim: int  # P
+    noise_per_dim: int  # U: uniforms one draw takes
+    discrete: bool  # likelihoods are probabilities (bits/dim apply) rather than densities
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x_d | params_d) (B, D) from params (B, P, D)."""
+        raise NotImplementedError
+
+    def draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """One value per row (B,) for one dimension, from params (B, P) and uniforms (B, U)."""
+        raise NotImplementedError
+
+    def init_bias(self, train: torch.Tensor) -> torch.Tensor:
+        """Output biases (P, D) that make an untrained MADE the independent fit to the data."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+class Bernoulli(Head):
+    """Binary data: one logit per dimension."""
+
+    name, params_per_dim, noise_per_dim, discrete = "bernoulli", 1, 1, True
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return -F.binary_cross_entropy_with_logits(params[:, 0], x, reduction="none")
+
+    def draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return (u[:, 0] < torch.sigmoid(params[:, 0])).to(params.dtype)
+
+    def init_bias(self, train: torch.Tensor) -> torch.Tensor:
+        return torch.logit(train.mean(0).clamp(1e-4, 1 - 1e-4))[None]
+
+
+class Categorical(Head):
+    """Discrete data with ``levels`` values 0..L-1 per dimension: L logits each."""
+
+    name, noise_per_dim, discrete = "categorical", 1, True
+
+    def __init__(self, levels: int) -> None:
+        if levels < 2:
+            raise ValueError("a categorical head needs at least 2 levels")
+        self.levels = self.params_per_dim = levels
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(params, dim=1).gather(1, x.long()[:, None]).squeeze(1)
+
+    def draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return _pick(torch.softmax(params, -1), u[:, 0]).to(params.dtype)
+
+    def init_bias(self, train: torch.Tensor) -> torch.Tensor:
+        counts = F.one_hot(train.long(), self.levels).sum(0).T.to(train.dtype)  # (L, D)
+        return torch.log((counts + 1) / (counts.sum(0) + self.levels))
+
+    def describe(self) -> str:
+        return f"categorical, {self.levels} levels"
+
+
+class Gaussian(Head):
+    """Real data: mean and log standard deviation per dimension (MAF's conditional, Papamakarios 2017)."""
+
+    name, params_per_dim, noise_per_dim, discrete = "gaussian", 2, 1, False
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return _normal_log_prob(x, params[:, 0], params[:, 1])
+
+    def draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return params[:, 0] + torch.exp(params[:, 1]) * _normal_quantile(u[:, 0])
+
+    def init_bias(self, train: torch.Tensor) -> torch.Tensor:
+        return torch.stack([train.mean(0), train.std(0).clamp_min(1e-3).log()])
+
+
+class MixtureOfGaussians(Head):
+    """Real data: a mixture of ``components`` Gaussians per dimension (logits, means, log scales)."""
+
+    name, noise_per_dim, discrete = "mog", 2, False
+
+    def __init__(self, components: int) -> None:
+        if components < 1:
+            raise ValueError("a mixture needs at least one component")
+        self.components = components
+        self.params_per_dim = 3 * components
+
+    def _split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        k = self.components
+        return params[:, :k], params[:, k : 2 * k], params[:, 2 * k :]
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        logits, means, log_scales = self._split(params)  # each (B, K, D)
+        per = F.log_softmax(logits, dim=1) + _normal_log_prob(x[:, None], means, log_scales)
+        return torch.logsumexp(per, dim=1)
+
+    def draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        logits, means, log_scales = self._split(params)  # each (B, K)
+        k = _pick(torch.softmax(logits, -1), u[:, 0])[:, None]
+        return (means.gather(1, k) + log_scales.gather(1, k).exp() * _normal_quantile(u[:, 1:2]))[:, 0]
+
+    def init_bias(self, train: torch.Tensor) -> torch.Tensor:
+        # Equal weights, means spread over the marginal's central range: distinct components
+        # from the first step, or they would all get the same gradient.
+        mean, std = train.mean(0), train.std(0).clamp_min(1e-3)
+        spread = torch.linspace(-1.0, 1.0, self.components, dtype=train.dtype)[:, None]
+        logits = torch.zeros(self.components, train.shape[1], dtype=train.dtype)
+        means = mean + spread * std
+        log_scales = (std / math.sqrt(self.components)).log().expand(self.components, -1)
+        return torch.cat([logits, means, log_scales])
+
+    def describe(self) -> str:
+        return f"mixture of {self.components} Gaussians"
+
+
+def make_head(name: str, levels: int = 2, components: int = 1) -> Head:
+    """The head a config names; ``levels`` for categorical, ``components`` for mog."""
+    if name == "bernoulli":
+        return Bernoulli()
+    if name == "categorical":
+        return Categorical(levels)
+    if name == "gaussian":
+        return Gaussian()
+    if name == "mog":
+        return MixtureOfGaussians(components)
+    raise ValueError(f"unknown head {name!r}")

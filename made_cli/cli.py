@@ -228,7 +228,9 @@ def complete(
             "square); random (see --fraction). Default: top."
         ),
     ] = None,
-    fraction: Annotated[float, typer.Option(help="--mask random: the share of dimensions observed.")] = 0.5,
+    fraction: Annotated[
+        float | None, typer.Option(help="--mask random: the share of dimensions observed (0.5).")
+    ] = None,
     n: Annotated[int, typer.Option("--n", help="How many held-out test images.")] = 16,
     per_image: Annotated[int, typer.Option(help="Completions drawn per image.")] = 3,
     seed: Annotated[int, typer.Option(help="Chooses the images, random masks and the completions.")] = 0,
@@ -253,8 +255,10 @@ def complete(
         if half and mask not in (None, "top"):
             raise UsageError(f"--half is --mask top; it cannot go with --mask {mask}")
         chosen = mask or "top"
+        if fraction is not None and chosen != "random":
+            raise UsageError(f"--fraction goes with --mask random, not --mask {chosen}")
         loaded = load_run(run, device=resolve_device(device))
-        result = complete_run(loaded, n, per_image, seed, chosen, fraction)
+        result = complete_run(loaded, n, per_image, seed, chosen, 0.5 if fraction is None else fraction)
         say = _say(RunLog(loaded.dir, "complete"))
         k = len(result.indices)
         say(
@@ -268,11 +272,18 @@ def complete(
                 f"conditional NLL of the true missing part: {result.conditional_nll:.2f} nats per "
                 f"image{bits} over {which} [exact: the ordering generates the observed pixels first]"
             )
-        if result.exact_images < k:
+        if result.sub_ensemble_images:
             say(
-                f"approximate completion for {k - result.exact_images} of {k} images: no ordering of "
-                "the model generates their observed pixels first, so missing pixels drawn earlier "
-                "ignore observed pixels that come later (no conditional NLL for them)"
+                f"{result.sub_ensemble_images} of {k} images completed exactly from the ensemble "
+                "members that generate their observed pixels first, which is not the conditional "
+                "of the whole mixture (no conditional NLL for them)"
+            )
+        approximate = k - result.exact_images - result.sub_ensemble_images
+        if approximate:
+            say(
+                f"approximate completion for {approximate} of {k} images: no ordering of the model "
+                "generates their observed pixels first, so missing pixels drawn earlier ignore "
+                "observed pixels that come later (no conditional NLL for them)"
             )
         for path in result.paths.values():
             say(f"wrote {path}")
@@ -341,11 +352,14 @@ def list_runs_command(
             raise UsageError(f"no runs under {parent}/")
         table = Table(title=f"runs under {parent}/")
         table.add_column("run", no_wrap=True)
-        for col in ("data", "hidden", "masks", "epochs", "best valid NLL", "test NLL"):
+        for col in ("data", "hidden", "head", "masks", "epochs", "best valid NLL", "test NLL"):
             table.add_column(col)
         for r in rows:
             table.add_row(
-                Path(r["run"]).name, str(r["data"]), str(r["hidden"]), str(r["masks"]), str(r["epochs"]),
+                Path(r["run"]).name,
+                str(r["data"]) + ("" if r["values"] == "binary" else f" ({r['values']})"),
+                str(r["hidden"]), str(r["head"]) + (" | label" if r["given_label"] else ""), str(r["masks"]),
+                str(r["epochs"]),
                 "-" if r["best_valid_nll"] is None else f"{r['best_valid_nll']:.2f}",
                 "-" if r["test_nll"] is None else f"{r['test_nll']:.2f}",
             )  # fmt: skip

@@ -17,6 +17,7 @@ from .data import Dataset, dataset_classes, dataset_features, display_values, lo
 from .errors import UsageError
 from .models import build_model
 from .runs import Run, atomic_write_bytes, atomic_write_text, find_runs
+from .sampling import exact_members
 from .train import evaluate_nll
 from .verify import MemberReport, verify_made
 
@@ -181,7 +182,8 @@ class CompletionResult:
     conditional_nll: float  # mean -log p(missing | observed) in nats over the exact images; NaN if none
     conditional_bpd: float | None  # the same per missing dimension in bits, for discrete data
     missing: float  # dimensions sampled per image, on average
-    exact_images: int  # images whose completion is exact (the rest are approximate)
+    exact_images: int  # images completed exactly from the model (every member generates observed first)
+    sub_ensemble_images: int  # images completed exactly from the members that do, not from all
 
 
 _MISSING_RGB = (0.15, 0.25, 0.6)  # missing pixels in the pictures: a colour no image has
@@ -214,6 +216,7 @@ def complete_run(
     )
     cond = run.model.conditional_log_prob(originals, observed, labels)  # NaN where not exact
     exact_rows = ~cond.isnan()
+    some_exact = exact_members(run.model.net.ranks, observed).any(1)
     missing = (~observed).sum(1).float()
     cond_nll = float(-cond[exact_rows].mean()) if exact_rows.any() else math.nan
     bpd = None
@@ -250,6 +253,7 @@ def complete_run(
         conditional_bpd=bpd,
         missing=float(missing.mean()),
         exact_images=int(exact_rows.sum()),
+        sub_ensemble_images=int((some_exact & ~exact_rows).sum()),
     )
 
 
@@ -259,7 +263,8 @@ def verify_target(target: Path | None, points: int) -> tuple[str, list[MemberRep
 
     if target is not None and target.suffix in (".yaml", ".yml"):
         cfg = load_config(target)
-        model = build_model(cfg, dataset_features(cfg.data), dataset_classes(cfg.data))
+        classes = dataset_classes(cfg.data) if cfg.model.condition_on == "label" else 0
+        model = build_model(cfg, dataset_features(cfg.data), classes)
         what = f"config {target} (untrained)"
         run_dir = None
     else:
@@ -298,6 +303,9 @@ def list_runs(parent: Path) -> list[dict[str, Any]]:
             "run": str(run_dir),
             "data": (cfg.get("data") or {}).get("name", "?"),
             "hidden": (cfg.get("model") or {}).get("hidden", "?"),
+            "values": (cfg.get("data") or {}).get("values", "binary"),
+            "head": (cfg.get("model") or {}).get("head", "bernoulli"),
+            "given_label": (cfg.get("model") or {}).get("condition_on") == "label",
             "masks": (cfg.get("model") or {}).get("num_masks", 1),
             "epochs": epochs,
             "best_valid_nll": None if math.isinf(valid) else valid,

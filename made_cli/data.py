@@ -259,7 +259,7 @@ def _npz(path: Path, cfg: DataConfig) -> Dataset:
     for key in ("train", "test"):
         if key not in arrays:
             raise UsageError(f"{path} has no array '{key}' (it needs train, test and optionally valid)")
-    with_labels = "train_labels" in arrays
+    with_labels = _check_label_arrays(path, arrays)
     if "valid" not in arrays:  # hold out the last tenth of train (and of its labels)
         n = arrays["train"].shape[0] if arrays["train"].ndim else 0
         cut = n - max(1, n // 10)
@@ -270,7 +270,7 @@ def _npz(path: Path, cfg: DataConfig) -> Dataset:
     dims = {t.shape[1] for t in splits.values()}
     if len(dims) != 1:
         raise UsageError(f"{path}: train, valid and test have different widths {sorted(dims)}")
-    labels = _npz_labels(path, arrays, splits) if with_labels else None
+    labels = _npz_labels(arrays) if with_labels else None
     classes = 1 + max(int(t.max()) for t in labels) if labels else 0
     return Dataset(
         **splits, image_shape=_square_shape(dims.pop()), labels=labels, classes=classes, values=cfg.values
@@ -297,18 +297,33 @@ def _check_values(path: Path, key: str, a: np.ndarray, cfg: DataConfig) -> np.nd
     return a.astype(np.float32)
 
 
-def _npz_labels(
-    path: Path, arrays: dict[str, np.ndarray], splits: dict[str, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    out = []
-    for key in _SPLITS:
-        name = f"{key}_labels"
-        y = arrays.get(name)
-        if y is None or y.shape != (splits[key].shape[0],):
-            raise UsageError(f"{path}: '{name}' must be a ({splits[key].shape[0]},) array of labels")
-        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+def _check_label_arrays(path: Path, arrays: dict[str, np.ndarray]) -> bool:
+    """Whether the file has labels; a partial or malformed set is refused before any split."""
+    given = {k for k in arrays if k.endswith("_labels")}
+    if not given:
+        return False
+    wanted = {f"{k}_labels" for k in _SPLITS if k in arrays}
+    if given != wanted:
+        raise UsageError(
+            f"{path}: labels must come for every split it has ({', '.join(sorted(wanted))}), "
+            f"got {', '.join(sorted(given))}"
+        )
+    for name in sorted(given):
+        y, rows = arrays[name], arrays[name.removesuffix("_labels")]
+        if y.ndim != 1 or rows.ndim < 1 or y.shape[0] != rows.shape[0]:
+            n = rows.shape[0] if rows.ndim else 0
+            raise UsageError(f"{path}: '{name}' must be a ({n},) array of labels")
+        if not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
             raise UsageError(f"{path}: '{name}' must hold integers >= 0")
-        out.append(torch.from_numpy(y.astype(np.int64)))
+    classes = 1 + max(int(arrays[name].max()) for name in given if arrays[name].size)
+    if classes > arrays["train"].shape[0]:
+        raise UsageError(f"{path}: labels must be class indices 0..C-1 (the largest is {classes - 1})")
+    return True
+
+
+def _npz_labels(arrays: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The checked labels of each split as int64 (``_check_label_arrays`` vetted them)."""
+    out = [torch.from_numpy(arrays[f"{key}_labels"].astype(np.int64)) for key in _SPLITS]
     return out[0], out[1], out[2]
 
 

@@ -52,7 +52,8 @@ class Head:
         raise NotImplementedError
 
     def init_bias(self, train: torch.Tensor) -> torch.Tensor:
-        """Output biases (P, D) that make an untrained MADE the independent fit to the data."""
+        """Output biases (P, D) that start an untrained MADE at (or, for a mixture, near) the
+        fit of each marginal on its own."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -91,8 +92,9 @@ class Categorical(Head):
         return _pick(torch.softmax(params, -1), u[:, 0]).to(params.dtype)
 
     def init_bias(self, train: torch.Tensor) -> torch.Tensor:
-        counts = F.one_hot(train.long(), self.levels).sum(0).T.to(train.dtype)  # (L, D)
-        return torch.log((counts + 1) / (counts.sum(0) + self.levels))
+        # one level at a time: a one-hot of the whole set would be N x D x L
+        counts = torch.stack([(train == level).sum(0) for level in range(self.levels)]).to(train.dtype)
+        return torch.log((counts + 1) / (counts.sum(0) + self.levels))  # (L, D), add-one smoothed
 
     def describe(self) -> str:
         return f"categorical, {self.levels} levels"
@@ -143,6 +145,8 @@ class MixtureOfGaussians(Head):
         # from the first step, or they would all get the same gradient.
         mean, std = train.mean(0), train.std(0).clamp_min(1e-3)
         spread = torch.linspace(-1.0, 1.0, self.components, dtype=train.dtype)[:, None]
+        if self.components == 1:
+            spread = torch.zeros_like(spread)
         logits = torch.zeros(self.components, train.shape[1], dtype=train.dtype)
         means = mean + spread * std
         log_scales = (std / math.sqrt(self.components)).log().expand(self.components, -1)

@@ -33,6 +33,14 @@ class MADEModel(nn.Module):
             raise ValueError("the MADE's parameters per dimension or context do not fit the head and labels")
         self.net = net
         self.classes = classes
+        self.standardises = not isinstance(self.head, Bernoulli)
+        if self.standardises:
+            # Levels and reals enter the network standardised by the training marginals (set
+            # by ``fit_inputs``): raw logit-space pixels reach |y| = 14 and blow up the first
+            # steps. Only how x_<d is fed changes, so every conditional stays exact. 0/1 inputs
+            # need none, which keeps Bernoulli checkpoints as they were.
+            self.register_buffer("input_shift", torch.zeros(net.features))
+            self.register_buffer("input_scale", torch.ones(net.features))
 
     @property
     def features(self) -> int:
@@ -49,27 +57,52 @@ class MADEModel(nn.Module):
         name = "exact, single mask" if k == 1 else f"exact, {k}-mask mixture"
         return name + (", given the label" if self.classes else "")
 
-    def context(self, labels: torch.Tensor | None, rows: int) -> torch.Tensor | None:
-        """The MADE's context (B, classes): one-hot labels, checked against the model."""
+    def check_labels(self, labels: torch.Tensor | int | None) -> None:
+        """Labels fit the model: present exactly when it is conditional, each in 0..classes-1.
+
+        Called where labels enter (log_prob, sample, complete), not per forward pass: reading
+        the range back from a GPU would stall every training step.
+        """
         if not self.classes:
             if labels is not None:
                 raise ValueError("this model is not conditioned on labels")
+            return
+        if labels is None:
+            raise ValueError("this model is conditioned on a label: pass labels")
+        labels = torch.as_tensor(labels)
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.classes):
+            raise ValueError(f"labels must be in 0..{self.classes - 1}")
+
+    def context(self, labels: torch.Tensor | int | None, rows: int) -> torch.Tensor | None:
+        """The MADE's context (B, classes): one-hot labels (see ``check_labels``)."""
+        if not self.classes:
             return None
         if labels is None:
             raise ValueError("this model is conditioned on a label: pass labels")
         labels = torch.as_tensor(labels, device=self.net.ranks.device).long().expand(rows)
-        if int(labels.min()) < 0 or int(labels.max()) >= self.classes:
-            raise ValueError(f"labels must be in 0..{self.classes - 1}")
         return F.one_hot(labels, self.classes).to(self._dtype)
+
+    def network_input(self, x: torch.Tensor) -> torch.Tensor:
+        """x as the network sees it: standardised for levels and reals, as is for 0/1."""
+        if not self.standardises:
+            return x
+        return (x - self.input_shift) / self.input_scale
+
+    @torch.no_grad()
+    def fit_inputs(self, train: torch.Tensor) -> None:
+        """Start from the data: input standardisation and output biases from the marginals."""
+        if self.standardises:
+            self.input_shift.copy_(train.mean(0))
+            self.input_scale.copy_(train.std(0).clamp_min(1e-3))
+        bias = self.head.init_bias(train).reshape(-1)  # (P * D,): output p * D + d
+        self.net.output.bias.copy_(bias.to(self.net.output.bias))
 
     def params(self, x: torch.Tensor, member: int, c: torch.Tensor | None = None) -> torch.Tensor:
         """The head's parameters (B, P, D) under member ``member``, given context ``c``."""
         self.net.set_member(member)
-        return self.net(x, c)
+        return self.net(self.network_input(x), c)
 
-    def log_prob_dims(
-        self, x: torch.Tensor, member: int, labels: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def log_prob_dims(self, x: torch.Tensor, member: int, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log p_k(x_d | x_<d) for every dimension (B, D), under member ``member``."""
         c = self.context(labels, x.shape[0])
         return self.head.log_prob(self.params(x, member, c), x)
@@ -86,6 +119,7 @@ class MADEModel(nn.Module):
 
     def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x) (B,) in nats (a density for real-valued heads): the mixture over all members."""
+        self.check_labels(labels)
         if self.num_masks == 1:
             return self.log_prob_member(x, 0, labels)
         per = torch.stack([self.log_prob_member(x, k, labels) for k in range(self.num_masks)])  # (K, B)
@@ -100,6 +134,7 @@ class MADEModel(nn.Module):
         Exact when every member generates the observed dimensions first: then
         p_k(observed) is a prefix of its chain rule and the mixture conditional is a ratio.
         """
+        self.check_labels(labels)
         observed = observed.to(x.device)
         exact = sampling.exact_members(self.net.ranks, observed).all(1)
         dims = torch.stack([self.log_prob_dims(x, k, labels) for k in range(self.num_masks)])  # (K, B, D)
@@ -150,6 +185,7 @@ class MADEModel(nn.Module):
         Returns (completed x (B, D), exact (B,) bool). Observed values are kept as they are.
         ``uniforms`` (B, D, U) fixes the draws (see ``noise``).
         """
+        self.check_labels(labels)
         observed = observed.to(x.device)
         x = torch.where(observed, x, torch.zeros_like(x))
         c = self.context(labels, x.shape[0])  # (B, C) or None
@@ -170,7 +206,10 @@ def build_model(cfg: Config, features: int, classes: int = 0) -> MADEModel:
     head = make_head(m.head, levels=cfg.data.levels, components=m.components)
     context = classes if m.condition_on == "label" else 0
     if m.condition_on == "label" and classes < 1:
-        raise UsageError(f"model.condition_on: label, but {cfg.data.name} has no labels")
+        raise UsageError(
+            f"model.condition_on: label needs the number of label classes: {cfg.data.name} has no "
+            "labels, or build_model was not given classes="
+        )
     net = MADE(
         features,
         m.hidden,

@@ -99,7 +99,7 @@ def ancestral_naive(
         rows = fill[:, d]
         if not rows.any():
             continue
-        value = model.head.draw(model.net(x, c)[:, :, d], uniforms[:, d])
+        value = model.head.draw(model.net(model.network_input(x), c)[:, :, d], uniforms[:, d])
         x[:, d] = torch.where(rows, value, x[:, d])
     return x
 
@@ -158,8 +158,10 @@ def ancestral_fast(
         pre[0].addmm_(c, masked[0][perms[0]][:, n_dims:].T)
     # z = [last hidden layer, final units only | x | context | 1]: each dimension's P
     # parameters are one product z @ w_params[d].
+    # z holds x as the network sees it; ``out`` the values drawn, in data space
+    out = x.clone()
     z = torch.zeros(n, h_last + n_dims + n_ctx + 1, dtype=x.dtype, device=x.device)
-    z[:, h_last : h_last + n_dims] = x
+    z[:, h_last : h_last + n_dims] = model.network_input(x)
     if n_ctx:
         z[:, h_last + n_dims : -1] = c
     z[:, -1] = 1.0
@@ -180,8 +182,14 @@ def ancestral_fast(
     for start, stop, sample in _segments(needed.any(0).tolist()):
         if sample:
             col = h_last + order[start]
-            value = head.draw(z @ w_params[order[start]], uniforms[start])
-            z[:, col] = value if every_row[start] else torch.where(needed[:, start], value, z[:, col])
+            d = order[start]
+            value = head.draw(z @ w_params[d], uniforms[start])
+            if not every_row[start]:
+                value = torch.where(needed[:, start], value, out[:, d])
+            out[:, d] = value
+            if model.standardises:  # the same arithmetic as network_input, for one column
+                value = (value - model.input_shift[d]) / model.input_scale[d]
+            z[:, col] = value
         if not masked:
             continue
         if stop - start == 1:  # a plain slice: cheaper than gathering one column
@@ -198,7 +206,7 @@ def ancestral_fast(
                 pre[layer + 1].addmm_(torch.relu(pre[layer][:, lo:hi]), w_next[layer][lo:hi])
             else:
                 z[:, lo:hi] = torch.relu(pre[layer][:, lo:hi])
-    return z[:, h_last : h_last + n_dims].clone()
+    return out
 
 
 @torch.no_grad()

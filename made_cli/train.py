@@ -25,7 +25,7 @@ from .config import Config, config_from_dict, config_to_dict
 from .data import Dataset, load_dataset
 from .distributed import SINGLE, Dist
 from .errors import MadeError, UsageError
-from .heads import Bernoulli, Head
+from .heads import Bernoulli, Gaussian, Head, MixtureOfGaussians
 from .models import MADEModel, build_model
 from .runs import (
     CHECKPOINT_FORMAT,
@@ -125,11 +125,22 @@ def _labels_for(model: MADEModel, labels: torch.Tensor | None) -> torch.Tensor |
     return labels
 
 
-def independent_baseline_nll(train: torch.Tensor, test: torch.Tensor, head: Head | None = None) -> float:
+def baseline_head(head: Head) -> Head:
+    """The head whose marginal fit is the baseline: a mixture's is its single Gaussian."""
+    return Gaussian() if isinstance(head, MixtureOfGaussians) else head
+
+
+def independent_baseline_nll(
+    train: torch.Tensor, test: torch.Tensor, head: Head | None = None, batch_size: int = 500
+) -> float:
     """NLL of the head fitted to each training marginal on its own: the bar any MADE must beat."""
-    head = head or Bernoulli()
-    params = head.init_bias(train)[None].expand(test.shape[0], -1, -1)  # (B, P, D)
-    return float(-head.log_prob(params, test).sum(-1).mean())
+    head = baseline_head(head or Bernoulli())
+    params = head.init_bias(train)[None]  # (1, P, D)
+    total = 0.0
+    for i in range(0, test.shape[0], batch_size):  # (B, P, D) at once can be gigabytes
+        rows = test[i : i + batch_size]
+        total += float(head.log_prob(params.expand(rows.shape[0], -1, -1), rows).sum())
+    return -total / test.shape[0]
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
@@ -164,12 +175,6 @@ def train_step(
         loss.backward()
         optimizer.step()
     return value
-
-
-def _init_output_bias(model: MADEModel, train: torch.Tensor) -> None:
-    """Start from the independent fit: output biases give each marginal on its own."""
-    with torch.no_grad():
-        model.net.output.bias.copy_(model.head.init_bias(train).reshape(-1).to(model.net.output.bias))
 
 
 class Interrupted(MadeError):
@@ -259,7 +264,7 @@ class Trainer:
         if group.main:
             group.barrier()
         self.model = build_model(config, self.dataset.features, self.dataset.classes).to(self.device)
-        _init_output_bias(self.model, self.dataset.train)
+        self.model.fit_inputs(self.dataset.train.to(self.device))
         self.optimizer = make_optimizer(self.model, config.train.lr, config.train.weight_decay)
         # Epoch e's order is a function of (seed, e): a half-done epoch is redrawn exactly.
         self.sampler = DistributedSampler(
@@ -303,6 +308,11 @@ class Trainer:
                 f"the data has {self.dataset.features} dimensions but the checkpoint was "
                 f"trained on {state['features']}"
             )
+        if self.model.classes and state.get("classes", 0) != self.dataset.classes:
+            raise UsageError(
+                f"the data has {self.dataset.classes} label classes but the checkpoint was "
+                f"trained on {state.get('classes', 0)}"
+            )
         if state["batch"] and state["world_size"] != self.group.world:
             raise UsageError(
                 f"this run stopped mid-epoch with {state['world_size']} process(es); resume it "
@@ -339,7 +349,8 @@ class Trainer:
         baseline = independent_baseline_nll(d.split("train"), d.valid, model.head)
         self.say(
             f"data: {cfg.data.name} ({d.values}), {d.train.shape[0]}/{d.valid.shape[0]}/"
-            f"{d.test.shape[0]} rows of {d.features} dimensions; independent {model.head.describe()} "
+            f"{d.test.shape[0]} rows of {d.features} dimensions; independent "
+            f"{baseline_head(model.head).describe()} "
             f"baseline {baseline:.2f} nats on valid"
         )
         n_params = sum(p.numel() for p in model.parameters())

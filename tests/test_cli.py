@@ -242,6 +242,7 @@ def test_completion_masks_and_their_errors(trained: Path) -> None:
         (["--half", "--mask", "bottom"], "--half is --mask top"),
         (["--mask", "random", "--fraction", "1.5"], "--fraction must be between 0 and 1"),
         (["--mask", "diagonal"], "--mask must be one of top, bottom, left, right, centre, random"),
+        (["--mask", "top", "--fraction", "0.3"], "--fraction goes with --mask random, not --mask top"),
     ]:
         result = runner.invoke(app, ["complete", *args])
         assert result.exit_code == 2, args

@@ -119,7 +119,7 @@ def test_npz_levels_reals_and_labels(tmp_path: Path) -> None:
     assert ds.bits_per_dim(1.0, "test") is None and ds.classes == 0  # real values have no bits
     np.savez(path, train=rng.normal(size=(50, 6)), test=rng.normal(size=(10, 6)), train_labels=train_y)
     # labels for some splits only, or labels that are not integers, are refused
-    with pytest.raises(UsageError, match="'test_labels' must be a"):
+    with pytest.raises(UsageError, match="labels must come for every split"):
         data.load_dataset(DataConfig(name="npz", path=str(path), values="real"))
     np.savez(path, train=rng.normal(size=(50, 6)), test=rng.normal(size=(10, 6)),
              train_labels=rng.random(50), test_labels=test_y)  # fmt: skip

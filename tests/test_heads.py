@@ -24,6 +24,10 @@ def _model(d: int, head: str, classes: int = 0, scale: float = 2.0, **kw) -> MAD
     with torch.no_grad():
         for param in model.parameters():
             param.mul_(scale)
+        if model.standardises:  # a non-trivial input standardisation, as training would set
+            gen = torch.Generator().manual_seed(d)
+            model.input_shift.copy_(torch.randn(d, generator=gen))
+            model.input_scale.copy_(torch.rand(d, generator=gen) + 0.5)
     return model
 
 

@@ -60,8 +60,11 @@ def test_round_trip_through_yaml_and_dict(tmp_path: Path) -> None:
         ("", ["model.head=gaussian"], "model.head: gaussian models logit or real data"),
         ("", ["data.values=logit"], "data.values: logit is not available for binarized_mnist"),
         ("", ["data.name=mnist", "data.values=levels"], "use model.head: categorical"),
-        ("", ["data.name=mnist", "data.values=levels", "data.levels=1", "model.head=categorical"],
-         "data.levels must be between 2 and 256"),
+        (
+            "",
+            ["data.name=mnist", "data.values=levels", "data.levels=1", "model.head=categorical"],
+            "data.levels must be between 2 and 256",
+        ),
         ("", ["model.condition_on=label"], "binarized_mnist (Larochelle's files) has no labels"),
         ("", ["model.head=mog", "model.components=0"], "model.components must be at least 1"),
     ],

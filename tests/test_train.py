@@ -6,21 +6,19 @@ from made_cli.config import load_config
 from made_cli.data import DataConfig, load_dataset, synthetic_distribution, synthetic_entropy
 from made_cli.train import independent_baseline_nll, train
 
+SYNTHETIC_10 = [
+    "data.name=synthetic",
+    "data.features=10",
+    "data.size=20000",
+    "model.hidden=[64]",
+    "train.epochs=15",
+    "train.lr=3e-3",
+    "train.patience=3",
+]
+
 
 def test_trained_nll_approaches_the_entropy_and_not_below(tmp_path: Path) -> None:
-    cfg = load_config(
-        None,
-        [
-            "data.name=synthetic",
-            "data.features=10",
-            "data.size=20000",
-            "model.hidden=[64]",
-            "train.epochs=15",
-            "train.lr=3e-3",
-            "train.patience=3",
-        ],
-    )
-    result = train(cfg, tmp_path / "run", say=lambda _: None)
+    result = train(load_config(None, SYNTHETIC_10), tmp_path / "run", say=lambda _: None)
     entropy = synthetic_entropy(10)
     # 4000 test rows: the standard error of the mean NLL is about 0.03 nats.
     assert result.test_nll > entropy - 0.1
@@ -39,19 +37,7 @@ def test_short_real_training_on_binarized_mnist_beats_the_baseline(data_root: Pa
 def test_label_conditional_nll_approaches_the_conditional_entropy(tmp_path: Path) -> None:
     # The synthetic rows carry the mixture component that drew them as their label, so
     # p(x | label) is a product of Bernoullis with a known entropy H(X | C), below H(X).
-    cfg = load_config(
-        None,
-        [
-            "data.name=synthetic",
-            "data.features=10",
-            "data.size=20000",
-            "model.hidden=[64]",
-            "model.condition_on=label",
-            "train.epochs=15",
-            "train.lr=3e-3",
-            "train.patience=3",
-        ],
-    )
+    cfg = load_config(None, [*SYNTHETIC_10, "model.condition_on=label"])
     result = train(cfg, tmp_path / "run", say=lambda _: None)
     weights, probs = synthetic_distribution(10)
     per_component = -(probs * probs.log() + (1 - probs) * (1 - probs).log()).sum(1)

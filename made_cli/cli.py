@@ -171,15 +171,21 @@ def evaluate(
             raise UsageError(f"--split must be train, valid or test (got {split!r})")
         loaded = load_run(run, device=resolve_device(device))
         report = evaluate_run(loaded, split)
-        line = (
+        lines = [
             f"{split} NLL {_fmt_nll(report['nll_nats'], report['bits_per_dim'])} "
             f"on {report['examples']} examples [{report['estimator']}]"
-        )
-        RunLog(loaded.dir, "evaluate").write(line)
+        ]
+        if "marginal_nll_nats" in report:  # a class-conditional model, as a density of x alone
+            marginal = _fmt_nll(report["marginal_nll_nats"], report["marginal_bits_per_dim"])
+            lines.append(f"{split} NLL {marginal} of x alone [{report['marginal_estimator']}]")
+        log = RunLog(loaded.dir, "evaluate")
+        for line in lines:
+            log.write(line)
         if as_json:
             typer.echo(json.dumps(report))
         else:
-            console.print(line, markup=False)
+            for line in lines:
+                console.print(line, markup=False)
 
 
 @app.command()

@@ -81,6 +81,11 @@ def evaluate_run(run: Run, split: str, batch_size: int = 1000) -> dict[str, Any]
         "estimator": run.model.estimator,
         "values": dataset.values,
     }
+    if run.model.classes:  # also as a density of x alone, comparable with unconditional runs
+        marginal = evaluate_nll(run.model, x, batch_size, labels=dataset.split_labels(split), marginal=True)
+        report["marginal_nll_nats"] = marginal
+        report["marginal_bits_per_dim"] = dataset.bits_per_dim(marginal, split)
+        report["marginal_estimator"] = run.model.marginal_estimator
     path = run.dir / "evaluate.json"
     try:
         previous = json.loads(path.read_text()) if path.exists() else {}

@@ -33,6 +33,8 @@ class MADEModel(nn.Module):
             raise ValueError("the MADE's parameters per dimension or context do not fit the head and labels")
         self.net = net
         self.classes = classes
+        if classes:  # p(y) from the training labels (``fit_inputs``), to sum the label out
+            self.register_buffer("label_log_prior", torch.full((classes,), -math.log(classes)))
         self.standardises = not isinstance(self.head, Bernoulli)
         if self.standardises:
             # Levels and reals enter the network standardised by the training marginals (set
@@ -89,8 +91,12 @@ class MADEModel(nn.Module):
         return (x - self.input_shift) / self.input_scale
 
     @torch.no_grad()
-    def fit_inputs(self, train: torch.Tensor) -> None:
-        """Start from the data: input standardisation and output biases from the marginals."""
+    def fit_inputs(self, train: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Start from the data: input standardisation and output biases from the marginals,
+        and the label frequencies (add-one smoothed) of a class-conditional model."""
+        if self.classes and labels is not None:
+            counts = torch.bincount(labels.long(), minlength=self.classes).double() + 1
+            self.label_log_prior.copy_((counts / counts.sum()).log())
         if self.standardises:
             self.input_shift.copy_(train.mean(0))
             self.input_scale.copy_(train.std(0).clamp_min(1e-3))
@@ -124,6 +130,22 @@ class MADEModel(nn.Module):
             return self.log_prob_member(x, 0, labels)
         per = torch.stack([self.log_prob_member(x, k, labels) for k in range(self.num_masks)])  # (K, B)
         return torch.logsumexp(per, 0) - math.log(self.num_masks)
+
+    @property
+    def marginal_estimator(self) -> str:
+        """How ``marginal_log_prob`` is computed (class-conditional models)."""
+        return self.estimator.replace("given the label", f"label summed out over {self.classes} classes")
+
+    def marginal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x) (B,) of a class-conditional model with the label summed out:
+        logsumexp_y log p(x | y) + log p(y), p(y) the training label frequencies (C passes)."""
+        if not self.classes:
+            raise ValueError("only a class-conditional model has a label to sum out")
+        per = [
+            self.log_prob(x, torch.full((x.shape[0],), y, device=x.device)) + self.label_log_prior[y]
+            for y in range(self.classes)
+        ]
+        return torch.logsumexp(torch.stack(per), 0)  # (B,)
 
     @torch.no_grad()
     def conditional_log_prob(

@@ -94,11 +94,13 @@ def evaluate_nll(
     batch_size: int = 1000,
     group: Dist = SINGLE,
     labels: torch.Tensor | None = None,
+    marginal: bool = False,
 ) -> float:
     """Mean negative log-likelihood in nats per example, with the model's full estimator.
 
-    A class-conditional model is evaluated given ``labels``. In a process group each rank takes
-    every world-th row and the sums are added up, so all ranks get the same number.
+    A class-conditional model is evaluated given ``labels``, or with ``marginal`` with the label
+    summed out. In a process group each rank takes every world-th row and the sums are added
+    up, so all ranks get the same number.
     """
     was_training = model.training
     model.eval()
@@ -109,8 +111,12 @@ def evaluate_nll(
     total = 0.0
     with _tf32(False):  # reported likelihoods in full fp32, whatever training used
         for i in range(0, rows.shape[0], batch_size):
+            batch = rows[i : i + batch_size].to(device)
+            if marginal:
+                total += float(-model.marginal_log_prob(batch).sum())
+                continue
             y = None if row_labels is None else row_labels[i : i + batch_size].to(device)
-            total += float(-model.log_prob(rows[i : i + batch_size].to(device), y).sum())
+            total += float(-model.log_prob(batch, y).sum())
     model.train(was_training)
     total, count = group.sum([total, float(rows.shape[0])], device)
     return total / count
@@ -264,7 +270,10 @@ class Trainer:
         if group.main:
             group.barrier()
         self.model = build_model(config, self.dataset.features, self.dataset.classes).to(self.device)
-        self.model.fit_inputs(self.dataset.train.to(self.device))
+        train_labels = self.dataset.split_labels("train")
+        self.model.fit_inputs(
+            self.dataset.train.to(self.device), None if train_labels is None else train_labels.to(self.device)
+        )
         self.optimizer = make_optimizer(self.model, config.train.lr, config.train.weight_decay)
         # Epoch e's order is a function of (seed, e): a half-done epoch is redrawn exactly.
         self.sampler = DistributedSampler(

@@ -217,6 +217,11 @@ def test_label_conditional_run_samples_a_class(tmp_path: Path, tiny_config: Path
     result = runner.invoke(app, ["train", str(tiny_config), "model.condition_on=label"])
     assert result.exit_code == 0, result.output
     assert "given the label" in result.output
+    result = runner.invoke(app, ["evaluate", "--json"])
+    report = json.loads(result.stdout)
+    assert report["estimator"] == "exact, single mask, given the label"
+    assert report["marginal_estimator"] == "exact, single mask, label summed out over 4 classes"
+    assert report["marginal_nll_nats"] > report["nll_nats"]  # knowing the label helps here
     result = runner.invoke(app, ["sample", "--n", "8", "--label", "2"])
     assert result.exit_code == 0, result.output
     (run,) = list((tmp_path / "runs").iterdir())

@@ -54,6 +54,15 @@ def test_categorical_sums_to_one_over_all_inputs(kw, classes) -> None:
         for k in range(model.num_masks):
             total = model.log_prob_member(x, k, labels).exp().sum()
             assert float(total) == pytest.approx(1.0, abs=1e-9)
+    if classes:  # the label summed out with its prior is a density of x alone
+        model.fit_inputs(x, torch.tensor([0] * 5 + [1] * (x.shape[0] - 5)))
+        prior = model.label_log_prior.exp()
+        assert float(prior[0]) == pytest.approx(6 / (x.shape[0] + 2))  # add-one smoothed
+        marginal = model.marginal_log_prob(x)
+        assert float(marginal.exp().sum()) == pytest.approx(1.0, abs=1e-9)
+        given = [model.log_prob(x, torch.full((x.shape[0],), y)) for y in range(classes)]
+        brute = torch.log(sum(p * g.exp() for p, g in zip(prior, given, strict=True)))
+        torch.testing.assert_close(marginal, brute)
 
 
 @pytest.mark.parametrize("head", ["gaussian", "mog"])

@@ -4,7 +4,8 @@ from pathlib import Path
 
 from made_cli.config import load_config
 from made_cli.data import DataConfig, load_dataset, synthetic_distribution, synthetic_entropy
-from made_cli.train import independent_baseline_nll, train
+from made_cli.runs import load_run
+from made_cli.train import evaluate_nll, independent_baseline_nll, train
 
 SYNTHETIC_10 = [
     "data.name=synthetic",
@@ -45,3 +46,8 @@ def test_label_conditional_nll_approaches_the_conditional_entropy(tmp_path: Path
     assert conditional_entropy < synthetic_entropy(10) - 0.5
     assert result.estimator == "exact, single mask, given the label"
     assert conditional_entropy - 0.1 < result.test_nll < conditional_entropy + 0.1
+    # with the label summed out under its training frequencies: a model of x alone, near H(X)
+    run = load_run(result.run_dir)
+    data = load_dataset(run.config.data)
+    marginal = evaluate_nll(run.model, data.test, labels=data.split_labels("test"), marginal=True)
+    assert synthetic_entropy(10) - 0.1 < marginal < synthetic_entropy(10) + 0.1

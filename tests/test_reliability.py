@@ -151,6 +151,15 @@ def test_resume_can_extend_a_finished_run_and_refuses_model_changes(tmp_path):
         resume(tmp_path / "run", ["model.hidden=[4]"], say=_quiet)
 
 
+def test_a_label_conditional_run_resumes_exactly(tmp_path):
+    overrides = [*OVERRIDES, "model.condition_on=label"]
+    train(load_config(None, [*overrides, "train.epochs=3"]), tmp_path / "whole", say=_quiet)
+    train(load_config(None, [*overrides, "train.epochs=1"]), tmp_path / "split", say=_quiet)
+    resume(tmp_path / "split", ["train.epochs=3"], say=_quiet)
+    assert _metrics(tmp_path / "split") == _metrics(tmp_path / "whole")
+    assert _metrics(tmp_path / "whole")[-1]["estimator"].endswith("given the label")
+
+
 def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_exits_1(tmp_path, monkeypatch, base):
     monkeypatch.chdir(tmp_path)
     real = MADEModel.log_prob_member

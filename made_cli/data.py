@@ -315,7 +315,7 @@ def _check_label_arrays(path: Path, arrays: dict[str, np.ndarray]) -> bool:
             raise UsageError(f"{path}: '{name}' must be a ({n},) array of labels")
         if not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
             raise UsageError(f"{path}: '{name}' must hold integers >= 0")
-    classes = 1 + max(int(arrays[name].max()) for name in given if arrays[name].size)
+    classes = 1 + max((int(arrays[name].max()) for name in given if arrays[name].size), default=-1)
     if classes > arrays["train"].shape[0]:
         raise UsageError(f"{path}: labels must be class indices 0..C-1 (the largest is {classes - 1})")
     return True

@@ -31,6 +31,13 @@ def _pick(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return below.clamp(max=probs.shape[-1] - 1)
 
 
+def _spread(train: torch.Tensor) -> torch.Tensor:
+    """Per-dimension standard deviation (D,), kept finite and off zero (one row has none)."""
+    if train.shape[0] < 2:
+        return torch.ones(train.shape[1], dtype=train.dtype, device=train.device)
+    return train.std(0).clamp_min(1e-3)
+
+
 def _normal_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     return -0.5 * ((x - mean) * torch.exp(-log_scale)) ** 2 - log_scale - _HALF_LOG_2PI
 
@@ -112,7 +119,7 @@ class Gaussian(Head):
         return params[:, 0] + torch.exp(params[:, 1]) * _normal_quantile(u[:, 0])
 
     def init_bias(self, train: torch.Tensor) -> torch.Tensor:
-        return torch.stack([train.mean(0), train.std(0).clamp_min(1e-3).log()])
+        return torch.stack([train.mean(0), _spread(train).log()])
 
 
 class MixtureOfGaussians(Head):
@@ -143,7 +150,7 @@ class MixtureOfGaussians(Head):
     def init_bias(self, train: torch.Tensor) -> torch.Tensor:
         # Equal weights, means spread over the marginal's central range: distinct components
         # from the first step, or they would all get the same gradient.
-        mean, std = train.mean(0), train.std(0).clamp_min(1e-3)
+        mean, std = train.mean(0), _spread(train)
         spread = torch.linspace(-1.0, 1.0, self.components, dtype=train.dtype)[:, None]
         if self.components == 1:
             spread = torch.zeros_like(spread)

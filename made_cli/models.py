@@ -93,13 +93,20 @@ class MADEModel(nn.Module):
     @torch.no_grad()
     def fit_inputs(self, train: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         """Start from the data: input standardisation and output biases from the marginals,
-        and the label frequencies (add-one smoothed) of a class-conditional model."""
+        and the label frequencies (add-one smoothed) of a class-conditional model (uniform
+        when no labels are given).
+
+        Inputs are centred per dimension but share one scale: a per-dimension scale blows up
+        pixels that are almost always 0 in training (on 8-level MNIST, test pixels reached
+        |z| = 775 and 78 images cost over 1000 nats each).
+        """
         if self.classes and labels is not None:
             counts = torch.bincount(labels.long(), minlength=self.classes).double() + 1
             self.label_log_prior.copy_((counts / counts.sum()).log())
         if self.standardises:
             self.input_shift.copy_(train.mean(0))
-            self.input_scale.copy_(train.std(0).clamp_min(1e-3))
+            scale = train.std().clamp_min(1e-3) if train.numel() > 1 else torch.ones(())
+            self.input_scale.fill_(float(scale))
         bias = self.head.init_bias(train).reshape(-1)  # (P * D,): output p * D + d
         self.net.output.bias.copy_(bias.to(self.net.output.bias))
 

@@ -32,6 +32,7 @@ __all__ = [
     "new_run_dir",
     "remove_stale_temps",
     "resolve_run",
+    "restore_model",
     "write_config",
 ]
 
@@ -188,12 +189,17 @@ def load_run(path: str | Path | None = None, which: str = "best", device: str | 
     state = load_checkpoint(ckpt_path, map_location=device)
     config = config_from_dict(state["config"])
     model = build_model(config, int(state["features"]), int(state.get("classes", 0)))
+    restore_model(model, state, ckpt_path)
+    model.to(device).eval()
+    return Run(dir=run_dir, config=config, model=model, checkpoint=state)
+
+
+def restore_model(model: torch.nn.Module, state: dict[str, Any], path: Path) -> None:
+    """Load a checkpoint's weights into a model built from its config; a mismatch is bad input."""
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, ValueError) as e:
-        raise UsageError(f"{ckpt_path} does not match its config: {str(e).splitlines()[0]}") from None
-    model.to(device).eval()
-    return Run(dir=run_dir, config=config, model=model, checkpoint=state)
+        raise UsageError(f"{path} does not match its config: {' '.join(str(e).split())}") from None
 
 
 def write_config(run_dir: Path, config: Config) -> None:

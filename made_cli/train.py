@@ -35,6 +35,7 @@ from .runs import (
     load_checkpoint,
     new_run_dir,
     remove_stale_temps,
+    restore_model,
     write_config,
 )
 
@@ -106,7 +107,7 @@ def evaluate_nll(
     model.eval()
     device = model.net.ranks.device
     rows = x[group.rank :: group.world]
-    row_labels = _labels_for(model, labels)
+    row_labels = None if marginal else _labels_for(model, labels)
     row_labels = None if row_labels is None else row_labels[group.rank :: group.world]
     total = 0.0
     with _tf32(False):  # reported likelihoods in full fp32, whatever training used
@@ -327,7 +328,7 @@ class Trainer:
                 f"this run stopped mid-epoch with {state['world_size']} process(es); resume it "
                 f"with the same number (now {self.group.world}), or from an epoch boundary"
             )
-        self.model.load_state_dict(state["model"])
+        restore_model(self.model, state, self.run_dir / "checkpoints" / "last.pt")
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # the config may have changed them on resume
             group["lr"], group["weight_decay"] = self.config.train.lr, self.config.train.weight_decay
@@ -502,7 +503,7 @@ class Trainer:
         best_path = self.run_dir / "checkpoints" / "best.pt"
         best_state = load_checkpoint(best_path, map_location=self.device)
         model = build_model(self.config, self.dataset.features, self.dataset.classes).to(self.device)
-        model.load_state_dict(best_state["model"])
+        restore_model(model, best_state, best_path)
         valid_nll, valid_bpd = self._evaluate(model, "valid")
         test_nll, test_bpd = self._evaluate(model, "test")
         if not self.finished:

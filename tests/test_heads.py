@@ -175,3 +175,20 @@ def test_untrained_model_starts_at_the_independent_fit() -> None:
                 -Gaussian().log_prob(torch.zeros(500, 2, 3, dtype=torch.float64), data).sum(1).mean()
             )
             assert fitted < standard
+
+
+def test_inputs_share_one_scale_so_rare_pixels_stay_small() -> None:
+    # A pixel that is 0 in all training rows but one must not be blown up when it is set at
+    # test time (a per-dimension scale made it |z| = 775 on 8-level MNIST).
+    model = _model(3, "categorical")
+    train = torch.zeros(1000, 3, dtype=torch.float64)
+    train[:, 0] = torch.arange(1000) % LEVELS
+    train[0, 2] = 1.0
+    model.fit_inputs(train)
+    z = model.network_input(torch.full((1, 3), float(LEVELS - 1), dtype=torch.float64))
+    assert z.abs().max() < 10
+    assert torch.unique(model.input_scale).numel() == 1
+    one_row = _model(2, "gaussian")
+    one_row.fit_inputs(torch.ones(1, 2, dtype=torch.float64))
+    assert torch.isfinite(one_row.input_scale).all()
+    assert torch.isfinite(one_row.head.init_bias(torch.ones(1, 2, dtype=torch.float64))).all()

@@ -220,8 +220,8 @@ def complete_run(
         labels=None if labels is None else labels.repeat_interleave(per_image, 0),
     )
     cond = run.model.conditional_log_prob(originals, observed, labels)  # NaN where not exact
-    exact_rows = ~cond.isnan()
-    some_exact = exact_members(run.model.net.ranks, observed).any(1)
+    members_exact = exact_members(run.model.net.ranks, observed)  # (n, K)
+    exact_rows, some_exact = members_exact.all(1), members_exact.any(1)
     missing = (~observed).sum(1).float()
     cond_nll = float(-cond[exact_rows].mean()) if exact_rows.any() else math.nan
     bpd = None

@@ -259,7 +259,8 @@ def _npz(path: Path, cfg: DataConfig) -> Dataset:
     for key in ("train", "test"):
         if key not in arrays:
             raise UsageError(f"{path} has no array '{key}' (it needs train, test and optionally valid)")
-    with_labels = _check_label_arrays(path, arrays)
+    classes = _label_classes(path, arrays)
+    with_labels = classes > 0
     if "valid" not in arrays:  # hold out the last tenth of train (and of its labels)
         n = arrays["train"].shape[0] if arrays["train"].ndim else 0
         cut = n - max(1, n // 10)
@@ -271,7 +272,6 @@ def _npz(path: Path, cfg: DataConfig) -> Dataset:
     if len(dims) != 1:
         raise UsageError(f"{path}: train, valid and test have different widths {sorted(dims)}")
     labels = _npz_labels(arrays) if with_labels else None
-    classes = 1 + max(int(t.max()) for t in labels) if labels else 0
     return Dataset(
         **splits, image_shape=_square_shape(dims.pop()), labels=labels, classes=classes, values=cfg.values
     )
@@ -297,11 +297,12 @@ def _check_values(path: Path, key: str, a: np.ndarray, cfg: DataConfig) -> np.nd
     return a.astype(np.float32)
 
 
-def _check_label_arrays(path: Path, arrays: dict[str, np.ndarray]) -> bool:
-    """Whether the file has labels; a partial or malformed set is refused before any split."""
+def _label_classes(path: Path, arrays: dict[str, np.ndarray]) -> int:
+    """How many label classes the file has (0: no labels); a partial or malformed set of label
+    arrays is refused before any split."""
     given = {k for k in arrays if k.endswith("_labels")}
     if not given:
-        return False
+        return 0
     wanted = {f"{k}_labels" for k in _SPLITS if k in arrays}
     if given != wanted:
         raise UsageError(
@@ -318,11 +319,11 @@ def _check_label_arrays(path: Path, arrays: dict[str, np.ndarray]) -> bool:
     classes = 1 + max((int(arrays[name].max()) for name in given if arrays[name].size), default=-1)
     if classes > arrays["train"].shape[0]:
         raise UsageError(f"{path}: labels must be class indices 0..C-1 (the largest is {classes - 1})")
-    return True
+    return max(classes, 1)  # label arrays present, all empty: refused later as empty splits
 
 
 def _npz_labels(arrays: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The checked labels of each split as int64 (``_check_label_arrays`` vetted them)."""
+    """The checked labels of each split as int64 (``_label_classes`` vetted them)."""
     out = [torch.from_numpy(arrays[f"{key}_labels"].astype(np.int64)) for key in _SPLITS]
     return out[0], out[1], out[2]
 

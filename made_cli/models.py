@@ -37,10 +37,10 @@ class MADEModel(nn.Module):
             self.register_buffer("label_log_prior", torch.full((classes,), -math.log(classes)))
         self.standardises = not isinstance(self.head, Bernoulli)
         if self.standardises:
-            # Levels and reals enter the network standardised by the training marginals (set
-            # by ``fit_inputs``): raw logit-space pixels reach |y| = 14 and blow up the first
-            # steps. Only how x_<d is fed changes, so every conditional stays exact. 0/1 inputs
-            # need none, which keeps Bernoulli checkpoints as they were.
+            # Levels and reals enter the network centred and scaled (set by ``fit_inputs``):
+            # raw logit-space pixels reach |y| = 14 and blow up the first steps. Only how x_<d
+            # is fed changes, so every conditional stays exact. 0/1 inputs need none, which
+            # keeps Bernoulli checkpoints as they were.
             self.register_buffer("input_shift", torch.zeros(net.features))
             self.register_buffer("input_scale", torch.ones(net.features))
 
@@ -85,7 +85,7 @@ class MADEModel(nn.Module):
         return F.one_hot(labels, self.classes).to(self._dtype)
 
     def network_input(self, x: torch.Tensor) -> torch.Tensor:
-        """x as the network sees it: standardised for levels and reals, as is for 0/1."""
+        """x as the network sees it: centred and scaled for levels and reals, as is for 0/1."""
         if not self.standardises:
             return x
         return (x - self.input_shift) / self.input_scale

@@ -132,7 +132,7 @@ def _labels_for(model: MADEModel, labels: torch.Tensor | None) -> torch.Tensor |
     return labels
 
 
-def baseline_head(head: Head) -> Head:
+def _baseline_head(head: Head) -> Head:
     """The head whose marginal fit is the baseline: a mixture's is its single Gaussian."""
     return Gaussian() if isinstance(head, MixtureOfGaussians) else head
 
@@ -141,7 +141,7 @@ def independent_baseline_nll(
     train: torch.Tensor, test: torch.Tensor, head: Head | None = None, batch_size: int = 500
 ) -> float:
     """NLL of the head fitted to each training marginal on its own: the bar any MADE must beat."""
-    head = baseline_head(head or Bernoulli())
+    head = _baseline_head(head or Bernoulli())
     params = head.init_bias(train)[None]  # (1, P, D)
     total = 0.0
     for i in range(0, test.shape[0], batch_size):  # (B, P, D) at once can be gigabytes
@@ -360,7 +360,7 @@ class Trainer:
         self.say(
             f"data: {cfg.data.name} ({d.values}), {d.train.shape[0]}/{d.valid.shape[0]}/"
             f"{d.test.shape[0]} rows of {d.features} dimensions; independent "
-            f"{baseline_head(model.head).describe()} "
+            f"{_baseline_head(model.head).describe()} "
             f"baseline {baseline:.2f} nats on valid"
         )
         n_params = sum(p.numel() for p in model.parameters())

@@ -23,6 +23,7 @@ from .heads import HeadName
 __all__ = [
     "Config",
     "DataConfig",
+    "IAFConfig",
     "ModelConfig",
     "TrainConfig",
     "check_seed",
@@ -63,7 +64,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: Literal["made"] = "made"
+    kind: Literal["made", "iaf_vae"] = "made"  # iaf_vae: the keys below describe each IAF step's MADE
     hidden: tuple[int, ...] = (500,)
     ordering: Ordering = "natural"
     hidden_degrees: HiddenDegrees = "random"
@@ -72,6 +73,20 @@ class ModelConfig:
     head: HeadName = "bernoulli"  # bernoulli | categorical | gaussian | mog (mixture of Gaussians)
     components: int = 5  # head: mog only
     condition_on: Literal["none", "label"] = "none"  # label: class-conditional, labels at degree 0
+
+
+@dataclass(frozen=True)
+class IAFConfig:
+    """The VAE around the MADEs when model.kind is iaf_vae (Kingma et al. 2016)."""
+
+    latent: int = 32  # dimensions of z
+    encoder: tuple[int, ...] = (500, 500)  # hidden layers of the encoder MLP
+    decoder: tuple[int, ...] = (500, 500)  # hidden layers of the decoder MLP
+    context: int = 64  # size of the encoder's context h, fed to every step at degree 0
+    steps: int = 2  # IAF steps; 0 is the diagonal-Gaussian VAE
+    warmup_epochs: int = 10  # the KL weight rises linearly from 0 to 1 over these epochs
+    free_bits: float = 0.0  # nats per latent dimension the batch-mean KL may use for free
+    importance_samples: int = 1000  # K of `made evaluate`'s importance-weighted log p(x)
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,7 @@ class Config:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    iaf: IAFConfig = field(default_factory=IAFConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -98,6 +114,8 @@ _POSITIVE = {
     "data.size",
     "model.num_masks",
     "model.components",
+    "iaf.latent",
+    "iaf.importance_samples",
     "train.epochs",
     "train.batch_size",
     "train.patience",
@@ -122,6 +140,7 @@ def _validate(cfg: Config) -> None:
     if cfg.data.name == "npz" and not cfg.data.path:
         raise UsageError("data.path must name the .npz file when data.name is npz")
     _validate_values(cfg)
+    _validate_iaf(cfg)
     if cfg.model.num_masks > 1 and cfg.model.ordering != "random" and cfg.model.hidden_degrees != "random":
         raise UsageError(
             "model.num_masks > 1 needs model.ordering: random or model.hidden_degrees: random "
@@ -150,6 +169,31 @@ def _validate_values(cfg: Config) -> None:
             "binarized_mnist (Larochelle's files) has no labels; for a class-conditional model use "
             "data.name: mnist (binarize: static)"
         )
+
+
+def _validate_iaf(cfg: Config) -> None:
+    """The iaf section belongs to model.kind: iaf_vae, whose MADEs are single-mask flow steps."""
+    model, iaf = cfg.model, cfg.iaf
+    if model.kind == "made":
+        if iaf != IAFConfig():
+            raise UsageError("the iaf section is for model.kind: iaf_vae (this config has kind: made)")
+        return
+    for key in ("encoder", "decoder"):
+        if any(h < 1 for h in getattr(iaf, key)):
+            raise UsageError(f"iaf.{key} sizes must be at least 1 (got {list(getattr(iaf, key))})")
+    for key in ("context", "steps", "warmup_epochs"):
+        if getattr(iaf, key) < 0:
+            raise UsageError(f"iaf.{key} must be at least 0 (got {getattr(iaf, key)})")
+    if not (math.isfinite(iaf.free_bits) and iaf.free_bits >= 0):
+        raise UsageError(f"iaf.free_bits must be a number >= 0 (got {iaf.free_bits})")
+    refused = {
+        "model.num_masks": (model.num_masks, 1),
+        "model.head": (model.head, "bernoulli"),
+        "model.condition_on": (model.condition_on, "none"),
+    }
+    for key, (value, only) in refused.items():
+        if value != only:
+            raise UsageError(f"{key}: {value} is not available for model.kind: iaf_vae (it needs {only})")
 
 
 def check_seed(seed: int, what: str = "--seed") -> None:

@@ -12,9 +12,10 @@ from . import sampling
 from .config import Config
 from .errors import UsageError
 from .heads import Bernoulli, Head, make_head
+from .iaf import IAFVAE
 from .made import MADE
 
-__all__ = ["MADEModel", "build_model"]
+__all__ = ["MADEModel", "Model", "build_model"]
 
 
 class MADEModel(nn.Module):
@@ -126,9 +127,33 @@ class MADEModel(nn.Module):
         """log p_k(x) (B,) under one member."""
         return self.log_prob_dims(x, member, labels).sum(-1)
 
-    def forward(self, x: torch.Tensor, member: int, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """log p_k(x) (B,): what training calls, through DistributedDataParallel when distributed."""
+    def schedule(self, step: int, steps_per_epoch: int) -> int:
+        """The ensemble member a training step uses: the K masks in turn."""
+        return step % self.num_masks
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        member: int,
+        labels: torch.Tensor | None = None,
+        noise: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """log p_k(x) (B,): what training maximises, through DistributedDataParallel when distributed.
+
+        ``noise`` is unused: the exact likelihood draws nothing (it is there for the VAE's).
+        """
         return self.log_prob_member(x, member, labels)
+
+    @torch.no_grad()
+    def validation_terms(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per-row (B,) numbers the trainer averages on a split; ``nll`` decides early stopping."""
+        return {"nll": -self.log_prob(x, labels)}
+
+    def made_nets(self) -> list[MADE]:
+        """Every MADE in the model."""
+        return [self.net]
 
     def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x) (B,) in nats (a density for real-valued heads): the mixture over all members."""
@@ -229,9 +254,20 @@ class MADEModel(nn.Module):
         return out, exact
 
 
-def build_model(cfg: Config, features: int, classes: int = 0) -> MADEModel:
+Model = MADEModel | IAFVAE  # what a config builds and a run holds
+
+
+def build_model(cfg: Config, features: int, classes: int = 0) -> Model:
     """The model a config describes, for data of ``features`` dimensions and ``classes`` labels."""
     m = cfg.model
+    if m.kind == "iaf_vae":
+        v = cfg.iaf
+        return IAFVAE(
+            features, latent=v.latent, encoder=v.encoder, decoder=v.decoder, context=v.context,
+            steps=v.steps, step_hidden=m.hidden, direct=m.direct, ordering=m.ordering,
+            hidden_degrees=m.hidden_degrees, warmup_epochs=v.warmup_epochs, free_bits=v.free_bits,
+            seed=cfg.seed,
+        )  # fmt: skip
     head = make_head(m.head, levels=cfg.data.levels, components=m.components)
     context = classes if m.condition_on == "label" else 0
     if m.condition_on == "label" and classes < 1:

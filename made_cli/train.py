@@ -26,7 +26,8 @@ from .data import Dataset, load_dataset
 from .distributed import SINGLE, Dist
 from .errors import MadeError, UsageError
 from .heads import Bernoulli, Gaussian, Head, MixtureOfGaussians
-from .models import MADEModel, build_model
+from .iaf import IAFVAE
+from .models import Model, build_model
 from .runs import (
     CHECKPOINT_FORMAT,
     atomic_write_bytes,
@@ -44,6 +45,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "evaluate_nll",
+    "evaluate_terms",
     "independent_baseline_nll",
     "make_optimizer",
     "resolve_device",
@@ -64,6 +66,7 @@ class TrainResult:
     test_bpd: float | None
     estimator: str
     seconds: float
+    bound: bool = False  # the NLLs are -ELBO (a VAE): upper bounds, not the NLL itself
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,41 +92,57 @@ def _tf32(enabled: bool) -> Iterator[None]:
 
 
 @torch.no_grad()
+def evaluate_terms(
+    model: Model,
+    x: torch.Tensor,
+    batch_size: int = 1000,
+    group: Dist = SINGLE,
+    labels: torch.Tensor | None = None,
+    marginal: bool = False,
+) -> dict[str, float]:
+    """Means per example of the model's ``validation_terms`` (``nll`` among them, in nats).
+
+    A class-conditional model is evaluated given ``labels``, or with ``marginal`` with the label
+    summed out. In a process group each rank takes every world-th row and the sums are added
+    up, so all ranks get the same numbers.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    rows = x[group.rank :: group.world]
+    row_labels = None if marginal else _labels_for(model, labels)
+    row_labels = None if row_labels is None else row_labels[group.rank :: group.world]
+    totals: dict[str, float] = {}
+    with _tf32(False):  # reported likelihoods in full fp32, whatever training used
+        for i in range(0, rows.shape[0], batch_size):
+            batch = rows[i : i + batch_size].to(device)
+            if marginal:
+                terms = {"nll": -model.marginal_log_prob(batch)}
+            else:
+                y = None if row_labels is None else row_labels[i : i + batch_size].to(device)
+                terms = model.validation_terms(batch, y)
+            for key, value in terms.items():
+                totals[key] = totals.get(key, 0.0) + float(value.sum())
+    model.train(was_training)
+    keys = sorted(totals)
+    sums = group.sum([*(totals[k] for k in keys), float(rows.shape[0])], device)
+    return {k: v / sums[-1] for k, v in zip(keys, sums, strict=False)}
+
+
 def evaluate_nll(
-    model: MADEModel,
+    model: Model,
     x: torch.Tensor,
     batch_size: int = 1000,
     group: Dist = SINGLE,
     labels: torch.Tensor | None = None,
     marginal: bool = False,
 ) -> float:
-    """Mean negative log-likelihood in nats per example, with the model's full estimator.
-
-    A class-conditional model is evaluated given ``labels``, or with ``marginal`` with the label
-    summed out. In a process group each rank takes every world-th row and the sums are added
-    up, so all ranks get the same number.
-    """
-    was_training = model.training
-    model.eval()
-    device = model.net.ranks.device
-    rows = x[group.rank :: group.world]
-    row_labels = None if marginal else _labels_for(model, labels)
-    row_labels = None if row_labels is None else row_labels[group.rank :: group.world]
-    total = 0.0
-    with _tf32(False):  # reported likelihoods in full fp32, whatever training used
-        for i in range(0, rows.shape[0], batch_size):
-            batch = rows[i : i + batch_size].to(device)
-            if marginal:
-                total += float(-model.marginal_log_prob(batch).sum())
-                continue
-            y = None if row_labels is None else row_labels[i : i + batch_size].to(device)
-            total += float(-model.log_prob(batch, y).sum())
-    model.train(was_training)
-    total, count = group.sum([total, float(rows.shape[0])], device)
-    return total / count
+    """Mean negative log-likelihood in nats per example, with the model's full estimator
+    (for a VAE: -ELBO, which bounds it from above); see ``evaluate_terms``."""
+    return evaluate_terms(model, x, batch_size, group, labels, marginal)["nll"]
 
 
-def _labels_for(model: MADEModel, labels: torch.Tensor | None) -> torch.Tensor | None:
+def _labels_for(model: Model, labels: torch.Tensor | None) -> torch.Tensor | None:
     """The labels a model takes: those given if it is class-conditional, else none."""
     if not model.classes:
         return None
@@ -166,16 +185,19 @@ def train_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
-    member: int,
+    schedule: float,
     group: Dist = SINGLE,
     labels: torch.Tensor | None = None,
+    noise: torch.Generator | None = None,
 ) -> float:
-    """One Adam step on -log p_member(x [| labels]); returns the loss, skips the update if not finite.
+    """One Adam step on the model's objective; returns the loss, skips the update if not finite.
 
-    ``model`` is a MADEModel or its DistributedDataParallel wrapper; in a group the loss is
-    averaged over ranks first, so that all of them step or stop together.
+    ``model`` is a model or its DistributedDataParallel wrapper, and ``schedule`` what its
+    ``schedule`` gave for this step (a MADE: the ensemble member; a VAE: the KL weight). In a
+    group the loss is averaged over ranks first, so that all of them step or stop together.
+    ``noise`` feeds whatever the objective draws (a VAE's posterior samples).
     """
-    loss = -model(x, member, labels).mean()
+    loss = -model(x, schedule, labels, noise).mean()
     value = group.sum([loss.item()], x.device)[0] / group.world
     if math.isfinite(value):
         optimizer.zero_grad(set_to_none=True)
@@ -281,7 +303,9 @@ class Trainer:
             range(self.dataset.train.shape[0]), num_replicas=group.world, rank=group.rank,
             shuffle=True, seed=config.seed, drop_last=True,
         )  # fmt: skip
-        self.binarize = torch.Generator()  # reseeded per step from (seed, rank, step): no state
+        # A step's noise (dynamic binarisation, a VAE's posterior draws) comes from this
+        # generator, reseeded per step from (seed, rank, step): no state to save for resuming.
+        self.noise = torch.Generator()
         self.epoch, self.batch, self.step = 1, 0, 0  # position of the next batch
         self.loss_sum = 0.0  # training loss summed over this epoch's rows so far
         self.best, self.best_epoch, self.since_best = math.inf, 0, 0
@@ -364,6 +388,13 @@ class Trainer:
             f"baseline {baseline:.2f} nats on valid"
         )
         n_params = sum(p.numel() for p in model.parameters())
+        if isinstance(model, IAFVAE):
+            v = cfg.iaf
+            self.say(
+                f"model: {model.describe()}, encoder={list(v.encoder)} decoder={list(v.decoder)}, "
+                f"KL warm-up {v.warmup_epochs} epochs, free bits {v.free_bits:g}, {n_params:,} parameters"
+            )
+            return
         given = f", given one of {model.classes} labels" if model.classes else ""
         self.say(
             f"model: MADE hidden={list(cfg.model.hidden)} masks={model.num_masks} "
@@ -382,10 +413,10 @@ class Trainer:
         """The module the step calls: the model, or its DDP wrapper with rank 0's degrees."""
         if self.group.world == 1:
             return self.model
-        net = self.model.net
-        for degrees in net.degree_buffers():
-            torch.distributed.broadcast(degrees, src=0)  # identical masks on every rank
-        net.reload_masks()
+        for net in self.model.made_nets():
+            for degrees in net.degree_buffers():
+                torch.distributed.broadcast(degrees, src=0)  # identical masks on every rank
+            net.reload_masks()
         # Degrees were broadcast above and masks follow from them: no buffer sync per step.
         if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
             return DistributedDataParallel(self.model, forward_sync_buffers=False)
@@ -447,11 +478,11 @@ class Trainer:
                         self._stop_for_signal(signum)
                     rows = order[self.batch * bs : (self.batch + 1) * bs]
                     x, y = train_x[rows], None if train_y is None else train_y[rows]
+                    self.noise.manual_seed(_step_seed(self.config.seed, group.rank, self.step))
                     if self.dataset.dynamic:
-                        self.binarize.manual_seed(_step_seed(self.config.seed, group.rank, self.step))
-                        x = (torch.rand(x.shape, generator=self.binarize).to(device) < x).float()
-                    member = self.step % model.num_masks
-                    loss_value = train_step(step_module, self.optimizer, x, member, group, y)
+                        x = (torch.rand(x.shape, generator=self.noise).to(device) < x).float()
+                    schedule = model.schedule(self.step, n_batches)
+                    loss_value = train_step(step_module, self.optimizer, x, schedule, group, y, self.noise)
                     if not math.isfinite(loss_value):
                         raise self._diverged(f"the training loss became {loss_value}")
                     self.loss_sum += loss_value * x.shape[0]
@@ -470,7 +501,8 @@ class Trainer:
     def _end_epoch(self, n: int, seconds: float) -> None:
         if not _all_finite(self.model):
             raise self._diverged("the parameters became NaN or infinite")
-        valid_nll, valid_bpd = self._evaluate(self.model, "valid")
+        valid = self._evaluate(self.model, "valid")
+        valid_nll = valid["nll"]
         if not math.isfinite(valid_nll):
             raise self._diverged(f"the validation NLL became {valid_nll}")
         improved = valid_nll < self.best
@@ -478,38 +510,46 @@ class Trainer:
             self.best, self.best_epoch, self.since_best = valid_nll, self.epoch, 0
         else:
             self.since_best += 1
-        train_nll = self.loss_sum / n
+        train_loss = self.loss_sum / n
+        vae = isinstance(self.model, IAFVAE)
         self.metrics.append({
-            "step": self.step, "epoch": self.epoch, "split": "valid", "nll": valid_nll,
-            "bpd": valid_bpd, "train_nll": train_nll,
+            "step": self.step, "epoch": self.epoch, "split": "valid", **valid,
+            ("train_loss" if vae else "train_nll"): train_loss,
             "lr": self.config.train.lr, "seconds": round(seconds, 3),
             "estimator": self.model.estimator,
         })  # fmt: skip
+        if vae:  # the last step's KL weight; the training loss is -(reconstruction - beta KL)
+            per_epoch = math.ceil(n / self.config.train.batch_size)
+            self.metrics[-1]["beta"] = self.model.schedule(self.step - 1, per_epoch)
+            rec, kl = valid["reconstruction"], valid["kl"]
+            shown = f"valid ELBO {valid['elbo']:8.2f} (rec {rec:7.2f}, KL {kl:6.2f})"
+        else:
+            shown = f"valid {valid_nll:7.2f} nats"
         self.say(
-            f"epoch {self.epoch:3d}  train {train_nll:7.2f}  valid {valid_nll:7.2f} nats"
+            f"epoch {self.epoch:3d}  train {train_loss:7.2f}  {shown}"
             f"{'  *' if improved else ''}  ({seconds:.0f}s)"
         )
         self.epoch, self.batch, self.loss_sum = self.epoch + 1, 0, 0.0
         self._save(best=improved)
 
-    def _evaluate(self, model: MADEModel, split: str) -> tuple[float, float | None]:
-        """(NLL in nats, bits/dim) of ``model`` on a split, agreed across ranks."""
+    def _evaluate(self, model: Model, split: str) -> dict[str, Any]:
+        """``validation_terms`` of ``model`` on a split (``nll`` in nats, ``bpd``), agreed across ranks."""
         d = self.dataset
         x, y = d.split(split), d.split_labels(split)
-        nll = evaluate_nll(model, x, self.config.train.eval_batch_size, self.group, y)
-        return nll, d.bits_per_dim(nll, split)
+        terms = evaluate_terms(model, x, self.config.train.eval_batch_size, self.group, y)
+        nll = terms.pop("nll")
+        return {"nll": nll, "bpd": d.bits_per_dim(nll, split), **terms}
 
     def _finish(self, seconds: float) -> TrainResult:
         best_path = self.run_dir / "checkpoints" / "best.pt"
         best_state = load_checkpoint(best_path, map_location=self.device)
         model = build_model(self.config, self.dataset.features, self.dataset.classes).to(self.device)
         restore_model(model, best_state, best_path)
-        valid_nll, valid_bpd = self._evaluate(model, "valid")
-        test_nll, test_bpd = self._evaluate(model, "test")
+        valid = self._evaluate(model, "valid")
+        test = self._evaluate(model, "test")
         if not self.finished:
             self.metrics.append({
-                "step": best_state["step"], "epoch": self.best_epoch, "split": "test",
-                "nll": test_nll, "bpd": test_bpd,
+                "step": best_state["step"], "epoch": self.best_epoch, "split": "test", **test,
                 "lr": self.config.train.lr, "seconds": round(seconds, 3),
                 "estimator": model.estimator,
             })  # fmt: skip
@@ -519,12 +559,13 @@ class Trainer:
             run_dir=self.run_dir,
             best_epoch=self.best_epoch,
             epochs_run=self.epoch - 1,
-            valid_nll=valid_nll,
-            test_nll=test_nll,
-            valid_bpd=valid_bpd,
-            test_bpd=test_bpd,
+            valid_nll=valid["nll"],
+            test_nll=test["nll"],
+            valid_bpd=valid["bpd"],
+            test_bpd=test["bpd"],
             estimator=model.estimator,
             seconds=seconds,
+            bound=isinstance(model, IAFVAE),
         )
 
 

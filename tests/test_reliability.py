@@ -160,6 +160,19 @@ def test_a_label_conditional_run_resumes_exactly(tmp_path):
     assert _metrics(tmp_path / "whole")[-1]["estimator"].endswith("given the label")
 
 
+def test_an_iaf_vae_run_resumes_exactly_through_warm_up(tmp_path):
+    """The KL weight follows the step and validation draws a fixed stream: a resumed run
+    ends with the same metrics, ELBO terms included."""
+    overrides = ["model.kind=iaf_vae", "data.name=synthetic", "data.features=10", "data.size=1000",
+                 "model.hidden=[16]", "iaf.latent=3", "iaf.encoder=[24]", "iaf.decoder=[24]",
+                 "iaf.context=4", "iaf.warmup_epochs=2", "train.batch_size=50", "train.lr=3e-3"]  # fmt: skip
+    train(load_config(None, [*overrides, "train.epochs=3"]), tmp_path / "whole", say=_quiet)
+    train(load_config(None, [*overrides, "train.epochs=1"]), tmp_path / "split", say=_quiet)
+    resume(tmp_path / "split", ["train.epochs=3"], say=_quiet)
+    assert _metrics(tmp_path / "split") == _metrics(tmp_path / "whole")
+    assert [m.get("beta") for m in _metrics(tmp_path / "whole")][:3] == [19 / 40, 39 / 40, 1.0]
+
+
 def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_exits_1(tmp_path, monkeypatch, base):
     monkeypatch.chdir(tmp_path)
     real = MADEModel.log_prob_member
@@ -239,9 +252,9 @@ def test_an_interrupt_never_saves_nan_parameters(tmp_path, monkeypatch):
     real = train_module.train_step
     calls = {"n": 0}
 
-    def nan_weights_then_sigint(model, optimizer, x, member, group, labels=None):
+    def nan_weights_then_sigint(model, optimizer, x, member, group, labels=None, noise=None):
         calls["n"] += 1
-        loss = real(model, optimizer, x, member, group, labels)
+        loss = real(model, optimizer, x, member, group, labels, noise)
         if calls["n"] == 350:  # a finite loss, but the step broke the weights
             with torch.no_grad():
                 next(model.parameters()).fill_(float("nan"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,12 @@ import torch
 from .config import check_seed, load_config
 from .data import Dataset, dataset_classes, dataset_features, display_values, load_dataset
 from .errors import UsageError
+from .iaf import IAFVAE
 from .models import build_model
 from .runs import Run, atomic_write_bytes, atomic_write_text, find_runs
 from .sampling import exact_members
 from .train import evaluate_nll
-from .verify import MemberReport, verify_made
+from .verify import MemberReport, StepReport, verify_iaf, verify_made
 
 __all__ = [
     "OBSERVED_MASKS",
@@ -67,20 +69,34 @@ def _load_data(run: Run) -> Dataset:
     return dataset
 
 
-def evaluate_run(run: Run, split: str, batch_size: int = 1000) -> dict[str, Any]:
-    """NLL on a split of the run's dataset; also recorded in <run>/evaluate.json by split."""
+Progress = Callable[[int, int], None]  # (done, total) while a long evaluation runs
+
+
+def evaluate_run(
+    run: Run,
+    split: str,
+    batch_size: int = 1000,
+    samples: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """NLL on a split of the run's dataset; also recorded in <run>/evaluate.json by split.
+
+    A VAE's NLL is the importance-weighted estimate with ``samples`` draws per image (default:
+    the config's iaf.importance_samples), its ELBO from the same draws; ``seed`` fixes them.
+    """
     dataset = _load_data(run)
     x = dataset.split(split)
-    nll = evaluate_nll(run.model, x, batch_size, labels=dataset.split_labels(split))
-    report = {
-        "run": str(run.dir),
-        "split": split,
-        "examples": int(x.shape[0]),
-        "nll_nats": nll,
-        "bits_per_dim": dataset.bits_per_dim(nll, split),
-        "estimator": run.model.estimator,
-        "values": dataset.values,
-    }
+    report: dict[str, Any] = {"run": str(run.dir), "split": split, "examples": int(x.shape[0])}
+    if isinstance(run.model, IAFVAE):
+        report.update(_importance_weighted(run, x, samples, seed, progress))
+    else:
+        if samples is not None:
+            raise UsageError("--samples is for VAE runs; a MADE's likelihood is exact")
+        nll = evaluate_nll(run.model, x, batch_size, labels=dataset.split_labels(split))
+        report.update(nll_nats=nll, estimator=run.model.estimator)
+    report["bits_per_dim"] = dataset.bits_per_dim(report["nll_nats"], split)
+    report["values"] = dataset.values
     if run.model.classes:  # also as a density of x alone, comparable with unconditional runs
         marginal = evaluate_nll(run.model, x, batch_size, labels=dataset.split_labels(split), marginal=True)
         report["marginal_nll_nats"] = marginal
@@ -93,6 +109,38 @@ def evaluate_run(run: Run, split: str, batch_size: int = 1000) -> dict[str, Any]
         previous = {}
     atomic_write_text(path, json.dumps({**previous, split: report}, indent=2) + "\n")
     return report
+
+
+def _importance_weighted(
+    run: Run, x: torch.Tensor, samples: int | None, seed: int, progress: Progress | None
+) -> dict[str, Any]:
+    """-log p(x) by importance sampling with K draws from q(z | x), and the ELBO terms, per image."""
+    model = run.model
+    assert isinstance(model, IAFVAE)
+    k = run.config.iaf.importance_samples if samples is None else samples
+    if k < 1:
+        raise UsageError(f"--samples must be at least 1 (got {k})")
+    check_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    batch = 100
+    sums = {"log_px": 0.0, "elbo": 0.0, "kl": 0.0, "reconstruction": 0.0}
+    for i in range(0, x.shape[0], batch):
+        out = model.importance_log_prob(x[i : i + batch].to(device), k, generator)
+        for key in sums:
+            sums[key] += float(out[key].sum())
+        if progress is not None:
+            progress(min(i + batch, x.shape[0]), x.shape[0])
+    n = x.shape[0]
+    return {
+        "nll_nats": -sums["log_px"] / n,
+        "estimator": f"importance-weighted, K={k} samples per image (a bound that tightens with K)",
+        "samples": k,
+        "seed": seed,
+        "elbo_nats": sums["elbo"] / n,
+        "reconstruction_nats": sums["reconstruction"] / n,
+        "kl_nats": sums["kl"] / n,
+    }
 
 
 def _as_array(x: torch.Tensor, values: str) -> np.ndarray:
@@ -114,18 +162,25 @@ def sample_labels(run: Run, n: int, label: int | None) -> torch.Tensor | None:
     return torch.full((n,), label)
 
 
-def sample_run(run: Run, n: int, seed: int, label: int | None = None) -> dict[str, Path]:
-    """Draw ``n`` exact samples; write samples/seed<S>-n<N>[-label<L>].npy, a PNG grid for images,
-    and the labels of a class-conditional model's samples beside them."""
+def sample_run(run: Run, n: int, seed: int, label: int | None = None, means: bool = False) -> dict[str, Path]:
+    """Draw ``n`` exact samples; write samples/seed<S>-n<N>[-label<L>|-means].npy, a PNG grid for
+    images, and the labels of a class-conditional model's samples beside them.
+
+    A VAE draws z from the prior and decodes in one pass; ``means`` keeps p(x_d = 1 | z)."""
     if n < 1:
         raise UsageError(f"--n must be at least 1 (got {n})")
     check_seed(seed)
     labels = sample_labels(run, n, label)
     generator = torch.Generator().manual_seed(seed)
-    x = run.model.sample(n, generator=generator, labels=labels).cpu()
-    stem = f"seed{seed}-n{n}" + (f"-label{label}" if label is not None else "")
+    if isinstance(run.model, IAFVAE):
+        x = run.model.sample(n, generator=generator, means=means).cpu()
+    elif means:
+        raise UsageError("--means is for VAE runs: a MADE's samples are drawn pixel by pixel")
+    else:
+        x = run.model.sample(n, generator=generator, labels=labels).cpu()
+    stem = f"seed{seed}-n{n}" + (f"-label{label}" if label is not None else "") + ("-means" if means else "")
     out = {"npy": run.dir / "samples" / f"{stem}.npy"}
-    _save_npy(out["npy"], _as_array(x, run.config.data.values))
+    _save_npy(out["npy"], x.numpy().astype(np.float32) if means else _as_array(x, run.config.data.values))
     if labels is not None:
         out["labels"] = run.dir / "samples" / f"{stem}-labels.npy"
         _save_npy(out["labels"], labels.numpy())
@@ -189,45 +244,110 @@ class CompletionResult:
     missing: float  # dimensions sampled per image, on average
     exact_images: int  # images completed exactly from the model (every member generates observed first)
     sub_ensemble_images: int  # images completed exactly from the members that do, not from all
+    approximate_by: str | None = None  # how a model with no exact conditional completed (a VAE)
 
 
 _MISSING_RGB = (0.15, 0.25, 0.6)  # missing pixels in the pictures: a colour no image has
+VAE_IMPUTATION_ROUNDS = 50
+
+
+@dataclass(frozen=True)
+class _Completed:
+    """What one kind of model made of the images: completions and what is exact about them."""
+
+    completions: torch.Tensor  # (n * per_image, D)
+    exact: torch.Tensor  # (n * per_image,) bool
+    conditional: torch.Tensor  # (n,) log p(missing | observed), NaN where not exact
+    exact_images: torch.Tensor  # (n,) bool
+    sub_ensemble_images: torch.Tensor  # (n,) bool
+    approximate_by: str | None = None
+
+
+def _complete_made(
+    run: Run, originals: torch.Tensor, observed: torch.Tensor, labels: torch.Tensor | None,
+    per_image: int, generator: torch.Generator,
+) -> _Completed:  # fmt: skip
+    """Exact ancestral completion where the ordering generates the observed part first."""
+    model = run.model
+    completed, exact = model.complete(
+        originals.repeat_interleave(per_image, 0),
+        observed.repeat_interleave(per_image, 0),
+        generator=generator,
+        labels=None if labels is None else labels.repeat_interleave(per_image, 0),
+    )
+    members_exact = exact_members(model.net.ranks, observed)  # (n, K)
+    return _Completed(
+        completions=completed,
+        exact=exact,
+        conditional=model.conditional_log_prob(originals, observed, labels),
+        exact_images=members_exact.all(1),
+        sub_ensemble_images=members_exact.any(1) & ~members_exact.all(1),
+    )
+
+
+def _complete_vae(
+    model: IAFVAE, originals: torch.Tensor, observed: torch.Tensor, per_image: int, rounds: int,
+    generator: torch.Generator,
+) -> _Completed:  # fmt: skip
+    """Iterative imputation: approximate, since q(z | x) is not the exact posterior."""
+    completed = model.impute(
+        originals.repeat_interleave(per_image, 0), observed.repeat_interleave(per_image, 0), rounds, generator
+    )
+    none = torch.zeros(originals.shape[0], dtype=torch.bool, device=originals.device)
+    return _Completed(
+        completions=completed,
+        exact=torch.zeros(completed.shape[0], dtype=torch.bool, device=completed.device),
+        conditional=torch.full(none.shape, math.nan, device=originals.device),
+        exact_images=none,
+        sub_ensemble_images=none,
+        approximate_by=(
+            f"iterative imputation, {rounds} rounds of z ~ q(z | x) then the missing pixels ~ p(x | z)"
+        ),
+    )
 
 
 def complete_run(
-    run: Run, n: int, per_image: int, seed: int, mask: str = "top", fraction: float = 0.5
+    run: Run,
+    n: int,
+    per_image: int,
+    seed: int,
+    mask: str = "top",
+    fraction: float = 0.5,
+    rounds: int | None = None,
 ) -> CompletionResult:
     """Complete ``n`` random test images from an observed part (``observed_mask``), ``per_image``
-    times each; exact where the model generates the observed dimensions first."""
+    times each: exact where a MADE generates the observed dimensions first; a VAE by ``rounds``
+    of iterative imputation (default ``VAE_IMPUTATION_ROUNDS``), approximate."""
     if n < 1 or per_image < 1:
         raise UsageError("--n and --per-image must be at least 1")
     check_seed(seed)
+    if rounds is not None and not isinstance(run.model, IAFVAE):
+        raise UsageError("--rounds is for VAE runs: a MADE completes by exact ancestral sampling")
+    rounds = VAE_IMPUTATION_ROUNDS if rounds is None else rounds
+    if rounds < 1:
+        raise UsageError(f"--rounds must be at least 1 (got {rounds})")
     dataset = _load_data(run)
     test = dataset.test
     generator = torch.Generator().manual_seed(seed)
     # The test file is sorted by digit: pick at random, never the first n.
     indices = torch.randperm(test.shape[0], generator=generator)[: min(n, test.shape[0])]
     k, d = len(indices), run.model.features
-    device = run.model.net.ranks.device
+    device = next(run.model.parameters()).device
     originals = test[indices].to(device)  # (n, D)
     observed = observed_mask(mask, d, run.image_shape, k, generator, fraction).to(device)
-    labels = dataset.split_labels("test") if run.model.classes else None
-    labels = None if labels is None else labels[indices].to(device)
-    completed, exact = run.model.complete(
-        originals.repeat_interleave(per_image, 0),
-        observed.repeat_interleave(per_image, 0),
-        generator=generator,
-        labels=None if labels is None else labels.repeat_interleave(per_image, 0),
-    )
-    cond = run.model.conditional_log_prob(originals, observed, labels)  # NaN where not exact
-    members_exact = exact_members(run.model.net.ranks, observed)  # (n, K)
-    exact_rows, some_exact = members_exact.all(1), members_exact.any(1)
+    if isinstance(run.model, IAFVAE):
+        done = _complete_vae(run.model, originals, observed, per_image, rounds, generator)
+    else:
+        labels = dataset.split_labels("test") if run.model.classes else None
+        labels = None if labels is None else labels[indices].to(device)
+        done = _complete_made(run, originals, observed, labels, per_image, generator)
+    cond, exact_rows = done.conditional, done.exact_images
     missing = (~observed).sum(1).float()
     cond_nll = float(-cond[exact_rows].mean()) if exact_rows.any() else math.nan
     bpd = None
     if run.model.head.discrete and exact_rows.any():
         bpd = float((-cond[exact_rows] / missing[exact_rows]).mean() / math.log(2))
-    completions = completed.view(k, per_image, d).cpu()
+    completions = done.completions.view(k, per_image, d).cpu()
     stem = run.dir / "completions" / f"{mask}-seed{seed}-n{k}"
     paths = {"npz": stem.with_suffix(".npz")}
     buffer = io.BytesIO()
@@ -238,7 +358,7 @@ def complete_run(
         originals=_as_array(originals, values),
         observed=observed.cpu().numpy(),
         completions=_as_array(completions, values),
-        exact=exact.view(k, per_image).cpu().numpy(),
+        exact=done.exact.view(k, per_image).cpu().numpy(),
     )
     atomic_write_bytes(paths["npz"], buffer.getvalue())
     if run.image_shape:
@@ -258,12 +378,14 @@ def complete_run(
         conditional_bpd=bpd,
         missing=float(missing.mean()),
         exact_images=int(exact_rows.sum()),
-        sub_ensemble_images=int((some_exact & ~exact_rows).sum()),
+        sub_ensemble_images=int(done.sub_ensemble_images.sum()),
+        approximate_by=done.approximate_by,
     )
 
 
-def verify_target(target: Path | None, points: int) -> tuple[str, list[MemberReport]]:
-    """Verify a run's model, or a freshly built model for a config file; returns (what, reports)."""
+def verify_target(target: Path | None, points: int) -> tuple[str, list[MemberReport] | list[StepReport]]:
+    """Verify a run's model, or a freshly built model for a config file; returns (what, reports):
+    one per ensemble member of a MADE, one per IAF step of a VAE."""
     from .runs import load_run
 
     if target is not None and target.suffix in (".yaml", ".yml"):
@@ -275,15 +397,21 @@ def verify_target(target: Path | None, points: int) -> tuple[str, list[MemberRep
     else:
         run = load_run(target)
         model, what, run_dir = run.model, f"run {run.dir}", run.dir
-    reports = verify_made(model.net, points=points)
+    reports: list[MemberReport] | list[StepReport]
+    if isinstance(model, IAFVAE):
+        reports = verify_iaf(model, points=points)
+    else:
+        reports = verify_made(model.net, points=points)
     if run_dir is not None:
-        payload = {"ok": all(r.ok for r in reports), "members": [r.to_dict() for r in reports]}
+        key = "steps" if isinstance(model, IAFVAE) else "members"
+        payload = {"ok": all(r.ok for r in reports), key: [r.to_dict() for r in reports]}
         atomic_write_text(run_dir / "verify-ar.json", json.dumps(payload, indent=2) + "\n")
     return what, reports
 
 
 def list_runs(parent: Path) -> list[dict[str, Any]]:
-    """One summary per run under ``parent``: dataset, model, epochs, best valid and test NLL."""
+    """One summary per run under ``parent``: dataset, model, epochs, best valid and test NLL
+    (for a VAE, -ELBO)."""
     import yaml
 
     rows = []
@@ -312,6 +440,8 @@ def list_runs(parent: Path) -> list[dict[str, Any]]:
             "head": (cfg.get("model") or {}).get("head", "bernoulli"),
             "given_label": (cfg.get("model") or {}).get("condition_on") == "label",
             "masks": (cfg.get("model") or {}).get("num_masks", 1),
+            "kind": (cfg.get("model") or {}).get("kind", "made"),
+            "iaf_steps": (cfg.get("iaf") or {}).get("steps"),
             "epochs": epochs,
             "best_valid_nll": None if math.isinf(valid) else valid,
             "test_nll": test,

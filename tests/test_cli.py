@@ -282,3 +282,96 @@ def test_real_valued_npz_through_every_command(tmp_path: Path, monkeypatch, head
     assert result.exit_code == 0, result.output
     assert "approximate completion for 2 of 2 images" in result.output
     assert runner.invoke(app, ["verify-ar", "r"]).exit_code == 0
+
+
+@pytest.fixture
+def vae_run(tmp_path: Path, monkeypatch) -> Path:
+    """A tiny IAF-VAE on synthetic bits, trained in a fresh working directory."""
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "iaf.yaml"
+    config.write_text(
+        "name: tiny-iaf\ndata: {name: synthetic, features: 9, size: 600}\n"
+        "model: {kind: iaf_vae, hidden: [12], ordering: random}\n"
+        "iaf: {latent: 3, encoder: [16], decoder: [16], context: 4, steps: 2, warmup_epochs: 1,\n"
+        "      importance_samples: 50}\n"
+        "train: {epochs: 2, batch_size: 50, lr: 0.01, patience: 2}\n"
+    )
+    result = runner.invoke(app, ["train", str(config), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "test -ELBO" in result.output and "upper bound" in result.output
+    (run,) = list((tmp_path / "runs").iterdir())
+    return run
+
+
+def test_a_vae_through_every_command(vae_run: Path) -> None:
+    ev = runner.invoke(app, ["evaluate", "--json", "--samples", "20"])
+    assert ev.exit_code == 0, ev.output
+    report = json.loads(ev.stdout)
+    assert report["samples"] == 20 and "K=20" in report["estimator"]
+    assert -report["nll_nats"] >= report["elbo_nats"] > -20  # log p(x) bound at least the ELBO
+    text = runner.invoke(app, ["evaluate", str(vae_run)])  # K from the config
+    assert text.exit_code == 0 and "K=50 samples" in text.output and "test ELBO" in text.output
+
+    for args, stem in ((["--n", "6"], "seed0-n6"), (["--n", "6", "--means"], "seed0-n6-means")):
+        out = runner.invoke(app, ["sample", *args])
+        assert out.exit_code == 0, out.output
+        x = np.load(vae_run / "samples" / f"{stem}.npy")
+        assert x.shape == (6, 9)
+    binary, means = (np.load(vae_run / "samples" / f"{s}.npy") for s in ("seed0-n6", "seed0-n6-means"))
+    assert set(np.unique(binary)) <= {0, 1} and ((means > 0) & (means < 1)).all()
+
+    comp = runner.invoke(app, ["complete", "--half", "--n", "4", "--rounds", "3"])
+    assert comp.exit_code == 0, comp.output
+    assert "approximate completion for all 4 images: iterative imputation, 3 rounds" in comp.output
+    saved = np.load(vae_run / "completions" / "top-seed0-n4.npz")
+    observed = saved["observed"][:, None].repeat(3, 1)
+    originals = saved["originals"][:, None].repeat(3, 1)
+    assert (saved["completions"][observed] == originals[observed]).all() and not saved["exact"].any()
+
+    ver = runner.invoke(app, ["verify-ar"])
+    assert ver.exit_code == 0, ver.output
+    assert "all 2 IAF step(s) satisfy" in ver.output
+    assert json.loads((vae_run / "verify-ar.json").read_text())["ok"] is True
+    listed = runner.invoke(app, ["runs"])
+    assert listed.exit_code == 0 and "-ELBO" in listed.output
+
+    resumed = runner.invoke(app, ["train", "--resume", str(vae_run), "train.epochs=3"])
+    assert resumed.exit_code == 0, resumed.output
+    splits = [json.loads(line)["split"] for line in (vae_run / "metrics.jsonl").read_text().splitlines()]
+    assert splits == ["valid", "valid", "valid", "test"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sample", "--means"], "--means is for VAE runs"),
+        (["evaluate", "--samples", "5"], "--samples is for VAE runs"),
+        (["complete", "--rounds", "5"], "--rounds is for VAE runs"),
+    ],
+)
+def test_vae_options_on_a_made_run_are_refused(trained: Path, args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_vae_option_values_are_checked(vae_run: Path) -> None:
+    for args, message in (
+        (["evaluate", "--samples", "0"], "--samples must be at least 1"),
+        (["complete", "--rounds", "0"], "--rounds must be at least 1"),
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and message in result.output
+
+
+def test_verify_ar_on_the_baseline_vae_has_nothing_to_check(tmp_path: Path) -> None:
+    config = tmp_path / "vae.yaml"
+    config.write_text("data: {name: synthetic, features: 6}\nmodel: {kind: iaf_vae}\niaf: {steps: 0}\n")
+    result = runner.invoke(app, ["verify-ar", str(config)])
+    assert result.exit_code == 0 and "no IAF steps" in result.output
+
+
+def test_the_shipped_iaf_config_verifies(data_root: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MADE_DATA_DIR", str(data_root))
+    result = runner.invoke(app, ["verify-ar", str(REPO / "configs" / "iaf.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "all 2 IAF step(s) satisfy" in result.output

@@ -162,7 +162,7 @@ def evaluate(
         int | None,
         typer.Option(help="VAE runs: importance samples K per image (default: the config's, 1000)."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="VAE runs: seeds the importance samples.")] = 0,
+    seed: Annotated[int | None, typer.Option(help="VAE runs: seeds the importance samples (0).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     device: DeviceOpt = "auto",
 ) -> None:

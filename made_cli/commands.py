@@ -77,7 +77,7 @@ def evaluate_run(
     split: str,
     batch_size: int = 1000,
     samples: int | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """NLL on a split of the run's dataset; also recorded in <run>/evaluate.json by split.
@@ -89,10 +89,10 @@ def evaluate_run(
     x = dataset.split(split)
     report: dict[str, Any] = {"run": str(run.dir), "split": split, "examples": int(x.shape[0])}
     if isinstance(run.model, IAFVAE):
-        report.update(_importance_weighted(run, x, samples, seed, progress))
+        report.update(_importance_weighted(run, x, samples, 0 if seed is None else seed, progress))
     else:
-        if samples is not None:
-            raise UsageError("--samples is for VAE runs; a MADE's likelihood is exact")
+        if samples is not None or seed is not None:
+            raise UsageError("--samples and --seed are for VAE runs; a MADE's likelihood is exact")
         nll = evaluate_nll(run.model, x, batch_size, labels=dataset.split_labels(split))
         report.update(nll_nats=nll, estimator=run.model.estimator)
     report["bits_per_dim"] = dataset.bits_per_dim(report["nll_nats"], split)

@@ -124,7 +124,7 @@ _POSITIVE = {
 
 
 def _validate(cfg: Config) -> None:
-    flat = _flatten(config_to_dict(cfg))
+    flat = _flatten(dataclasses.asdict(cfg))
     for key in _POSITIVE:
         if flat[key] < 1:
             raise UsageError(f"{key} must be at least 1 (got {flat[key]})")
@@ -139,8 +139,8 @@ def _validate(cfg: Config) -> None:
         raise UsageError(f"name may use letters, digits, '_', '.', '-' only (got {cfg.name!r})")
     if cfg.data.name == "npz" and not cfg.data.path:
         raise UsageError("data.path must name the .npz file when data.name is npz")
-    _validate_values(cfg)
     _validate_iaf(cfg)
+    _validate_values(cfg)
     if cfg.model.num_masks > 1 and cfg.model.ordering != "random" and cfg.model.hidden_degrees != "random":
         raise UsageError(
             "model.num_masks > 1 needs model.ordering: random or model.hidden_degrees: random "
@@ -175,8 +175,6 @@ def _validate_iaf(cfg: Config) -> None:
     """The iaf section belongs to model.kind: iaf_vae, whose MADEs are single-mask flow steps."""
     model, iaf = cfg.model, cfg.iaf
     if model.kind == "made":
-        if iaf != IAFConfig():
-            raise UsageError("the iaf section is for model.kind: iaf_vae (this config has kind: made)")
         return
     for key in ("encoder", "decoder"):
         if any(h < 1 for h in getattr(iaf, key)):
@@ -194,6 +192,8 @@ def _validate_iaf(cfg: Config) -> None:
     for key, (value, only) in refused.items():
         if value != only:
             raise UsageError(f"{key}: {value} is not available for model.kind: iaf_vae (it needs {only})")
+    if cfg.data.values != "binary":
+        raise UsageError(f"model.kind: iaf_vae models binary data (data.values is {cfg.data.values})")
 
 
 def check_seed(seed: int, what: str = "--seed") -> None:
@@ -310,6 +310,8 @@ def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> 
     for override in overrides:
         _apply_override(data, override)
     cfg = _from_mapping(Config, data, "")
+    if cfg.model.kind == "made" and data.get("iaf"):
+        raise UsageError("the iaf section is for model.kind: iaf_vae (this config has kind: made)")
     _validate(cfg)
     return cfg
 
@@ -324,7 +326,10 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
             return [plain(x) for x in v]
         return v
 
-    return plain(dataclasses.asdict(cfg))
+    out = plain(dataclasses.asdict(cfg))
+    if cfg.model.kind == "made":  # saved MADE runs stay free of VAE settings and their defaults
+        del out["iaf"]
+    return out
 
 
 def config_to_yaml(cfg: Config) -> str:

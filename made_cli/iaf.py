@@ -164,16 +164,28 @@ class IAFVAE(nn.Module):
             log_det = log_det + log_gate
         return z, log_det
 
+    def _noise(
+        self, shape: tuple[int, ...], generator: torch.Generator | None, uniform: bool = False
+    ) -> torch.Tensor:
+        """Standard normal (or uniform) draws on the model's device, from a CPU generator."""
+        draw = torch.rand if uniform else torch.randn
+        return draw(shape, generator=generator, dtype=self._dtype).to(self._device)
+
     def posterior(
-        self, x: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        samples: int = 1,
+        generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``samples`` draws per row from q(z | x): (z (B, S, L), log q per dimension (B, S, L)).
 
         log q is split per latent dimension (the terms sum to log q(z | x)) for free bits.
+        ``eps`` (B, S, L), when given, is the base noise instead of draws from ``generator``.
         """
         mu, log_sigma, h = self.encode(x)
         b, s, latent = x.shape[0], samples, self.latent
-        eps = torch.randn(b, s, latent, generator=generator, dtype=self._dtype).to(self._device)
+        eps = self._noise((b, s, latent), generator) if eps is None else eps
         z = mu[:, None] + log_sigma.exp()[:, None] * eps
         log_q = _std_normal_log_prob(eps) - log_sigma[:, None]
         h = None if h is None else h[:, None].expand(b, s, -1).reshape(b * s, -1)
@@ -191,10 +203,14 @@ class IAFVAE(nn.Module):
         return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
 
     def terms(
-        self, x: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        samples: int = 1,
+        generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(log p(x | z) (B, S), KL terms per dimension log q - log p(z) (B, S, L)) per draw."""
-        z, log_q = self.posterior(x, samples, generator)
+        z, log_q = self.posterior(x, samples, generator, eps)
         return self.log_likelihood(x, z), log_q - _std_normal_log_prob(z)
 
     # -- training --------------------------------------------------------------------------------
@@ -227,11 +243,18 @@ class IAFVAE(nn.Module):
 
     @torch.no_grad()
     def validation_terms(
-        self, x: torch.Tensor, labels: torch.Tensor | None = None
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, rows: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """Per-row (B,) ELBO terms with one draw from a fixed stream; ``nll`` is -ELBO."""
-        generator = torch.Generator().manual_seed(_EVAL_SEED)
-        rec, kl = self.terms(x, 1, generator)
+        """Per-row (B,) ELBO terms with one draw each; ``nll`` is -ELBO.
+
+        Row r of the split (``rows``: the batch's indices in it) always gets the same draw,
+        whatever the batch size, process count or epoch, so validation ELBOs compare exactly.
+        """
+        rows = torch.arange(x.shape[0]) if rows is None else rows
+        g = torch.Generator()
+        draws = [torch.randn(1, self.latent, generator=g.manual_seed(_EVAL_SEED + r)) for r in rows.tolist()]
+        eps = torch.stack(draws).to(self._device, self._dtype)  # (B, 1, L)
+        rec, kl = self.terms(x, 1, eps=eps)
         kl = kl.sum(-1)[:, 0]
         elbo = rec[:, 0] - kl
         return {"nll": -elbo, "elbo": elbo, "kl": kl, "reconstruction": rec[:, 0]}
@@ -248,7 +271,7 @@ class IAFVAE(nn.Module):
         """Importance-weighted log p(x) with ``samples`` draws from q (Burda et al. 2016):
         logmeanexp_k [log p(x, z_k) - log q(z_k | x)], and the ELBO as the mean of the same
         log-weights. Draws go through in chunks of at most ``chunk_rows`` (row, draw) pairs, so
-        that K = 5000 needs no more memory than K = 50.
+        that K = 5000 needs no more memory than K = chunk_rows / B.
 
         Returns per-row (B,) ``log_px``, ``elbo``, ``kl`` and ``reconstruction``.
         """
@@ -273,12 +296,10 @@ class IAFVAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, means: bool = False) -> torch.Tensor:
         """``n`` draws (n, D) of x from p(z) p(x | z) in one pass; ``means`` gives p(x_d = 1 | z)."""
-        z = torch.randn(n, self.latent, generator=generator, dtype=self._dtype).to(self._device)
-        probs = torch.sigmoid(self.decode(z))
+        probs = torch.sigmoid(self.decode(self._noise((n, self.latent), generator)))
         if means:
             return probs
-        u = torch.rand(probs.shape, generator=generator, dtype=self._dtype).to(self._device)
-        return (u < probs).to(self._dtype)
+        return (self._noise(probs.shape, generator, uniform=True) < probs).to(self._dtype)
 
     @torch.no_grad()
     def impute(
@@ -295,6 +316,6 @@ class IAFVAE(nn.Module):
         for _ in range(steps):
             z, _ = self.posterior(filled, 1, generator)
             probs = torch.sigmoid(self.decode(z[:, 0]))
-            u = torch.rand(probs.shape, generator=generator, dtype=self._dtype).to(self._device)
-            filled = torch.where(observed, x, (u < probs).to(self._dtype))
+            draws = (self._noise(probs.shape, generator, uniform=True) < probs).to(self._dtype)
+            filled = torch.where(observed, x, draws)
         return filled

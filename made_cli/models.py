@@ -146,9 +146,10 @@ class MADEModel(nn.Module):
 
     @torch.no_grad()
     def validation_terms(
-        self, x: torch.Tensor, labels: torch.Tensor | None = None
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, rows: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """Per-row (B,) numbers the trainer averages on a split; ``nll`` decides early stopping."""
+        """Per-row (B,) numbers the trainer averages on a split; ``nll`` decides early stopping.
+        (``rows``, the batch's indices in the split, matter only to models that draw noise.)"""
         return {"nll": -self.log_prob(x, labels)}
 
     def made_nets(self) -> list[MADE]:

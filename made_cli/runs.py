@@ -16,7 +16,7 @@ import torch
 
 from .config import Config, config_from_dict, config_to_yaml
 from .errors import UsageError
-from .models import MADEModel, build_model
+from .models import Model, build_model
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -167,7 +167,7 @@ class Run:
 
     dir: Path
     config: Config
-    model: MADEModel
+    model: Model
     checkpoint: dict[str, Any]
 
     @property

@@ -27,7 +27,7 @@ from .distributed import SINGLE, Dist
 from .errors import MadeError, UsageError
 from .heads import Bernoulli, Gaussian, Head, MixtureOfGaussians
 from .iaf import IAFVAE
-from .models import Model, build_model
+from .models import MADEModel, Model, build_model
 from .runs import (
     CHECKPOINT_FORMAT,
     atomic_write_bytes,
@@ -110,6 +110,7 @@ def evaluate_terms(
     model.eval()
     device = next(model.parameters()).device
     rows = x[group.rank :: group.world]
+    index = torch.arange(x.shape[0])[group.rank :: group.world]  # rows' places in the split
     row_labels = None if marginal else _labels_for(model, labels)
     row_labels = None if row_labels is None else row_labels[group.rank :: group.world]
     totals: dict[str, float] = {}
@@ -117,10 +118,11 @@ def evaluate_terms(
         for i in range(0, rows.shape[0], batch_size):
             batch = rows[i : i + batch_size].to(device)
             if marginal:
+                assert isinstance(model, MADEModel)
                 terms = {"nll": -model.marginal_log_prob(batch)}
             else:
                 y = None if row_labels is None else row_labels[i : i + batch_size].to(device)
-                terms = model.validation_terms(batch, y)
+                terms = model.validation_terms(batch, y, index[i : i + batch_size])
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0.0) + float(value.sum())
     model.train(was_training)
@@ -455,7 +457,7 @@ class Trainer:
         train_y = _labels_for(model, self.dataset.split_labels("train"))
         train_y = None if train_y is None else train_y.to(device)
         n, bs = len(self.sampler), cfg.batch_size  # this rank's rows per epoch
-        n_batches = math.ceil(n / bs)
+        n_batches = self._steps_per_epoch()
         start = time.perf_counter() - (self.metrics[-1]["seconds"] if self.metrics else 0.0)
         progress = Progress(
             TextColumn("epoch {task.fields[epoch]}"),
@@ -494,9 +496,14 @@ class Trainer:
                 if (signum := self._signalled(flag)) is not None:
                     self._stop_for_signal(signum)
         if self.since_best >= cfg.patience and not self.finished:
-            self.say(f"early stop: no better validation NLL for {self.since_best} epochs")
+            measure = "ELBO" if isinstance(model, IAFVAE) else "NLL"
+            self.say(f"early stop: no better validation {measure} for {self.since_best} epochs")
         group.barrier()  # rank 0's last checkpoint is on disk before anyone reads best.pt
         return self._finish(time.perf_counter() - start)
+
+    def _steps_per_epoch(self) -> int:
+        """Batches in this rank's epoch (the last may be short)."""
+        return math.ceil(len(self.sampler) / self.config.train.batch_size)
 
     def _end_epoch(self, n: int, seconds: float) -> None:
         if not _all_finite(self.model):
@@ -506,12 +513,14 @@ class Trainer:
         if not math.isfinite(valid_nll):
             raise self._diverged(f"the validation NLL became {valid_nll}")
         improved = valid_nll < self.best
+        vae = isinstance(self.model, IAFVAE)
+        beta = self.model.schedule(self.step - 1, self._steps_per_epoch()) if vae else 1.0
+        warming_up = beta < 1
         if improved:
             self.best, self.best_epoch, self.since_best = valid_nll, self.epoch, 0
-        else:
+        elif not warming_up:  # patience counts against the full objective only
             self.since_best += 1
         train_loss = self.loss_sum / n
-        vae = isinstance(self.model, IAFVAE)
         self.metrics.append({
             "step": self.step, "epoch": self.epoch, "split": "valid", **valid,
             ("train_loss" if vae else "train_nll"): train_loss,
@@ -519,16 +528,15 @@ class Trainer:
             "estimator": self.model.estimator,
         })  # fmt: skip
         if vae:  # the last step's KL weight; the training loss is -(reconstruction - beta KL)
-            per_epoch = math.ceil(n / self.config.train.batch_size)
-            self.metrics[-1]["beta"] = self.model.schedule(self.step - 1, per_epoch)
+            self.metrics[-1]["beta"] = beta
             rec, kl = valid["reconstruction"], valid["kl"]
-            shown = f"valid ELBO {valid['elbo']:8.2f} (rec {rec:7.2f}, KL {kl:6.2f})"
+            shown = (
+                f"train loss {train_loss:7.2f} (beta {beta:.2f})  "
+                f"valid ELBO {valid['elbo']:8.2f} (rec {rec:7.2f}, KL {kl:6.2f})"
+            )
         else:
-            shown = f"valid {valid_nll:7.2f} nats"
-        self.say(
-            f"epoch {self.epoch:3d}  train {train_loss:7.2f}  {shown}"
-            f"{'  *' if improved else ''}  ({seconds:.0f}s)"
-        )
+            shown = f"train {train_loss:7.2f}  valid {valid_nll:7.2f} nats"
+        self.say(f"epoch {self.epoch:3d}  {shown}{'  *' if improved else ''}  ({seconds:.0f}s)")
         self.epoch, self.batch, self.loss_sum = self.epoch + 1, 0, 0.0
         self._save(best=improved)
 

@@ -345,7 +345,8 @@ def test_a_vae_through_every_command(vae_run: Path) -> None:
     ("args", "message"),
     [
         (["sample", "--means"], "--means is for VAE runs"),
-        (["evaluate", "--samples", "5"], "--samples is for VAE runs"),
+        (["evaluate", "--samples", "5"], "--samples and --seed are for VAE runs"),
+        (["evaluate", "--seed", "5"], "--samples and --seed are for VAE runs"),
         (["complete", "--rounds", "5"], "--rounds is for VAE runs"),
     ],
 )

@@ -129,14 +129,35 @@ def test_importance_weighted_estimate_is_at_least_the_elbo_and_rises_with_k():
     assert abs(means[1] - elbo) < 0.5
 
 
-def test_chunking_the_draws_changes_only_the_random_numbers():
-    torch.manual_seed(0)
-    model = _shake(_vae(features=6, latent=2, steps=1), 0.3)
-    x = torch.randint(0, 2, (20, 6)).float()
-    whole = model.importance_log_prob(x, 3000, torch.Generator().manual_seed(1), chunk_rows=10**6)
-    chunked = model.importance_log_prob(x, 3000, torch.Generator().manual_seed(2), chunk_rows=20 * 70)
-    assert abs(float(whole["log_px"].mean() - chunked["log_px"].mean())) < 0.05
-    assert abs(float(whole["elbo"].mean() - chunked["elbo"].mean())) < 0.1
+def test_chunked_draws_give_exactly_the_estimate_of_all_draws_at_once(monkeypatch):
+    """With known log-weights fed chunk by chunk, log p(x) is logmeanexp and the ELBO the mean,
+    whatever the chunk size (a dropped or repeated chunk would show)."""
+    model = _vae(features=4, latent=2)
+    x = torch.zeros(3, 4)
+    weights = 5 * torch.randn(3, 1000)  # (B, K) log p(x, z_k) - log q(z_k | x)
+    for chunk_rows in (3, 3 * 7, 3 * 999, 10**6):
+        drawn = {"n": 0}
+
+        def fixed_terms(x, samples, generator=None, eps=None, drawn=drawn):
+            w = weights[:, drawn["n"] : drawn["n"] + samples]
+            drawn["n"] += samples
+            return w, torch.zeros(3, samples, 2)
+
+        monkeypatch.setattr(model, "terms", fixed_terms)
+        out = model.importance_log_prob(x, 1000, chunk_rows=chunk_rows)
+        assert drawn["n"] == 1000
+        assert torch.allclose(out["log_px"], torch.logsumexp(weights, 1) - math.log(1000), atol=1e-5)
+        assert torch.allclose(out["elbo"], weights.mean(1), atol=1e-5)
+
+
+def test_validation_draws_depend_on_the_row_not_the_batching():
+    from made_cli.train import evaluate_terms
+
+    model = _shake(_vae(features=6, latent=3), 0.3)
+    x = torch.randint(0, 2, (50, 6)).float()
+    results = [evaluate_terms(model, x, batch_size) for batch_size in (50, 7, 1)]
+    for other in results[1:]:
+        assert all(abs(other[k] - results[0][k]) < 1e-5 for k in results[0])
 
 
 def test_prior_samples_follow_the_model():
@@ -234,3 +255,24 @@ def test_validation_elbo_is_deterministic_and_training_improves_it(tmp_path):
     assert all(abs(m["elbo"] - (m["reconstruction"] - m["kl"])) < 1e-6 for m in valid)
     assert [m["beta"] for m in valid[:2]] == [19 / 20, 1.0]  # the KL weight of each epoch's last step
     assert metrics[-1]["split"] == "test"
+
+
+def test_patience_waits_for_the_end_of_warm_up(tmp_path, monkeypatch):
+    """A validation ELBO that only gets worse stops training one epoch after warm-up, not before."""
+    from made_cli.train import Trainer
+
+    worse = iter(range(100))
+    real = Trainer._evaluate
+
+    def getting_worse(self, model, split):
+        out = real(self, model, split)
+        return {**out, "nll": float(next(worse))} if split == "valid" and model is self.model else out
+
+    monkeypatch.setattr(Trainer, "_evaluate", getting_worse)
+    cfg = load_config(None, [
+        "model.kind=iaf_vae", "data.name=synthetic", "data.features=6", "data.size=200",
+        "model.hidden=[8]", "iaf.latent=2", "iaf.encoder=[8]", "iaf.decoder=[8]", "iaf.warmup_epochs=3",
+        "train.epochs=8", "train.patience=1", "train.batch_size=50",
+    ])  # fmt: skip
+    result = train(cfg, tmp_path / "run", say=lambda _: None)
+    assert (result.best_epoch, result.epochs_run) == (1, 4)

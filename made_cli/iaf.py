@@ -266,7 +266,7 @@ class IAFVAE(nn.Module):
         x: torch.Tensor,
         samples: int,
         generator: torch.Generator | None = None,
-        chunk_rows: int = 50_000,
+        chunk_rows: int = 20_000,
     ) -> dict[str, torch.Tensor]:
         """Importance-weighted log p(x) with ``samples`` draws from q (Burda et al. 2016):
         logmeanexp_k [log p(x, z_k) - log q(z_k | x)], and the ELBO as the mean of the same

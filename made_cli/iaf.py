@@ -75,7 +75,6 @@ class IAFVAE(nn.Module):
     """
 
     classes = 0  # not conditioned on labels
-    num_masks = 1
 
     def __init__(
         self,
@@ -198,9 +197,15 @@ class IAFVAE(nn.Module):
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x | z) (B, S) for x (B, D) and z (B, S, L)."""
-        logits = self.decode(z)
+        logits = self.decode(z)  # (B, S, D)
+        # The Bernoulli head's log_prob, without the copy of x that flattening (B, S) would make
         x = x[:, None].expand_as(logits)
         return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+
+    def _draw_x(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """x (B, D) ~ p(x | z) from its logits, by the head's own inverse-CDF draw."""
+        u = self._noise((logits.numel(), 1), generator, uniform=True)
+        return self.head.draw(logits.reshape(-1, 1), u).view(logits.shape)
 
     def terms(
         self,
@@ -296,10 +301,8 @@ class IAFVAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, means: bool = False) -> torch.Tensor:
         """``n`` draws (n, D) of x from p(z) p(x | z) in one pass; ``means`` gives p(x_d = 1 | z)."""
-        probs = torch.sigmoid(self.decode(self._noise((n, self.latent), generator)))
-        if means:
-            return probs
-        return (self._noise(probs.shape, generator, uniform=True) < probs).to(self._dtype)
+        logits = self.decode(self._noise((n, self.latent), generator))
+        return torch.sigmoid(logits) if means else self._draw_x(logits, generator)
 
     @torch.no_grad()
     def impute(
@@ -315,7 +318,5 @@ class IAFVAE(nn.Module):
         filled = torch.where(observed, x, self.sample(x.shape[0], generator))
         for _ in range(steps):
             z, _ = self.posterior(filled, 1, generator)
-            probs = torch.sigmoid(self.decode(z[:, 0]))
-            draws = (self._noise(probs.shape, generator, uniform=True) < probs).to(self._dtype)
-            filled = torch.where(observed, x, draws)
+            filled = torch.where(observed, x, self._draw_x(self.decode(z[:, 0]), generator))
         return filled

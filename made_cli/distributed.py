@@ -9,12 +9,16 @@ only rank 0 writes files. Without torchrun everything here is a no-op for one pr
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 __all__ = ["SINGLE", "Dist", "from_env"]
+
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class Dist:
         if self.world == 1:
             return values
         t = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.all_reduce(t)
+        _settled(t, lambda: dist.all_reduce(t))
         return t.tolist()
 
     def max(self, value: float, device: torch.device) -> float:
@@ -42,16 +46,26 @@ class Dist:
         if self.world == 1:
             return value
         t = torch.tensor([value], dtype=torch.float64, device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        _settled(t, lambda: dist.all_reduce(t, op=dist.ReduceOp.MAX))
         return float(t)
 
-    def broadcast(self, value: str | None) -> str | None:
-        """Rank 0's value on every rank."""
+    def broadcast_tensor(self, tensor: torch.Tensor) -> None:
+        """Overwrite ``tensor`` with rank 0's, in place; the caller keeps it alive."""
+        if self.world > 1:
+            _settled(tensor, lambda: dist.broadcast(tensor, src=0))
+
+    def broadcast(self, value: str | None, device: torch.device = CPU) -> str | None:
+        """Rank 0's string on every rank (its UTF-8 bytes: a length, then the bytes)."""
         if self.world == 1:
             return value
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
+        data = (value or "").encode() if self.main else b""
+        length = torch.tensor([len(data)], dtype=torch.int64, device=device)
+        self.broadcast_tensor(length)
+        payload = torch.zeros(int(length), dtype=torch.uint8, device=device)
+        if self.main:
+            payload.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        self.broadcast_tensor(payload)
+        return bytes(payload.cpu().tolist()).decode()
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -64,6 +78,24 @@ class Dist:
 
 
 SINGLE = Dist()
+_RELEASE_TIMEOUT = 60.0  # seconds; a worker frees a finished work within microseconds
+
+
+def _settled(tensor: torch.Tensor, collective: Callable[[], object]) -> None:
+    """Run a collective on ``tensor``, then wait until the backend's threads have let go of it.
+
+    A collective returns when the result is in, but gloo's worker thread frees its
+    record of the work (which holds the tensor) a moment later. If Python drops the tensor
+    first, that worker must take the GIL to free it; when the interpreter is already shutting
+    down, Python ends the thread inside a C++ destructor and the process aborts ("terminate
+    called without an active exception", SIGABRT: one torchrun in 6 to 24 here). Holding the
+    tensor until its use count is back to ours means no worker ever needs the GIL for it.
+    """
+    ours = tensor._use_count()
+    collective()
+    deadline = time.monotonic() + _RELEASE_TIMEOUT
+    while tensor._use_count() > ours and time.monotonic() < deadline:
+        time.sleep(1e-4)
 
 
 def from_env(device: torch.device) -> tuple[Dist, torch.device]:

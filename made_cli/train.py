@@ -417,7 +417,7 @@ class Trainer:
             return self.model
         for net in self.model.made_nets():
             for degrees in net.degree_buffers():
-                torch.distributed.broadcast(degrees, src=0)  # identical masks on every rank
+                self.group.broadcast_tensor(degrees)  # identical masks on every rank
             net.reload_masks()
         # Degrees were broadcast above and masks follow from them: no buffer sync per step.
         if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
@@ -591,7 +591,7 @@ def train(
     """
     if group.main:
         run_dir = run_dir or new_run_dir(config.name)
-    run_dir = Path(str(group.broadcast(str(run_dir) if group.main else None)))
+    run_dir = Path(str(group.broadcast(str(run_dir) if group.main else None, torch.device(device))))
     return Trainer(config, run_dir, device, say, console, group).run()
 
 

@@ -77,3 +77,24 @@ def test_torchrun_runs_the_cli_with_two_processes(tmp_path: Path, tiny_config: P
     assert result.stdout.count("test NLL") == 1  # rank 0 alone prints
     assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tiny.yaml"]
+
+
+def test_settled_holds_the_tensor_until_the_backend_lets_go() -> None:
+    """A collective's worker may still hold the tensor when the call returns (gloo frees its work
+    record a moment later); _settled must not return before that reference is gone."""
+    import threading
+    import time
+
+    tensor = torch.zeros(3, requires_grad=True)
+    held: list[torch.Tensor] = []
+
+    def collective() -> None:  # returns at once, like a finished collective whose record lingers
+        held.append(tensor * torch.ones(3, requires_grad=True))  # its graph holds the tensor in C++
+        assert tensor._use_count() > 1
+        threading.Timer(0.2, held.clear).start()
+
+    start = time.monotonic()
+    distributed._settled(tensor, collective)
+    assert tensor._use_count() == 1
+    assert not held
+    assert time.monotonic() - start >= 0.15

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,8 +14,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from .errors import CheckFailed, MadeError, UsageError
+from .errors import CheckFailed, Interrupted, MadeError, UsageError
 from .runs import RunLog
 
 app = typer.Typer(
@@ -22,9 +24,28 @@ app = typer.Typer(
     help="Density estimation with masked autoregressive networks (MADE).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console(highlight=False, soft_wrap=True)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"made {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Density estimation with masked autoregressive networks (MADE)."""
+
 
 RunArg = Annotated[
     Path | None,
@@ -38,6 +59,9 @@ def _boundary() -> Iterator[None]:
     """Turn domain errors into one line on stderr and an exit code; never a traceback."""
     try:
         yield
+    except Interrupted as e:  # saved and resumable: news, not an error
+        typer.echo(str(e), err=True)
+        raise typer.Exit(e.exit_code) from None
     except MadeError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None
@@ -55,6 +79,11 @@ def _boundary() -> Iterator[None]:
             err=True,
         )
         raise typer.Exit(1) from None
+
+
+def _usage(message: str, command: str) -> UsageError:
+    """A misuse of a command's arguments, pointing to that command's help."""
+    return UsageError(f"{message} (see: made {command} --help)")
 
 
 def _say(log: RunLog) -> Callable[[str], None]:
@@ -111,12 +140,12 @@ def train(
 
         extra = list(overrides or [])
         if resume_run is None and config is None:
-            raise UsageError("missing CONFIG: made train configs/mnist.yaml (or --resume RUN)")
+            raise _usage("missing CONFIG: made train configs/mnist.yaml (or --resume RUN)", "train")
         if resume_run is not None and config is not None:
             if "=" in config and not Path(config).exists():
                 extra.insert(0, config)  # `--resume RUN key=value`: no config, only overrides
             else:
-                raise UsageError("give a CONFIG or --resume RUN, not both")
+                raise _usage("give a CONFIG or --resume RUN, not both", "train")
         cfg = None if resume_run is not None else load_config(config, extra)
         if cfg is not None and print_config:
             console.print(config_to_yaml(cfg), markup=False, end="")
@@ -131,15 +160,26 @@ def train(
                 raise UsageError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
             # rank 0 names the run; train() hands its path to the other ranks
             target = run_dir or (new_run_dir(cfg.name) if group.main else None)
-        say = _say(RunLog(target, "train")) if group.main else _quiet
+        typed = [*([config] if config else []), *extra]  # the command line, as run.json keeps it
+        for flag, value in (("--resume", resume_run), ("--run-dir", run_dir), ("--device", device)):
+            if value is not None and value != "auto":
+                typed += [flag, str(value)]
+        command = shlex.join(["made", "train", *typed])
+        log = RunLog(target, "train") if group.main else None
+        say = _say(log) if log is not None else _quiet
         try:
             if resume_run is not None:
-                result = resume(target, extra, dev, say=say, console=console, group=group)
+                result = resume(target, extra, dev, say=say, console=console, group=group, command=command)
             else:
-                result = run_training(cfg, target, dev, say=say, console=console, group=group)
-        except MadeError:
+                result = run_training(
+                    cfg, target, dev, say=say, console=console, group=group, command=command, overrides=extra
+                )
+        except MadeError as e:
+            if log is not None and log.path.parent.exists():
+                log.write(str(e) if isinstance(e, Interrupted) else f"error: {e}")
             if resume_run is None and group.main:
-                discard_if_empty(target)  # a run that never saved a checkpoint is no run
+                # a run that never saved a checkpoint is no run; nor is the runs/ made for it
+                discard_if_empty(target, parent_too=run_dir is None)
             raise
         finally:
             group.close()
@@ -182,7 +222,7 @@ def evaluate(
         from .train import resolve_device
 
         if split not in ("train", "valid", "test"):
-            raise UsageError(f"--split must be train, valid or test (got {split!r})")
+            raise _usage(f"--split must be train, valid or test (got {split!r})", "evaluate")
         loaded = load_run(run, device=resolve_device(device))
         with _progress_bar(f"importance sampling ({split})", disable=as_json) as progress:
             report = evaluate_run(loaded, split, samples=samples, seed=seed, progress=progress)
@@ -222,12 +262,16 @@ def _progress_bar(what: str, disable: bool = False) -> Iterator[Callable[[int, i
 
     def advance(done: int, total: int) -> None:
         nonlocal task
-        if task is None:
+        if task is None:  # started here, not before: an unused bar would still print a blank line
+            bar.start()
             task = bar.add_task(what, total=total)
         bar.update(task, completed=done)
 
-    with bar:
+    try:
         yield advance
+    finally:
+        if task is not None:
+            bar.stop()
 
 
 @app.command()
@@ -317,10 +361,10 @@ def complete(
         from .train import resolve_device
 
         if half and mask not in (None, "top"):
-            raise UsageError(f"--half is --mask top; it cannot go with --mask {mask}")
+            raise _usage(f"--half is --mask top; it cannot go with --mask {mask}", "complete")
         chosen = mask or "top"
         if fraction is not None and chosen != "random":
-            raise UsageError(f"--fraction goes with --mask random, not --mask {chosen}")
+            raise _usage(f"--fraction goes with --mask random, not --mask {chosen}", "complete")
         loaded = load_run(run, device=resolve_device(device))
         fraction = 0.5 if fraction is None else fraction
         result = complete_run(loaded, n, per_image, seed, chosen, fraction, rounds)
@@ -381,7 +425,7 @@ def verify_ar(
         from .commands import verify_target
         from .verify import LOG_DET_TOLERANCE, StepReport
 
-        what, reports = verify_target(target, points)
+        what, reports, run_dir = verify_target(target, points)
         if not reports:  # a VAE with no IAF steps
             console.print(f"verify-ar: {what} has no IAF steps (a diagonal-Gaussian VAE): nothing to check")
             return
@@ -389,14 +433,12 @@ def verify_ar(
         caption = f"Jacobian at {points} random point(s)"
         if steps:
             caption += f"; log-det error must be under {LOG_DET_TOLERANCE:g} nats (float64)"
-        table = Table(title=f"verify-ar: {what}", caption=caption)
         columns = ["forbidden paths", "Jacobian violations", "allowed realised", "dead inputs", "dead hidden"]
         if steps:
             columns = ["IAF step", *columns, "dz'/dz off triangle", "log-det error"]
         else:
             columns = ["member", *columns]
-        for col in [*columns, "result"]:
-            table.add_column(col, justify="right")
+        rows = []
         for report in reports:
             r = report.made if isinstance(report, StepReport) else report
             row = [
@@ -407,64 +449,193 @@ def verify_ar(
             ]  # fmt: skip
             if isinstance(report, StepReport):
                 row += [str(report.off_triangle), f"{report.log_det_error:.1e}"]
-            table.add_row(*row, "[green]ok[/]" if report.ok else "[red]FAIL[/]")
-        console.print(table)
+            rows.append([*row, "[green]ok[/]" if report.ok else "[red]FAIL[/]"])
+        lines = _print_table(f"verify-ar: {what}", [*columns, "result"], rows, caption=caption)
         what_failed = "IAF step(s)" if steps else "member(s)"
         failed = [r.step if isinstance(r, StepReport) else r.member for r in reports if not r.ok]
         if failed:
-            raise CheckFailed(f"autoregressive property violated in {what_failed} {failed}")
-        if steps:
-            console.print(
+            verdict = f"autoregressive property violated in {what_failed} {failed}"
+        elif steps:
+            verdict = (
                 f"all {len(reports)} IAF step(s) satisfy the autoregressive property, with "
                 "triangular Jacobians whose log-determinant is the sum of log gates"
             )
         else:
-            console.print(f"all {len(reports)} mask(s) satisfy the autoregressive property")
+            verdict = f"all {len(reports)} mask(s) satisfy the autoregressive property"
+        if run_dir is not None:
+            log = RunLog(run_dir, "verify-ar")
+            for line in [*lines, verdict]:
+                log.write(line)
+        if failed:
+            raise CheckFailed(verdict)
+        console.print(verdict)
 
 
 @app.command("runs")
 def list_runs_command(
     parent: Annotated[Path, typer.Argument(help="Where runs live.")] = Path("runs"),
+    long: Annotated[
+        bool, typer.Option("--long", "-l", help="Also how each run was made: command, versions, device.")
+    ] = False,
 ) -> None:
     """List the runs under ./runs, oldest first, with their best validation and test NLL.
 
     Example: made runs
+
+    Example: made runs --long
     """
     with _boundary():
         from .commands import list_runs
 
         rows = list_runs(parent)
         if not rows:
-            raise UsageError(f"no runs under {parent}/")
-        table = Table(title=f"runs under {parent}/")
-        table.add_column("run", no_wrap=True)
-        for col in ("data", "hidden", "head", "masks", "epochs", "best valid NLL", "test NLL"):
-            table.add_column(col)
+            console.print(f"no runs under {parent}/ (train one with: made train CONFIG)")
+            return
+        columns = ["run", "data", "model", "epochs", "best valid NLL", "test NLL"]
+        table = []
         for r in rows:
-            vae = r["kind"] == "iaf_vae"
-            bound = " (-ELBO)" if vae else ""
-            head = f"VAE, {r['iaf_steps']} IAF steps" if vae else str(r["head"])
-            table.add_row(
-                Path(r["run"]).name,
+            bound = " (-ELBO)" if r["kind"] == "iaf_vae" else ""
+            broken = "" if r["checkpoint"] in ("ok", "none") else " (!)"
+            table.append([
+                Path(r["run"]).name + broken,
                 str(r["data"]) + ("" if r["values"] == "binary" else f" ({r['values']})"),
-                str(r["hidden"]), head + (" | label" if r["given_label"] else ""), str(r["masks"]),
+                _describe_model(r),
                 str(r["epochs"]),
                 "-" if r["best_valid_nll"] is None else f"{r['best_valid_nll']:.2f}{bound}",
                 "-" if r["test_nll"] is None else f"{r['test_nll']:.2f}{bound}",
-            )  # fmt: skip
-        console.print(table)
+            ])  # fmt: skip
+        if long:
+            for r, row in zip(rows, table, strict=True):
+                console.print(row[0], style="bold", markup=False)
+                fields = dict(zip(columns[1:], row[1:], strict=True))
+                fields["checkpoint"] = r["checkpoint"]
+                fields.update(_provenance(r["record"]))
+                for key, value in fields.items():
+                    console.print(f"  {key}: {value}", markup=False)
+        else:
+            _print_table(f"runs under {parent}/", columns, table, optional=("model", "data"))
         if any(r["kind"] == "iaf_vae" for r in rows):
             console.print("VAE runs show -ELBO, an upper bound on the NLL; made evaluate RUN estimates it")
+        broken = [Path(r["run"]).name for r in rows if r["checkpoint"] not in ("ok", "none")]
+        if broken:
+            console.print(f"(!) checkpoints that do not load: {', '.join(broken)}; made runs --long says why")
+
+
+def _describe_model(row: dict[str, object]) -> str:
+    """A run's model in a few words, for `made runs`."""
+    if row["kind"] == "iaf_vae":
+        return f"VAE, {row['iaf_steps']} IAF steps"
+    masks = f", {row['masks']} masks" if row["masks"] != 1 else ""
+    label = " | label" if row["given_label"] else ""
+    return f"MADE {row['hidden']}, {row['head']}{masks}{label}"
+
+
+def _provenance(record: dict[str, object]) -> dict[str, str]:
+    """How a run was made, from its run.json: one entry per training or resumption."""
+    out: dict[str, str] = {}
+    invocations = record.get("invocations") or []
+    assert isinstance(invocations, list)
+    for i, entry in enumerate(invocations):
+        tag = "trained" if i == 0 else f"resumed ({i})"
+        commit = entry.get("git_commit")
+        source = "not a git checkout" if not commit else commit[:12] + (
+            " with local changes" if entry.get("git_dirty") else ""
+        )
+        out[f"{tag}"] = f"{entry.get('when')}: {entry.get('command') or '(from Python)'}"
+        out[f"{tag} with"] = (
+            f"made {entry.get('made')}, torch {entry.get('torch')}, Python {entry.get('python')}, "
+            f"{entry.get('device')} x {entry.get('processes')} process(es), source {source}"
+        )
+        if entry.get("overrides"):
+            out[f"{tag} overrides"] = " ".join(entry["overrides"])
+        if entry.get("data_root"):
+            out[f"{tag} data root"] = str(entry["data_root"])
+    if not invocations:
+        out["made by"] = "not recorded (a run from before run.json)"
+    return out
+
+
+def _print_table(
+    title: str,
+    columns: list[str],
+    rows: list[list[str]],
+    caption: str | None = None,
+    optional: tuple[str, ...] = (),
+) -> list[str]:
+    """Print a table whose values are never cut, and return it as plain lines (for logs).
+
+    A rich table when every column fits the terminal at its natural width; else without the
+    ``optional`` columns (dropped in that order); else one block per row, "column: value".
+    Cells may carry rich markup.
+    """
+    texts = [[Text.from_markup(cell) for cell in row] for row in rows]
+
+    def width(i: int, wrap: bool) -> int:
+        header = max(len(word) for word in columns[i].split()) if wrap else len(columns[i])
+        return max([header, *(row[i].cell_len for row in texts)])
+
+    keep = list(range(len(columns)))
+    for name in ("", *optional):
+        if name:
+            keep.remove(columns.index(name))
+        fits = [w for w in (False, True) if sum(width(i, w) + 3 for i in keep) + 1 <= console.width]
+        wrap = fits[0] if fits else None
+        if wrap is not None:
+            table = Table(title=title, caption=caption)
+            for i in keep:
+                numbers = all(row[i].plain[:1] in "-.0123456789" for row in texts)
+                justify = "right" if i and numbers else "left"
+                w = width(i, wrap)
+                table.add_column(columns[i], justify=justify, min_width=w, max_width=w, overflow="fold")
+            for row in texts:
+                table.add_row(*(row[i] for i in keep))
+            console.print(table)
+            break
+    else:
+        console.print(title, markup=False)
+        for row in texts:
+            console.print(Text(f"{columns[0]}: ").append(row[0]))
+            for name, cell in zip(columns[1:], row[1:], strict=True):
+                console.print(Text(f"  {name}: ").append(cell))
+        if caption:
+            console.print(caption, markup=False)
+    plain = [title]
+    for row in texts:
+        plain.append("  ".join(f"{name}: {cell.plain}" for name, cell in zip(columns, row, strict=True)))
+    return [*plain, *([caption] if caption else [])]
+
+
+def _override_hint(option: str, argv: list[str]) -> str:
+    """For an unknown option that names a config key (``--epochs 3``), the override to write."""
+    from .config import config_keys
+
+    name = option.lstrip("-").partition("=")[0].replace("-", "_")
+    keys = [k for k in config_keys() if k.rpartition(".")[2] == name]
+    if not keys:
+        return ""
+    value = "VALUE"
+    for i, arg in enumerate(argv):
+        if arg.startswith(option + "="):
+            value = arg.partition("=")[2]
+        elif arg == option and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            value = argv[i + 1]
+    return "; config keys are set as overrides: " + " or ".join(f"{k}={value}" for k in keys)
 
 
 def main() -> None:
     """Console entry point: the parser's own usage errors become one line and exit 2, like ours."""
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="made")
     except typer.TyperException as e:  # bad option values, unknown options, missing arguments
         if type(e).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
             message = " ".join(e.format_message().split())
-            typer.echo(f"error: {message} (see: made --help)", err=True)
+            ctx = getattr(e, "ctx", None)
+            args = sys.argv[1:]
+            command = f"made {args[0]}" if args and not args[0].startswith("-") else "made"
+            where = ctx.command_path if ctx is not None else command
+            unknown = type(e).__name__ == "NoSuchOption"  # typer's parser: no public class to catch
+            hint = _override_hint(e.option_name, sys.argv[1:]) if unknown else ""
+            typer.echo(f"error: {message}{hint} (see: {where} --help)", err=True)
         sys.exit(getattr(e, "exit_code", 2))
     except typer.Abort:
         typer.echo("interrupted", err=True)

@@ -18,7 +18,8 @@ from .data import Dataset, dataset_classes, dataset_features, display_values, lo
 from .errors import UsageError
 from .iaf import IAFVAE
 from .models import build_model
-from .runs import Run, atomic_write_bytes, atomic_write_text, find_runs
+from .pictures import rows_by_class, save_png
+from .runs import Run, atomic_write_bytes, atomic_write_text, find_runs, load_checkpoint, read_record
 from .sampling import exact_members
 from .train import evaluate_nll
 from .verify import MemberReport, StepReport, verify_iaf, verify_made
@@ -42,20 +43,9 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _save_png(path: Path, images: torch.Tensor, nrow: int) -> None:
-    """A grid of (N, H, W) grey or (N, 3, H, W) colour images in [0, 1], written atomically."""
-    from torchvision.utils import make_grid, save_image
-
-    images = images[:, None] if images.dim() == 3 else images
-    grid = make_grid(images.float().cpu(), nrow=nrow, padding=2, pad_value=1.0)
-    buffer = io.BytesIO()
-    save_image(grid, buffer, format="png")
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 def _load_data(run: Run) -> Dataset:
     """The run's dataset, checked against what the model was trained on."""
-    dataset = load_dataset(run.config.data)
+    dataset = load_dataset(run.config.data, run.checkpoint.get("data_root"))
     if dataset.features != run.model.features:
         raise UsageError(
             f"the data has {dataset.features} dimensions but the model in {run.dir} was trained on "
@@ -187,7 +177,12 @@ def sample_run(run: Run, n: int, seed: int, label: int | None = None, means: boo
     if run.image_shape:
         out["png"] = out["npy"].with_suffix(".png")
         shown = display_values(x, run.config.data).view(n, *run.image_shape)
-        _save_png(out["png"], shown, nrow=math.ceil(math.sqrt(n)))
+        if labels is not None and label is None:  # the classes in turn: a row per class, labelled
+            cells, ncol, names = rows_by_class(shown, labels)
+            save_png(out["png"], cells, ncol, row_labels=names)
+        else:
+            title = f"class {label}" if label is not None else None
+            save_png(out["png"], shown, math.ceil(math.sqrt(n)), title=title)
     return out
 
 
@@ -335,6 +330,7 @@ def complete_run(
     device = next(run.model.parameters()).device
     originals = test[indices].to(device)  # (n, D)
     observed = observed_mask(mask, d, run.image_shape, k, generator, fraction).to(device)
+    labels: torch.Tensor | None = None  # a class-conditional MADE's test labels, which it is given
     if isinstance(run.model, IAFVAE):
         done = _complete_vae(run.model, originals, observed, per_image, rounds, generator)
     else:
@@ -368,7 +364,15 @@ def complete_run(
         partial = torch.where(observed.cpu()[:, None], rgb[:, 0], hidden)  # observed part only
         rows = torch.cat([rgb[:, :1], partial[:, None], rgb[:, 1:]], 1)
         paths["png"] = stem.with_suffix(".png")
-        _save_png(paths["png"], rows.view(-1, 3, *run.image_shape), nrow=2 + per_image)
+        spanned = ("completions", per_image) if per_image > 1 else "completion"
+        names = None if labels is None else [f"class {int(c)}" for c in labels.tolist()]
+        save_png(
+            paths["png"],
+            rows.view(-1, 3, *run.image_shape),
+            2 + per_image,
+            headings=["original", "observed", spanned],
+            row_labels=names,
+        )
     described = f"{mask} ({fraction:.0%} observed at random)" if mask == "random" else mask
     return CompletionResult(
         paths=paths,
@@ -383,9 +387,12 @@ def complete_run(
     )
 
 
-def verify_target(target: Path | None, points: int) -> tuple[str, list[MemberReport] | list[StepReport]]:
-    """Verify a run's model, or a freshly built model for a config file; returns (what, reports):
-    one per ensemble member of a MADE, one per IAF step of a VAE."""
+def verify_target(
+    target: Path | None, points: int
+) -> tuple[str, list[MemberReport] | list[StepReport], Path | None]:
+    """Verify a run's model, or a freshly built model for a config file; returns (what, reports,
+    the run directory or None for a config): one report per ensemble member of a MADE, one per
+    IAF step of a VAE."""
     from .runs import load_run
 
     if target is not None and target.suffix in (".yaml", ".yml"):
@@ -406,12 +413,25 @@ def verify_target(target: Path | None, points: int) -> tuple[str, list[MemberRep
         key = "steps" if isinstance(model, IAFVAE) else "members"
         payload = {"ok": all(r.ok for r in reports), key: [r.to_dict() for r in reports]}
         atomic_write_text(run_dir / "verify-ar.json", json.dumps(payload, indent=2) + "\n")
-    return what, reports
+    return what, reports, run_dir
+
+
+def _checkpoint_status(run_dir: Path) -> str:
+    """"ok" if the checkpoint commands use (best, else last) loads, "none", or why it does not."""
+    checkpoints = run_dir / "checkpoints"
+    path = next((checkpoints / f for f in ("best.pt", "last.pt") if (checkpoints / f).is_file()), None)
+    if path is None:
+        return "none"
+    try:
+        load_checkpoint(path, mmap=True)
+    except UsageError as e:
+        return f"does not load: {e}"
+    return "ok"
 
 
 def list_runs(parent: Path) -> list[dict[str, Any]]:
     """One summary per run under ``parent``: dataset, model, epochs, best valid and test NLL
-    (for a VAE, -ELBO)."""
+    (for a VAE, -ELBO), whether its checkpoint loads, and its run.json record."""
     import yaml
 
     rows = []
@@ -434,6 +454,8 @@ def list_runs(parent: Path) -> list[dict[str, Any]]:
                     test = m["nll"]
         rows.append({
             "run": str(run_dir),
+            "checkpoint": _checkpoint_status(run_dir),
+            "record": read_record(run_dir),
             "data": (cfg.get("data") or {}).get("name", "?"),
             "hidden": (cfg.get("model") or {}).get("hidden", "?"),
             "values": (cfg.get("data") or {}).get("values", "binary"),

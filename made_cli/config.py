@@ -28,6 +28,7 @@ __all__ = [
     "TrainConfig",
     "check_seed",
     "config_from_dict",
+    "config_keys",
     "config_to_dict",
     "config_to_yaml",
     "load_config",
@@ -316,6 +317,11 @@ def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> 
     return cfg
 
 
+def config_keys() -> list[str]:
+    """Every dotted key a config has (``train.epochs``, ...), in file order."""
+    return list(_flatten(dataclasses.asdict(Config())))
+
+
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """Plain data (lists, not tuples) that round-trips through YAML and checkpoints."""
 
@@ -332,8 +338,37 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return out
 
 
+_ROOT_DATASETS = ("binarized_mnist", "mnist", "fashion_mnist")  # read from (or downloaded into) a root
+
+
+def _applies(cfg: Config, key: str) -> bool:
+    """Whether a dotted key means anything for this config's data source and model kind."""
+    data, model = cfg.data, cfg.model
+    made = model.kind == "made"
+    return {
+        "data.root": data.name in _ROOT_DATASETS,
+        "data.path": data.name == "npz",
+        "data.binarize": data.name in ("mnist", "fashion_mnist") and data.values == "binary",
+        "data.levels": data.values == "levels",
+        "data.features": data.name == "synthetic",
+        "data.size": data.name == "synthetic",
+        "model.num_masks": made,
+        "model.head": made,
+        "model.components": made and model.head == "mog",
+        "model.condition_on": made,
+    }.get(key, True)
+
+
 def config_to_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    """The config as a person reads it: only the keys that apply to its data source and model
+    kind (the others keep their defaults, so the file reads back to the same config)."""
+    full = config_to_dict(cfg)
+    shown = {
+        section: {k: v for k, v in values.items() if _applies(cfg, f"{section}.{k}")}
+        if isinstance(values, dict) else values
+        for section, values in full.items()
+    }  # fmt: skip
+    return yaml.safe_dump(shown, sort_keys=False)
 
 
 def _parse_yaml(text: str, source: str) -> Any:

@@ -91,18 +91,42 @@ class Dataset:
         return nll_nats / (d * math.log(2))
 
 
-def data_root(cfg: DataConfig) -> Path:
-    """The config's data.root, else $MADE_DATA_DIR, else ~/.cache/made."""
-    root = cfg.root or os.environ.get("MADE_DATA_DIR") or "~/.cache/made"
-    return Path(root).expanduser()
+DEFAULT_ROOT = "~/.cache/made"
+_FOLDERS = {"binarized_mnist": "binarized_mnist", "mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
-    """Load (downloading if needed) the dataset a config names."""
+def data_root(cfg: DataConfig, recorded: str | None = None) -> Path | None:
+    """Where a dataset that lives under a data root is read from (None for the others).
+
+    The config's data.root, else $MADE_DATA_DIR, else ``recorded`` (the root a run was trained
+    from, so its later commands need neither), else ~/.cache/made. A recorded root that no
+    longer holds the data is refused, naming both places, rather than downloaded into again.
+    """
+    if cfg.name not in _FOLDERS:
+        return None
+    if cfg.root or os.environ.get("MADE_DATA_DIR"):
+        return Path(cfg.root or os.environ["MADE_DATA_DIR"]).expanduser().resolve()
+    if recorded is not None:
+        folder = Path(recorded) / _FOLDERS[cfg.name]
+        if not folder.is_dir():
+            raise UsageError(
+                f"this run was trained on {cfg.name} from {recorded}, which no longer holds it "
+                f"(no {folder}); set MADE_DATA_DIR to where the data is now (without it, made "
+                f"reads and downloads into {DEFAULT_ROOT})"
+            )
+        return Path(recorded)
+    return Path(DEFAULT_ROOT).expanduser().resolve()
+
+
+def load_dataset(cfg: DataConfig, recorded_root: str | None = None) -> Dataset:
+    """Load (downloading if needed) the dataset a config names; ``recorded_root``: see ``data_root``."""
+    root = data_root(cfg, recorded_root)
     if cfg.name == "binarized_mnist":
-        return _binarized_mnist(data_root(cfg))
+        assert root is not None
+        return _binarized_mnist(root)
     if cfg.name in ("mnist", "fashion_mnist"):
-        return _torchvision(cfg.name, data_root(cfg), cfg)
+        assert root is not None
+        return _torchvision(cfg.name, root, cfg)
     if cfg.name == "npz":
         assert cfg.path is not None  # checked by the config
         return _npz(Path(cfg.path).expanduser(), cfg)

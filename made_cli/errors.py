@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CheckFailed", "MadeError", "UsageError"]
+__all__ = ["CheckFailed", "Interrupted", "MadeError", "UsageError"]
 
 
 class MadeError(Exception):
@@ -25,3 +25,11 @@ class CheckFailed(MadeError):
     """A check (such as verify-ar) ran and found a violation."""
 
     exit_code = 1
+
+
+class Interrupted(MadeError):
+    """Training stopped by SIGINT or SIGTERM after saving: news, not an error; exit 130 or 143."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum

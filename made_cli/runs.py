@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import platform
 import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -30,6 +33,8 @@ __all__ = [
     "load_checkpoint",
     "load_run",
     "new_run_dir",
+    "read_record",
+    "record_invocation",
     "remove_stale_temps",
     "resolve_run",
     "restore_model",
@@ -71,12 +76,17 @@ def checkpoint_bytes(state: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with weights_only=True: tensors and plain values, no code is unpickled."""
+def load_checkpoint(
+    path: Path, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """Load a checkpoint with weights_only=True: tensors and plain values, no code is unpickled.
+
+    ``mmap`` maps the tensors instead of reading them: enough to check that a checkpoint loads.
+    """
     if not path.is_file():
         raise UsageError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # an untrusted file: whatever it does to the unpickler is bad input
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"corrupt or unsafe checkpoint {path}: {first}") from None
@@ -138,10 +148,13 @@ def has_checkpoint(run_dir: Path) -> bool:
     return any((run_dir / "checkpoints").glob("*.pt"))
 
 
-def discard_if_empty(run_dir: Path) -> None:
-    """Remove a run directory that holds no checkpoint (its training failed before saving)."""
+def discard_if_empty(run_dir: Path, parent_too: bool = False) -> None:
+    """Remove a run directory that holds no checkpoint (its training failed before saving), and
+    with ``parent_too`` its parent (./runs) if that is left empty."""
     if run_dir.is_dir() and not has_checkpoint(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
+        if parent_too and run_dir.parent.is_dir() and not any(run_dir.parent.iterdir()):
+            run_dir.parent.rmdir()
 
 
 def resolve_run(run: str | Path | None, parent: Path = RUNS_DIR) -> Path:
@@ -204,6 +217,68 @@ def restore_model(model: torch.nn.Module, state: dict[str, Any], path: Path) -> 
 
 def write_config(run_dir: Path, config: Config) -> None:
     atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
+
+
+# -- how a run was made ----------------------------------------------------------------------
+def _git_commit() -> tuple[str | None, bool | None]:
+    """(commit, has local changes) of the checkout made runs from; (None, None) if not one."""
+    source = Path(__file__).resolve().parent.parent
+    git = shutil.which("git")
+    if git is None or not (source / ".git").exists():
+        return None, None
+
+    def ask(*args: str) -> str | None:
+        try:  # fixed arguments, no shell
+            done = subprocess.run([git, "-C", str(source), *args], capture_output=True, text=True, timeout=10)  # noqa: S603
+        except (OSError, subprocess.SubprocessError):  # git hung or broke: the run goes on without it
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = ask("rev-parse", "HEAD")
+    if not commit:
+        return None, None
+    status = ask("status", "--porcelain", "--untracked-files=no")
+    return commit, None if status is None else bool(status)
+
+
+def record_invocation(
+    run_dir: Path,
+    command: str | None,
+    overrides: list[str],
+    device: torch.device,
+    processes: int,
+    data_root: str | None,
+) -> None:
+    """Append how this training (or resumption) was started to ``<run>/run.json``; ``command``
+    is the command line (None: called from Python)."""
+    from . import __version__
+
+    commit, dirty = _git_commit()
+    entry = {
+        "when": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": command,
+        "overrides": list(overrides),
+        "made": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "processes": processes,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "data_root": data_root,
+    }
+    record = read_record(run_dir)
+    record["invocations"] = [*record.get("invocations", []), entry]
+    atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
+
+
+def read_record(run_dir: Path) -> dict[str, Any]:
+    """``<run>/run.json`` (how the run was made), or an empty record if it has none or it is unreadable."""
+    try:
+        record = json.loads((run_dir / "run.json").read_text())
+    except (OSError, json.JSONDecodeError):  # runs from before run.json, or a damaged file
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 class RunLog:

@@ -22,9 +22,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from .config import Config, config_from_dict, config_to_dict
-from .data import Dataset, load_dataset
+from .data import Dataset, data_root, load_dataset
 from .distributed import SINGLE, Dist
-from .errors import MadeError, UsageError
+from .errors import Interrupted, MadeError, UsageError
 from .heads import Bernoulli, Gaussian, Head, MixtureOfGaussians
 from .iaf import IAFVAE
 from .models import MADEModel, Model, build_model
@@ -35,6 +35,7 @@ from .runs import (
     checkpoint_bytes,
     load_checkpoint,
     new_run_dir,
+    record_invocation,
     remove_stale_temps,
     restore_model,
     write_config,
@@ -208,14 +209,6 @@ def train_step(
     return value
 
 
-class Interrupted(MadeError):
-    """Training stopped by SIGINT or SIGTERM after saving; exit 130 or 143."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
 class _SignalFlag:
     """Record SIGINT/SIGTERM so the loop can finish its step and save; a second signal kills."""
 
@@ -237,6 +230,9 @@ class _SignalFlag:
     def __exit__(self, *_exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+PLAIN_PROGRESS_SECONDS = 30.0  # at most one progress line this often when output is not a terminal
 
 
 def _step_seed(seed: int, rank: int, step: int) -> int:
@@ -283,15 +279,20 @@ class Trainer:
         say: Callable[[str], None] = print,
         console: Console | None = None,
         group: Dist = SINGLE,
+        recorded_root: str | None = None,
+        command: str | None = None,
+        overrides: list[str] | None = None,
     ) -> None:
         config = _with_absolute_paths(config)
-        self.group = group
+        self.group, self.command, self.overrides = group, command, list(overrides or [])
         self.config, self.run_dir, self.say, self.console = config, run_dir, say, console
         self.device = torch.device(device)
         torch.manual_seed(config.seed)
         if not group.main:
             group.barrier()  # rank 0 downloads the data first; the others then read it
-        self.dataset: Dataset = load_dataset(config.data)
+        root = data_root(config.data, recorded_root)  # where the data was read: kept with the run
+        self.data_root = None if root is None else str(root)
+        self.dataset: Dataset = load_dataset(config.data, recorded_root)
         if group.main:
             group.barrier()
         self.model = build_model(config, self.dataset.features, self.dataset.classes).to(self.device)
@@ -336,6 +337,7 @@ class Trainer:
             "finished": self.finished,
             "rng_torch": torch.get_rng_state(),
             "world_size": self.group.world,
+            "data_root": self.data_root,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -451,6 +453,9 @@ class Trainer:
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             remove_stale_temps(self.run_dir)
             write_config(self.run_dir, self.config)
+            record_invocation(
+                self.run_dir, self.command, self.overrides, self.device, group.world, self.data_root
+            )
             self._log_start()
         step_module = self._wrapped()
         train_x = self.dataset.train.to(device)
@@ -463,16 +468,20 @@ class Trainer:
             TextColumn("epoch {task.fields[epoch]}"),
             BarColumn(),
             MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
             disable=not group.main,
         )
+        # Where no bar can show (a log, CI, a pipe), a plain line now and then says how it goes.
+        plain = group.main and not (self.console or Console()).is_terminal
+        last_line = time.perf_counter()
         with progress, _SignalFlag() as flag, _flush_denormal(), _tf32(device.type == "cuda"):
             while not self.finished and self.epoch <= cfg.epochs and self.since_best < cfg.patience:
                 self.sampler.set_epoch(self.epoch)
                 order = torch.tensor(list(self.sampler), device=device)
-                task = progress.add_task("train", total=n_batches, epoch=self.epoch)
+                task = progress.add_task("train", total=n_batches, epoch=self.epoch, loss="-")
                 progress.advance(task, self.batch)
                 model.train()
                 while self.batch < n_batches:
@@ -490,7 +499,14 @@ class Trainer:
                     self.loss_sum += loss_value * x.shape[0]
                     self.step += 1
                     self.batch += 1
-                    progress.advance(task)
+                    running = f"{self.loss_sum / min(self.batch * bs, n):.2f}"
+                    progress.update(task, advance=1, loss=running)
+                    if plain and time.perf_counter() - last_line >= PLAIN_PROGRESS_SECONDS:
+                        last_line = time.perf_counter()
+                        self.say(
+                            f"epoch {self.epoch:3d}  batch {self.batch}/{n_batches}  running train "
+                            f"loss {running}  ({last_line - start:.0f}s in all)"
+                        )
                 progress.remove_task(task)
                 self._end_epoch(n, time.perf_counter() - start)
                 if (signum := self._signalled(flag)) is not None:
@@ -536,7 +552,11 @@ class Trainer:
             )
         else:
             shown = f"train {train_loss:7.2f}  valid {valid_nll:7.2f} nats"
-        self.say(f"epoch {self.epoch:3d}  {shown}{'  *' if improved else ''}  ({seconds:.0f}s)")
+        took = seconds - (self.metrics[-2]["seconds"] if len(self.metrics) > 1 else 0.0)
+        self.say(
+            f"epoch {self.epoch:3d}  {shown}{'  *' if improved else ''}  "
+            f"({took:.1f}s this epoch, {seconds:.0f}s in all)"
+        )
         self.epoch, self.batch, self.loss_sum = self.epoch + 1, 0, 0.0
         self._save(best=improved)
 
@@ -584,15 +604,18 @@ def train(
     say: Callable[[str], None] = print,
     console: Console | None = None,
     group: Dist = SINGLE,
+    command: str | None = None,
+    overrides: list[str] | None = None,
 ) -> TrainResult:
     """Train the model of ``config`` into a new run directory; return its validation and test NLL.
 
     In a process group, rank 0's run directory is used and only rank 0 writes to it.
+    ``command`` and ``overrides`` (as typed) are recorded in the run's run.json.
     """
     if group.main:
         run_dir = run_dir or new_run_dir(config.name)
     run_dir = Path(str(group.broadcast(str(run_dir) if group.main else None, torch.device(device))))
-    return Trainer(config, run_dir, device, say, console, group).run()
+    return Trainer(config, run_dir, device, say, console, group, command=command, overrides=overrides).run()
 
 
 _RESUMABLE = {"train.epochs", "train.patience", "train.lr", "train.weight_decay", "train.eval_batch_size"}
@@ -605,8 +628,11 @@ def resume(
     say: Callable[[str], None] = print,
     console: Console | None = None,
     group: Dist = SINGLE,
+    command: str | None = None,
 ) -> TrainResult:
-    """Continue a run from its last checkpoint; only ``train.*`` settings may be overridden."""
+    """Continue a run from its last checkpoint; only ``train.*`` settings may be overridden.
+
+    ``command`` (as typed) is recorded in the run's run.json with the overrides."""
     # on the CPU: RNG states must stay there; load_state_dict moves the rest to the device
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location="cpu")
     overrides = overrides or []
@@ -617,11 +643,21 @@ def resume(
                 f"these can change: {', '.join(sorted(_RESUMABLE))}"
             )
     config = config_from_dict(state["config"], overrides)
+    reached = state["epoch"] - (0 if state["batch"] else 1)  # the last epoch begun
+    if config.train.epochs < reached:
+        raise UsageError(
+            f"train.epochs={config.train.epochs} is below epoch {reached}, which {run_dir} has "
+            f"already reached; give train.epochs={reached} or more"
+        )
     old = state["config"]["train"]
     if state["finished"] and (config.train.epochs > old["epochs"] or config.train.patience > old["patience"]):
         state["finished"] = False  # asked for more: reopen a finished run
         state["metrics"] = [m for m in state["metrics"] if m["split"] != "test"]
-    trainer = Trainer(config, run_dir, device, say, console, group)
+    recorded = state.get("data_root")
+    trainer = Trainer(
+        config, run_dir, device, say, console, group, recorded_root=recorded, command=command,
+        overrides=overrides,
+    )  # fmt: skip
     trainer.load_state_dict(state)
     say(f"resuming {run_dir} at epoch {trainer.epoch}, batch {trainer.batch}")
     return trainer.run()

@@ -158,6 +158,8 @@ def test_parser_errors_through_the_real_entry_point_are_one_line(tmp_path, args)
                             text=True, cwd=tmp_path, timeout=120, env=env)  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    command = args[0] if args[0] != "nosuchcommand" else ""
+    assert f"(see: made {command} --help)".replace("  ", " ") in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize(
@@ -195,7 +197,7 @@ def test_a_failed_training_leaves_no_empty_run(tmp_path, tiny_config, monkeypatc
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["train", str(tiny_config), "data.name=npz", "data.path=missing.npz"])
     assert result.exit_code == 2 and "data file not found" in result.stderr
-    assert not list((tmp_path / "runs").iterdir())
+    assert not (tmp_path / "runs").exists()  # neither the run nor the runs/ made for it
     seed = runner.invoke(app, ["train", str(tiny_config), "--run-dir", str(tiny_config)])
     assert seed.exit_code == 2 and "is a file" in seed.stderr
 
@@ -376,3 +378,120 @@ def test_the_shipped_iaf_config_verifies(data_root: Path, monkeypatch) -> None:
     result = runner.invoke(app, ["verify-ar", str(REPO / "configs" / "iaf.yaml")])
     assert result.exit_code == 0, result.output
     assert "all 2 IAF step(s) satisfy" in result.output
+
+
+# -- conventions, provenance, narrow terminals ----------------------------------------------------
+def _made(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """The real entry point in a subprocess: what a user's shell runs."""
+    full = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    return subprocess.run([sys.executable, "-m", "made_cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120, env=full)  # fmt: skip
+
+
+def test_version_short_help_and_shell_completion(tmp_path: Path) -> None:
+    from made_cli import __version__
+
+    assert _made("--version", cwd=tmp_path).stdout.strip() == f"made {__version__}"
+    short = _made("train", "-h", cwd=tmp_path)
+    assert short.returncode == 0 and "Example: made train" in short.stdout
+    assert "--install-completion" in _made("--help", cwd=tmp_path).stdout
+
+
+def test_an_option_that_is_a_config_key_suggests_the_override(tmp_path: Path, tiny_config: Path) -> None:
+    result = _made("train", str(tiny_config), "--epochs", "3", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "train.epochs=3" in result.stderr and "(see: made train --help)" in result.stderr
+    assert "train.batch_size=7" in _made("train", "--batch-size=7", cwd=tmp_path).stderr
+    assert "overrides" not in _made("train", "--bogus", cwd=tmp_path).stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_keeps_how_it_was_made_and_only_the_keys_that_apply(trained: Path) -> None:
+    record = json.loads((trained / "run.json").read_text())
+    (entry,) = record["invocations"]
+    assert entry["command"].startswith("made train") and entry["overrides"] == []
+    assert entry["torch"] == torch.__version__ and entry["python"] == sys.version.split()[0]
+    assert entry["device"] == "cpu" and entry["processes"] == 1
+    assert entry["git_commit"] is None or len(entry["git_commit"]) == 40
+    saved = (trained / "config.yaml").read_text()
+    # synthetic data and a Bernoulli MADE: no root, file, binarisation, levels or mixture keys
+    for key in ("root:", "path:", "binarize:", "levels:", "components:", "iaf:"):
+        assert key not in saved, key
+    assert "features: 9" in saved and "num_masks: 1" in saved
+    resumed = runner.invoke(app, ["train", "--resume", str(trained), "train.epochs=3"])
+    assert resumed.exit_code == 0, resumed.output
+    record = json.loads((trained / "run.json").read_text())
+    assert [e["overrides"] for e in record["invocations"]] == [[], ["train.epochs=3"]]
+    listing = runner.invoke(app, ["runs", "--long"])
+    assert listing.exit_code == 0, listing.output
+    assert "trained: " in listing.output and "resumed (1) overrides: train.epochs=3" in listing.output
+    assert f"torch {torch.__version__}" in listing.output
+
+
+def test_tables_never_cut_a_number_in_80_columns(trained: Path) -> None:
+    nll = json.loads((trained / "metrics.jsonl").read_text().splitlines()[-1])["nll"]
+    for width in ("80", "50"):
+        runs = _made("runs", cwd=trained.parent.parent, COLUMNS=width)
+        assert runs.returncode == 0 and f"{nll:.2f}" in runs.stdout and trained.name in runs.stdout
+        assert "…" not in runs.stdout
+        verify = _made("verify-ar", cwd=trained.parent.parent, COLUMNS=width)
+        assert verify.returncode == 0 and "100.0%" in verify.stdout and "…" not in verify.stdout
+        assert max(len(line) for line in (runs.stdout + verify.stdout).splitlines()) <= int(width)
+
+
+def test_runs_in_an_empty_folder_and_a_run_that_does_not_load(tmp_path: Path, trained: Path) -> None:
+    empty = runner.invoke(app, ["runs", str(tmp_path / "nothing")])
+    assert empty.exit_code == 0 and "no runs under" in empty.output
+    (trained / "checkpoints" / "best.pt").write_bytes(b"junk")
+    listing = runner.invoke(app, ["runs"])
+    assert listing.exit_code == 0 and f"{trained.name} (!)" in listing.output
+    assert "do not load" in listing.output
+    long = runner.invoke(app, ["runs", "--long"])
+    assert "checkpoint: does not load: corrupt or unsafe checkpoint" in long.output
+
+
+def test_evaluate_starts_with_its_result_and_verify_ar_keeps_a_log(trained: Path) -> None:
+    result = runner.invoke(app, ["evaluate"])
+    assert result.exit_code == 0 and result.stdout.startswith("test NLL")
+    assert runner.invoke(app, ["verify-ar"]).exit_code == 0
+    log = (trained / "logs" / "verify-ar.log").read_text()
+    assert "forbidden paths: 0" in log and "satisfy the autoregressive property" in log
+
+
+def test_progress_shows_as_plain_lines_when_output_is_not_a_terminal(tmp_path, tiny_config, monkeypatch):
+    from made_cli import train as training
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(training, "PLAIN_PROGRESS_SECONDS", 0.0)
+    result = runner.invoke(app, ["train", str(tiny_config)])
+    assert result.exit_code == 0, result.output
+    assert "batch 12/12  running train loss" in result.output  # 600 rows / 50 a batch
+    assert "s this epoch" in result.output and "s in all" in result.output
+
+
+def test_the_data_root_is_kept_with_the_run(tmp_path: Path, monkeypatch) -> None:
+    """Trained with MADE_DATA_DIR, later commands need it no more; a moved root is one line."""
+    root = tmp_path / "data"
+    (root / "binarized_mnist").mkdir(parents=True)
+    bits = np.random.default_rng(0).integers(0, 2, (4 * 30, 784))
+    for i, split in enumerate(("train", "valid", "test")):
+        rows = bits[i * 30 : (i + 2) * 30] if split == "train" else bits[i * 30 + 30 : i * 30 + 60]
+        np.savetxt(root / "binarized_mnist" / f"binarized_mnist_{split}.amat", rows, fmt="%d")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MADE_DATA_DIR", str(root))
+    trained = runner.invoke(app, ["train", "--run-dir", "run", *_TINY_MNIST])
+    assert trained.exit_code == 0, trained.output
+    monkeypatch.delenv("MADE_DATA_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.cache/made to fall back on
+    assert runner.invoke(app, ["evaluate", "run"]).exit_code == 0
+    assert runner.invoke(app, ["complete", "run", "--half", "--n", "2"]).exit_code == 0
+    root.rename(tmp_path / "moved")
+    moved = runner.invoke(app, ["evaluate", "run"])
+    assert moved.exit_code == 2 and moved.stderr.count("\n") == 1
+    assert str(root) in moved.stderr and "~/.cache/made" in moved.stderr
+    monkeypatch.setenv("MADE_DATA_DIR", str(tmp_path / "moved"))  # the variable still wins
+    assert runner.invoke(app, ["evaluate", "run"]).exit_code == 0
+
+
+_TINY_MNIST = [str(REPO / "configs" / "mnist.yaml"), "model.hidden=[8]", "train.epochs=1",
+               "train.batch_size=20"]  # fmt: skip

@@ -23,12 +23,18 @@ def test_binarized_mnist_matches_the_published_splits(data_root: Path) -> None:
     assert ds.test.mean() == pytest.approx(0.1325, abs=5e-5)
 
 
-def test_data_root_falls_back_to_env_then_cache(monkeypatch, tmp_path: Path) -> None:
-    assert data.data_root(DataConfig(root=str(tmp_path))) == tmp_path
+def test_data_root_falls_back_to_env_then_the_run_then_cache(monkeypatch, tmp_path: Path) -> None:
+    recorded = tmp_path / "recorded"
+    (recorded / "binarized_mnist").mkdir(parents=True)
+    assert data.data_root(DataConfig(root=str(tmp_path)), str(recorded)) == tmp_path
     monkeypatch.setenv("MADE_DATA_DIR", str(tmp_path / "env"))
-    assert data.data_root(DataConfig()) == tmp_path / "env"
+    assert data.data_root(DataConfig(), str(recorded)) == tmp_path / "env"
     monkeypatch.delenv("MADE_DATA_DIR")
-    assert data.data_root(DataConfig()) == Path("~/.cache/made").expanduser()
+    assert data.data_root(DataConfig(), str(recorded)) == recorded
+    assert data.data_root(DataConfig()) == Path("~/.cache/made").expanduser().resolve()
+    with pytest.raises(UsageError, match="no longer holds it"):  # the data moved away
+        data.data_root(DataConfig(name="mnist"), str(recorded))
+    assert data.data_root(DataConfig(name="synthetic"), str(recorded)) is None  # no root to read
 
 
 def _write_amat(path: Path, rows: np.ndarray) -> None:

@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 
 from made_cli.cli import app
 from made_cli.config import load_config
-from made_cli.errors import MadeError
+from made_cli.errors import Interrupted, MadeError
 from made_cli.models import MADEModel
-from made_cli.train import Interrupted, resume, train
+from made_cli.train import resume, train
 
 from .conftest import REPO
 
@@ -105,6 +105,8 @@ def test_sigterm_saves_and_exits_143_then_resumes_exactly(reference, base, tmp_p
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert err.count("\n") == 1 and f"made train --resume {run}" in err
+    assert err.startswith("SIGTERM: saved")  # news, not an error
+    assert err.strip() in (run / "logs" / "train.log").read_text()
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert not state["finished"]
     again = _cli("train", "--resume", str(run), "--device", "cpu")
@@ -318,3 +320,13 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path):
     train(cfg, tmp_path / "a", say=_quiet)
     train(cfg, tmp_path / "b", say=_quiet)
     assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+
+
+def test_resume_with_fewer_epochs_than_reached_is_refused(tmp_path):
+    cfg = load_config(None, [*OVERRIDES[:-3], "train.epochs=2", "train.patience=10"])
+    train(cfg, tmp_path / "run", say=_quiet)
+    before = (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes()
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "run"), "train.epochs=1"])
+    assert result.exit_code == 2
+    assert "train.epochs=1 is below epoch 2" in result.stderr and result.stderr.count("\n") == 1
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() == before

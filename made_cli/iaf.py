@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import degrees as deg
-from .heads import Bernoulli
+from .heads import Bernoulli, check_rows
 from .made import MADE
 
 __all__ = ["GATE_INIT", "IAFVAE", "IAFStep"]
@@ -182,6 +182,7 @@ class IAFVAE(nn.Module):
         log q is split per latent dimension (the terms sum to log q(z | x)) for free bits.
         ``eps`` (B, S, L), when given, is the base noise instead of draws from ``generator``.
         """
+        check_rows(x, self.features, None)  # shape only: this runs in every training step
         mu, log_sigma, h = self.encode(x)
         b, s, latent = x.shape[0], samples, self.latent
         eps = self._noise((b, s, latent), generator) if eps is None else eps
@@ -282,6 +283,7 @@ class IAFVAE(nn.Module):
         """
         if samples < 1:
             raise ValueError("samples must be at least 1")
+        check_rows(x, self.features, self.head)
         b = x.shape[0]
         per_chunk = max(1, min(samples, chunk_rows // max(1, b)))
         running = torch.full((b,), -math.inf, dtype=self._dtype, device=self._device)
@@ -314,7 +316,11 @@ class IAFVAE(nn.Module):
         Approximate: a pseudo-Gibbs chain whose stationary law is p(missing | observed) only
         when q is the exact posterior.
         """
+        if observed.dtype != torch.bool or observed.shape != x.shape:
+            raise ValueError(f"observed must be a bool tensor of x's shape {tuple(x.shape)}")
         observed = observed.to(x.device)
+        known = torch.where(observed, x, torch.zeros_like(x))
+        check_rows(known, self.features, self.head, "x (its observed values)")
         filled = torch.where(observed, x, self.sample(x.shape[0], generator))
         for _ in range(steps):
             z, _ = self.posterior(filled, 1, generator)

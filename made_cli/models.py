@@ -11,7 +11,7 @@ from torch import nn
 from . import sampling
 from .config import Config
 from .errors import UsageError
-from .heads import Bernoulli, Head, make_head
+from .heads import Bernoulli, Head, check_rows, make_head
 from .iaf import IAFVAE
 from .made import MADE
 
@@ -59,6 +59,11 @@ class MADEModel(nn.Module):
         k = self.num_masks
         name = "exact, single mask" if k == 1 else f"exact, {k}-mask mixture"
         return name + (", given the label" if self.classes else "")
+
+    def check_input(self, x: torch.Tensor, what: str = "x") -> None:
+        """``x`` is (rows, D) and holds values the head models, else a ValueError that says so
+        (instead of a shape error deep in torch, or a number that means nothing)."""
+        check_rows(x, self.features, self.head, what)
 
     def check_labels(self, labels: torch.Tensor | int | None) -> None:
         """Labels fit the model: present exactly when it is conditional, each in 0..classes-1.
@@ -158,6 +163,7 @@ class MADEModel(nn.Module):
 
     def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x) (B,) in nats (a density for real-valued heads): the mixture over all members."""
+        self.check_input(x)
         self.check_labels(labels)
         if self.num_masks == 1:
             return self.log_prob_member(x, 0, labels)
@@ -174,6 +180,7 @@ class MADEModel(nn.Module):
         logsumexp_y log p(x | y) + log p(y), p(y) the training label frequencies (C passes)."""
         if not self.classes:
             raise ValueError("only a class-conditional model has a label to sum out")
+        self.check_input(x)
         per = [
             self.log_prob(x, torch.full((x.shape[0],), y, device=x.device)) + self.label_log_prior[y]
             for y in range(self.classes)
@@ -189,6 +196,8 @@ class MADEModel(nn.Module):
         Exact when every member generates the observed dimensions first: then
         p_k(observed) is a prefix of its chain rule and the mixture conditional is a ratio.
         """
+        self.check_input(x)
+        check_observed(observed, x)
         self.check_labels(labels)
         observed = observed.to(x.device)
         exact = sampling.exact_members(self.net.ranks, observed).all(1)
@@ -240,8 +249,10 @@ class MADEModel(nn.Module):
         Returns (completed x (B, D), exact (B,) bool). Observed values are kept as they are.
         ``uniforms`` (B, D, U) fixes the draws (see ``noise``).
         """
-        self.check_labels(labels)
+        check_observed(observed, x)
         observed = observed.to(x.device)
+        self.check_input(torch.where(observed, x, torch.zeros_like(x)), "x (its observed values)")
+        self.check_labels(labels)
         x = torch.where(observed, x, torch.zeros_like(x))
         c = self.context(labels, x.shape[0])  # (B, C) or None
         if uniforms is None:
@@ -256,6 +267,12 @@ class MADEModel(nn.Module):
 
 
 Model = MADEModel | IAFVAE  # what a config builds and a run holds
+
+
+def check_observed(observed: torch.Tensor, x: torch.Tensor) -> None:
+    """A ValueError unless ``observed`` is a boolean mask of ``x``'s shape."""
+    if observed.dtype != torch.bool or observed.shape != x.shape:
+        raise ValueError(f"observed must be a bool tensor of x's shape {tuple(x.shape)}")
 
 
 def build_model(cfg: Config, features: int, classes: int = 0) -> Model:

@@ -4,10 +4,12 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from made_cli import sampling
 from made_cli.config import Config, DataConfig, ModelConfig
-from made_cli.heads import Categorical, Gaussian, MixtureOfGaussians
+from made_cli.heads import Bernoulli, Categorical, Gaussian, MixtureOfGaussians
+from made_cli.made import MADE
 from made_cli.models import MADEModel, build_model
 from made_cli.train import independent_baseline_nll
 from made_cli.verify import verify_made
@@ -192,3 +194,40 @@ def test_inputs_share_one_scale_so_rare_pixels_stay_small() -> None:
     one_row.fit_inputs(torch.ones(1, 2, dtype=torch.float64))
     assert torch.isfinite(one_row.input_scale).all()
     assert torch.isfinite(one_row.head.init_bias(torch.ones(1, 2, dtype=torch.float64))).all()
+
+
+def test_bernoulli_log_prob_equals_torch_bce_in_value_and_gradient() -> None:
+    """The head builds log-sigmoid from exp and log (torch's CPU log1p is slow); it must equal
+    -binary_cross_entropy_with_logits to float rounding, gradients included, at extreme logits."""
+    logits = torch.cat([torch.linspace(-40, 40, 801), torch.tensor([-1e4, -1e-8, 0.0, 1e-8, 1e4])])
+    logits = logits.double()[:, None, None].expand(-1, 1, 3).clone().requires_grad_()
+    x = torch.tensor([0.0, 1.0, 0.3], dtype=torch.float64).expand(logits.shape[0], 3)
+    ours = Bernoulli().log_prob(logits, x)
+    (g_ours,) = torch.autograd.grad(ours.sum(), logits)
+    theirs = -F.binary_cross_entropy_with_logits(logits[:, 0], x, reduction="none")
+    (g_theirs,) = torch.autograd.grad(theirs.sum(), logits)
+    assert torch.allclose(ours, theirs, rtol=1e-14, atol=1e-14)
+    assert torch.allclose(g_ours, g_theirs, rtol=1e-14, atol=1e-14)
+    single = Bernoulli().log_prob(logits.detach().float(), x.float())
+    assert torch.allclose(single.double(), theirs.detach(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("head", "bad", "message"),
+    [(Bernoulli(), 0.5, "0 or 1"), (Categorical(4), 4.0, "integers 0..3"), (Categorical(4), 1.5, "integers"),
+     (Gaussian(), float("nan"), "finite")],
+)  # fmt: skip
+def test_the_python_api_refuses_values_a_head_does_not_model(head, bad, message) -> None:
+    model = MADEModel(MADE(6, [8], params_per_dim=head.params_per_dim), head)
+    x = torch.zeros(2, 6)
+    x[1, 3] = bad
+    with pytest.raises(ValueError, match=message):
+        model.log_prob(x)
+    with pytest.raises(ValueError, match=r"must be \(rows, 6\); got shape \(2, 5\)"):
+        model.log_prob(torch.zeros(2, 5))
+    observed = torch.zeros(2, 6, dtype=torch.bool)
+    observed[:, :3] = True
+    model.complete(x, observed)  # a bad value where nothing is observed is simply replaced
+    observed[1, 3] = True
+    with pytest.raises(ValueError, match=message):
+        model.complete(x, observed)

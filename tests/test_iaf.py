@@ -276,3 +276,14 @@ def test_patience_waits_for_the_end_of_warm_up(tmp_path, monkeypatch):
     ])  # fmt: skip
     result = train(cfg, tmp_path / "run", say=lambda _: None)
     assert (result.best_epoch, result.epochs_run) == (1, 4)
+
+
+def test_the_python_api_refuses_the_wrong_width_and_non_binary_values():
+    model = _vae(features=5)
+    with pytest.raises(ValueError, match=r"must be \(rows, 5\); got shape \(2, 4\)"):
+        model.posterior(torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="0 or 1"):
+        model.importance_log_prob(torch.full((2, 5), 0.5), samples=3)
+    observed = torch.ones(2, 5, dtype=torch.bool)
+    with pytest.raises(ValueError, match="0 or 1"):
+        model.impute(torch.full((2, 5), 2.0), observed, steps=1)

@@ -160,7 +160,8 @@ def train(
                 raise UsageError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
             # rank 0 names the run; train() hands its path to the other ranks
             target = run_dir or (new_run_dir(cfg.name) if group.main else None)
-        typed = [*([config] if config else []), *extra]  # the command line, as run.json keeps it
+        named = [config] if config is not None and resume_run is None else []  # else it is in extra
+        typed = [*named, *extra]  # the command line, as run.json keeps it
         for flag, value in (("--resume", resume_run), ("--run-dir", run_dir), ("--device", device)):
             if value is not None and value != "auto":
                 typed += [flag, str(value)]

@@ -111,8 +111,8 @@ def data_root(cfg: DataConfig, recorded: str | None = None) -> Path | None:
         if not folder.is_dir():
             raise UsageError(
                 f"this run was trained on {cfg.name} from {recorded}, which no longer holds it "
-                f"(no {folder}); set MADE_DATA_DIR to where the data is now (without it, made "
-                f"reads and downloads into {DEFAULT_ROOT})"
+                f"(no {folder}); set MADE_DATA_DIR to where the data is now, or to {DEFAULT_ROOT} "
+                "to download it again"
             )
         return Path(recorded)
     return Path(DEFAULT_ROOT).expanduser().resolve()

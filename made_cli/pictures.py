@@ -41,12 +41,13 @@ __all__ = [
 MIN_CELL_PX = 48  # each image at least this big on its short side: a digit's strokes are visible
 MIN_SHORT_SIDE_PX = 400  # the grid grows to this on its short side where that is not too big ...
 MAX_LONG_SIDE_PX = 2000  # ... i.e. as long as its long side stays within this (cells still >= MIN_CELL_PX)
-PAD = 2  # source pixels of white between and around the images (scaled with them)
+PAD = 2  # source pixels of grey between and around the images (scaled with them)
 FONT_PX = 18  # headings and labels; shrunk, down to MIN_FONT_PX, where a heading is wider than its column
 MIN_FONT_PX = 10
 _TITLE_PX = 22
 _MARGIN = 6  # output pixels around text
 _WHITE = 255
+_GAP = 128  # between images: mid grey, so white strokes at an image edge stay visible
 _INK = (0, 0, 0)
 
 Heading = str | tuple[str, int]  # a column heading, or (text, how many columns it spans)
@@ -80,15 +81,15 @@ def _as_rgb8(images: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def tile(images: torch.Tensor | np.ndarray, ncol: int) -> np.ndarray:
-    """Images in rows of ``ncol``, PAD white pixels between and around them: (H, W, 3) uint8 at the
-    images' own resolution. Cells after the last image stay white."""
+    """Images in rows of ``ncol``, PAD grey pixels between and around them: (H, W, 3) uint8 at the
+    images' own resolution. Cells after the last image stay grey."""
     cells = _as_rgb8(images)
     n, h, w, _ = cells.shape
     if n < 1 or ncol < 1:
         raise ValueError(f"need at least one image and one column (got {n} images, {ncol} columns)")
     ncol = min(ncol, n)
     nrow = math.ceil(n / ncol)
-    grid = np.full((PAD + nrow * (h + PAD), PAD + ncol * (w + PAD), 3), _WHITE, np.uint8)
+    grid = np.full((PAD + nrow * (h + PAD), PAD + ncol * (w + PAD), 3), _GAP, np.uint8)
     for k in range(n):
         y, x = PAD + (k // ncol) * (h + PAD), PAD + (k % ncol) * (w + PAD)
         grid[y : y + h, x : x + w] = cells[k]
@@ -213,10 +214,10 @@ def save_png(
 
 def rows_by_class(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int, list[str]]:
     """Images re-laid one row per class present, in class order and their own order within it,
-    for a grid whose rows can be labelled: (images with white filler cells, columns, row labels)."""
+    for a grid whose rows can be labelled: (images with grey filler cells, columns, row labels)."""
     classes = sorted({int(c) for c in labels.tolist()})
     rows = [torch.nonzero(labels.cpu() == c).flatten() for c in classes]
     ncol = max(len(r) for r in rows)
-    filler = torch.ones_like(images[:1])  # white, like the padding: a gap, not a drawn image
+    filler = torch.full_like(images[:1], _GAP / 255)  # the gaps' grey: a gap, not a drawn image
     cells = [torch.cat([images[r], filler.expand(ncol - len(r), *images.shape[1:])]) for r in rows]
     return torch.cat(cells), ncol, [f"class {c}" for c in classes]

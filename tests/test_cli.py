@@ -422,6 +422,7 @@ def test_a_run_keeps_how_it_was_made_and_only_the_keys_that_apply(trained: Path)
     assert resumed.exit_code == 0, resumed.output
     record = json.loads((trained / "run.json").read_text())
     assert [e["overrides"] for e in record["invocations"]] == [[], ["train.epochs=3"]]
+    assert record["invocations"][1]["command"] == f"made train train.epochs=3 --resume {trained}"
     listing = runner.invoke(app, ["runs", "--long"])
     assert listing.exit_code == 0, listing.output
     assert "trained: " in listing.output and "resumed (1) overrides: train.epochs=3" in listing.output

@@ -65,7 +65,7 @@ Progress = Callable[[int, int], None]  # (done, total) while a long evaluation r
 def evaluate_run(
     run: Run,
     split: str,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     samples: int | None = None,
     seed: int | None = None,
     progress: Progress | None = None,
@@ -74,12 +74,15 @@ def evaluate_run(
 
     A VAE's NLL is the importance-weighted estimate with ``samples`` draws per image (default:
     the config's iaf.importance_samples), its ELBO from the same draws; ``seed`` fixes them.
+    ``batch_size``: rows a pass (default: the config's train.eval_batch_size).
     """
+    batch_size = run.config.train.eval_batch_size if batch_size is None else batch_size
     dataset = _load_data(run)
     x = dataset.split(split)
     report: dict[str, Any] = {"run": str(run.dir), "split": split, "examples": int(x.shape[0])}
     if isinstance(run.model, IAFVAE):
-        report.update(_importance_weighted(run, x, samples, 0 if seed is None else seed, progress))
+        seed = 0 if seed is None else seed
+        report.update(_importance_weighted(run, x, batch_size, samples, seed, progress))
     else:
         if samples is not None or seed is not None:
             raise UsageError("--samples and --seed are for VAE runs; a MADE's likelihood is exact")
@@ -102,7 +105,7 @@ def evaluate_run(
 
 
 def _importance_weighted(
-    run: Run, x: torch.Tensor, samples: int | None, seed: int, progress: Progress | None
+    run: Run, x: torch.Tensor, batch: int, samples: int | None, seed: int, progress: Progress | None
 ) -> dict[str, Any]:
     """-log p(x) by importance sampling with K draws from q(z | x), and the ELBO terms, per image."""
     model = run.model
@@ -111,12 +114,12 @@ def _importance_weighted(
     if k < 1:
         raise UsageError(f"--samples must be at least 1 (got {k})")
     check_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
-    batch = 100
+    # row r of the split draws from its own stream: the estimate does not depend on the batching
+    row_seeds = (seed * 1_000_003) % 2**62 + torch.arange(x.shape[0])
     sums = {"log_px": 0.0, "elbo": 0.0, "kl": 0.0, "reconstruction": 0.0}
     for i in range(0, x.shape[0], batch):
-        out = model.importance_log_prob(x[i : i + batch].to(device), k, generator)
+        out = model.importance_log_prob(x[i : i + batch].to(device), k, row_seeds=row_seeds[i : i + batch])
         for key in sums:
             sums[key] += float(out[key].sum())
         if progress is not None:

@@ -6,6 +6,8 @@ import math
 import os
 import tempfile
 import urllib.request
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -277,7 +279,7 @@ def _npz(path: Path, cfg: DataConfig) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: np.asarray(f[k]) for k in f.files}
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # cut short, damaged
         why = "not a valid .npz file" if "allow_pickle" in str(e) else str(e)
         raise UsageError(f"cannot read {path} as .npz: {why}") from None
     for key in ("train", "test"):

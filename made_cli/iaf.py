@@ -273,17 +273,22 @@ class IAFVAE(nn.Module):
         samples: int,
         generator: torch.Generator | None = None,
         chunk_rows: int = 20_000,
+        row_seeds: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Importance-weighted log p(x) with ``samples`` draws from q (Burda et al. 2016):
         logmeanexp_k [log p(x, z_k) - log q(z_k | x)], and the ELBO as the mean of the same
         log-weights. Draws go through in chunks of at most ``chunk_rows`` (row, draw) pairs, so
         that K = 5000 needs no more memory than K = chunk_rows / B.
 
+        ``row_seeds`` (B,), when given, seed each row's own draws instead of ``generator``: a
+        row then gets the same estimate whatever batch it is evaluated in.
+
         Returns per-row (B,) ``log_px``, ``elbo``, ``kl`` and ``reconstruction``.
         """
         if samples < 1:
             raise ValueError("samples must be at least 1")
         check_rows(x, self.features, self.head)
+        own = None if row_seeds is None else [torch.Generator().manual_seed(int(r)) for r in row_seeds]
         b = x.shape[0]
         per_chunk = max(1, min(samples, chunk_rows // max(1, b)))
         running = torch.full((b,), -math.inf, dtype=self._dtype, device=self._device)
@@ -291,7 +296,11 @@ class IAFVAE(nn.Module):
         done = 0
         while done < samples:
             s = min(per_chunk, samples - done)
-            rec, kl = self.terms(x, s, generator)  # (B, s), (B, s, L)
+            eps = None
+            if own is not None:  # each row continues its own stream, chunk after chunk
+                draws = [torch.randn(s, self.latent, generator=g, dtype=self._dtype) for g in own]
+                eps = torch.stack(draws).to(self._device)
+            rec, kl = self.terms(x, s, generator, eps=eps)  # (B, s), (B, s, L)
             kl = kl.sum(-1)
             running = torch.logaddexp(running, torch.logsumexp(rec - kl, 1))
             sums["rec"] += rec.sum(1)

@@ -57,7 +57,9 @@ def test_sample_is_repeatable_with_a_seed(trained: Path) -> None:
     first = runner.invoke(app, ["sample", "--n", "8", "--seed", "3"])
     assert first.exit_code == 0, first.output
     a = np.load(trained / "samples" / "seed3-n8.npy")
-    runner.invoke(app, ["sample", "--n", "8", "--seed", "3"])
+    (trained / "samples" / "seed3-n8.npy").unlink()  # the second run must write it anew
+    second = runner.invoke(app, ["sample", "--n", "8", "--seed", "3"])
+    assert second.exit_code == 0, second.output
     b = np.load(trained / "samples" / "seed3-n8.npy")
     assert a.shape == (8, 9) and np.array_equal(a, b)
 

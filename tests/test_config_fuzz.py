@@ -37,18 +37,19 @@ overrides = st.lists(
 )
 
 
-def _is_one_line_usage_error(call) -> bool:
+def _assert_config_or_one_line_usage_error(call) -> None:
     try:
-        assert isinstance(call(), Config)
+        result = call()
     except UsageError as e:
         assert str(e) and "\n" not in str(e), repr(str(e))
-    return True
+    else:
+        assert isinstance(result, Config), result
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(overrides)
 def test_any_overrides_give_a_config_or_one_usage_error(items: list[str]) -> None:
-    assert _is_one_line_usage_error(lambda: load_config(None, items))
+    _assert_config_or_one_line_usage_error(lambda: load_config(None, items))
 
 
 @settings(
@@ -61,7 +62,7 @@ def test_any_overrides_give_a_config_or_one_usage_error(items: list[str]) -> Non
 def test_any_config_text_gives_a_config_or_one_usage_error(tmp_path: Path, text: str) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(text)
-    assert _is_one_line_usage_error(lambda: load_config(path))
+    _assert_config_or_one_line_usage_error(lambda: load_config(path))
 
 
 @settings(
@@ -77,5 +78,5 @@ def test_the_cli_never_shows_a_traceback_for_bad_overrides(tmp_path: Path, items
     result = CliRunner().invoke(app, ["train", str(config), *items, "--print-config"])
     assert result.exit_code in (0, 2), result.output
     assert "Traceback" not in result.output
-    if result.exit_code == 2 and result.stderr.startswith("error:"):
-        assert result.stderr.count("\n") == 1
+    if result.exit_code == 2:
+        assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1, result.stderr

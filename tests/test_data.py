@@ -154,3 +154,19 @@ def test_grey_mnist_as_levels_and_in_logit_space_with_labels(data_root: Path) ->
     uniform_nll_y = float(data.logit_log_det(y.double()).mean())  # -log p(y) when p(v) = 1
     sub = data.Dataset(y, y, y, (28, 28), values="logit")
     assert sub.bits_per_dim(uniform_nll_y, "test") == pytest.approx(8.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("damage", ["cut", "header", "member"])
+def test_a_damaged_npz_is_one_line_naming_the_file(tmp_path: Path, damage: str) -> None:
+    """A download cut short, a zip header followed by garbage, a member whose CRC fails."""
+    good = tmp_path / "good.npz"
+    np.savez(good, train=np.zeros((10, 4)), test=np.zeros((5, 4)))
+    raw = good.read_bytes()
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes({
+        "cut": raw[: len(raw) // 2],
+        "header": b"PK\x03\x04" + bytes(range(256)),
+        "member": raw[:60] + bytes(20) + raw[80:],
+    }[damage])  # fmt: skip
+    with pytest.raises(UsageError, match=f"cannot read {bad} as .npz"):
+        data.load_dataset(DataConfig(name="npz", path=str(bad)))

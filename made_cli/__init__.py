@@ -1,12 +1,19 @@
 """made: density estimation with masked autoregressive networks (MADE, Germain et al. 2015) and
 VAEs with inverse autoregressive flow posteriors (IAF, Kingma et al. 2016)."""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .config import Config, load_config
 from .errors import MadeError, UsageError
-from .iaf import IAFVAE
-from .made import MADE, MaskedLinear
-from .models import MADEModel, Model, build_model
-from .runs import Run, load_run
+
+if TYPE_CHECKING:
+    from .iaf import IAFVAE
+    from .made import MADE, MaskedLinear
+    from .models import MADEModel, Model, build_model
+    from .runs import Run, load_run
 
 __all__ = [
     "IAFVAE",
@@ -23,3 +30,15 @@ __all__ = [
     "load_run",
 ]
 __version__ = "0.1.0"
+
+# Imported on first use: reading a config (and `made --help`) needs no torch.
+_LAZY = {
+    "IAFVAE": "iaf", "MADE": "made", "MaskedLinear": "made", "MADEModel": "models", "Model": "models",
+    "build_model": "models", "Run": "runs", "load_run": "runs",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

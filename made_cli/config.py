@@ -16,9 +16,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from .degrees import HiddenDegrees, Ordering
 from .errors import UsageError
-from .heads import HeadName
 
 __all__ = [
     "Config",
@@ -34,6 +32,11 @@ __all__ = [
     "load_config",
 ]
 
+# The spellings a config may use; degrees.py and heads.py take them from here, so reading a config
+# needs no torch.
+Ordering = Literal["natural", "reverse", "random"]
+HiddenDegrees = Literal["random", "even"]  # random as in the paper; even: spread evenly
+HeadName = Literal["bernoulli", "gaussian", "mog", "categorical"]
 DatasetName = Literal["binarized_mnist", "mnist", "fashion_mnist", "npz", "synthetic"]
 Binarize = Literal["dynamic", "static", "threshold"]
 Values = Literal["binary", "levels", "logit", "real"]

@@ -9,9 +9,9 @@ Conventions (Germain et al. 2015, section 4):
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
+
+from .config import HiddenDegrees, Ordering
 
 __all__ = [
     "HiddenDegrees",
@@ -22,9 +22,6 @@ __all__ = [
     "input_ranks",
     "mask",
 ]
-
-Ordering = Literal["natural", "reverse", "random"]
-HiddenDegrees = Literal["random", "even"]
 
 
 def input_ranks(features: int, ordering: Ordering, generator: torch.Generator) -> torch.Tensor:

@@ -8,17 +8,18 @@ one produce the same values from the same noise. Heads have no weights of their 
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from .config import HeadName
 
 __all__ = [
     "Bernoulli", "Categorical", "Gaussian", "Head", "HeadName", "MixtureOfGaussians", "check_rows",
     "make_head",
 ]  # fmt: skip
 
-HeadName = Literal["bernoulli", "gaussian", "mog", "categorical"]
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 

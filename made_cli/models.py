@@ -90,11 +90,16 @@ class MADEModel(nn.Module):
         labels = torch.as_tensor(labels, device=self.net.ranks.device).long().expand(rows)
         return F.one_hot(labels, self.classes).to(self._dtype)
 
-    def network_input(self, x: torch.Tensor) -> torch.Tensor:
-        """x as the network sees it: centred and scaled for levels and reals, as is for 0/1."""
+    @property
+    def encoding(self) -> sampling.Encoding:
+        """How x enters the network: centred and scaled for levels and reals, as is for 0/1."""
         if not self.standardises:
-            return x
-        return (x - self.input_shift) / self.input_scale
+            return sampling.Encoding()
+        return sampling.Encoding(self.input_shift, self.input_scale)
+
+    def network_input(self, x: torch.Tensor) -> torch.Tensor:
+        """x as the network sees it (see ``encoding``)."""
+        return self.encoding(x)
 
     @torch.no_grad()
     def fit_inputs(self, train: torch.Tensor, labels: torch.Tensor | None = None) -> None:
@@ -257,12 +262,16 @@ class MADEModel(nn.Module):
         c = self.context(labels, x.shape[0])  # (B, C) or None
         if uniforms is None:
             uniforms = self.noise(x.shape[0], generator)
-        members, exact = sampling.choose_members(self, x, observed, generator, labels)
+        members, exact = sampling.choose_members(
+            self.net.ranks, observed, lambda k: self.log_prob_dims(x, k, labels), generator
+        )
         out = x.clone()
         for k in members.unique().tolist():
             rows = members == k
             ck = None if c is None else c[rows]
-            out[rows] = sampling.ancestral(self, x[rows], ~observed[rows], k, uniforms[rows], fast, ck)
+            out[rows] = sampling.ancestral(
+                self.net, self.head, self.encoding, x[rows], ~observed[rows], k, uniforms[rows], fast, ck
+            )
         return out, exact
 
 

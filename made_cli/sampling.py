@@ -3,18 +3,23 @@
 Sampling is completion with nothing observed. Completion is exact for a member whose ordering
 puts every observed dimension before every missing one; for an ensemble the member is drawn
 with probability proportional to p_k(observed), which makes the draw exact for the mixture.
+
+Everything here works on a MADE network, a head and the input encoding, not on a model class:
+any model built from MADEs can run its conditionals through the degree-scheduled machinery.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-if TYPE_CHECKING:
-    from .models import MADEModel
+from .heads import Head
+from .made import MADE
 
 __all__ = [
+    "Encoding",
     "ancestral",
     "ancestral_fast",
     "ancestral_naive",
@@ -22,6 +27,24 @@ __all__ = [
     "exact_members",
     "ignored_evidence",
 ]
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How values enter the network: (x - shift) / scale per dimension, or as they are (None).
+
+    The head models the values as stored; only what the network reads is encoded.
+    """
+
+    shift: torch.Tensor | None = None  # (D,)
+    scale: torch.Tensor | None = None  # (D,)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.shift is None or self.scale is None else (x - self.shift) / self.scale
+
+    def column(self, value: torch.Tensor, d: int) -> torch.Tensor:
+        """Dimension ``d`` of the encoding, for one column of values: the same arithmetic."""
+        return value if self.shift is None or self.scale is None else (value - self.shift[d]) / self.scale[d]
 
 
 def exact_members(ranks: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
@@ -48,38 +71,39 @@ def ignored_evidence(ranks: torch.Tensor, observed: torch.Tensor) -> torch.Tenso
 
 @torch.no_grad()
 def choose_members(
-    model: MADEModel,
-    x: torch.Tensor,
+    ranks: torch.Tensor,
     observed: torch.Tensor,
+    log_prob_dims: Callable[[int], torch.Tensor],
     generator: torch.Generator | None,
-    labels: torch.Tensor | int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick a member per row for completion; returns (members (B,), exact (B,) bool).
 
-    Among the members that are exact for a row, k is drawn with weight p_k(observed) (a prefix
-    of its ordering, so one pass gives it). The row is exact when every member is, since then
-    this is the mixture's own conditional; otherwise it falls back to the exact sub-ensemble,
-    or, with no exact member, to a member that ignores the least observed evidence.
+    ``ranks`` (K, D) are the members' orderings and ``log_prob_dims(k)`` gives member k's
+    log p_k(x_d | x_<d) (B, D) at the rows' values. Among the members that are exact for a row,
+    k is drawn with weight p_k(observed) (a prefix of its ordering, so one pass gives it). The
+    row is exact when every member is, since then this is the mixture's own conditional;
+    otherwise it falls back to the exact sub-ensemble, or, with no exact member, to a member
+    that ignores the least observed evidence.
     """
-    k = model.num_masks
-    exact = exact_members(model.net.ranks, observed)  # (B, K)
+    k = ranks.shape[0]
+    exact = exact_members(ranks, observed)  # (B, K)
     if k == 1:
-        return torch.zeros(x.shape[0], dtype=torch.long, device=x.device), exact[:, 0]
-    log_obs = torch.stack(
-        [(model.log_prob_dims(x, m, labels) * observed).sum(-1) for m in range(k)], dim=1
-    )  # (B, K)
-    ignored = ignored_evidence(model.net.ranks, observed)
+        return torch.zeros(observed.shape[0], dtype=torch.long, device=observed.device), exact[:, 0]
+    log_obs = torch.stack([(log_prob_dims(m) * observed).sum(-1) for m in range(k)], dim=1)  # (B, K)
+    ignored = ignored_evidence(ranks, observed)
     least = ignored == ignored.amin(1, keepdim=True)  # the exact members, if a row has any
     logits = torch.where(least, log_obs, -torch.inf)
     logits = torch.where(exact.any(1, keepdim=True), logits, torch.where(least, 0.0, -torch.inf))
     probs = torch.softmax(logits, dim=1)
     members = torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0]
-    return members.to(x.device), exact.all(1)
+    return members.to(observed.device), exact.all(1)
 
 
 @torch.no_grad()
 def ancestral_naive(
-    model: MADEModel,
+    net: MADE,
+    head: Head,
+    encoding: Encoding,
     x: torch.Tensor,
     fill: torch.Tensor,
     member: int,
@@ -93,13 +117,13 @@ def ancestral_naive(
     needs are skipped.
     """
     x = x.clone()
-    order = model.net.ranks[member].argsort()
-    model.net.set_member(member)
+    order = net.ranks[member].argsort()
+    net.set_member(member)
     for d in order.tolist():
         rows = fill[:, d]
         if not rows.any():
             continue
-        value = model.head.draw(model.net(model.network_input(x), c)[:, :, d], uniforms[:, d])
+        value = head.draw(net(encoding(x), c)[:, :, d], uniforms[:, d])
         x[:, d] = torch.where(rows, value, x[:, d])
     return x
 
@@ -119,7 +143,9 @@ def _segments(needed: list[bool]) -> list[tuple[int, int, bool]]:
 
 @torch.no_grad()
 def ancestral_fast(
-    model: MADEModel,
+    net: MADE,
+    head: Head,
+    encoding: Encoding,
     x: torch.Tensor,
     fill: torch.Tensor,
     member: int,
@@ -134,7 +160,6 @@ def ancestral_fast(
     (degree 0) enters once, at the start. Same arithmetic as ``ancestral_naive`` up to
     summation order: the same uniforms give the same samples (exactly so in float64).
     """
-    net, head = model.net, model.head
     net.set_member(member)
     n, n_dims = x.shape
     n_ctx = net.context
@@ -161,7 +186,7 @@ def ancestral_fast(
     # z holds x as the network sees it; ``out`` the values drawn, in data space
     out = x.clone()
     z = torch.zeros(n, h_last + n_dims + n_ctx + 1, dtype=x.dtype, device=x.device)
-    z[:, h_last : h_last + n_dims] = model.network_input(x)
+    z[:, h_last : h_last + n_dims] = encoding(x)
     if n_ctx:
         z[:, h_last + n_dims : -1] = c
     z[:, -1] = 1.0
@@ -187,9 +212,7 @@ def ancestral_fast(
             if not every_row[start]:
                 value = torch.where(needed[:, start], value, out[:, d])
             out[:, d] = value
-            if model.standardises:  # the same arithmetic as network_input, for one column
-                value = (value - model.input_shift[d]) / model.input_scale[d]
-            z[:, col] = value
+            z[:, col] = encoding.column(value, d)
         if not masked:
             continue
         if stop - start == 1:  # a plain slice: cheaper than gathering one column
@@ -211,7 +234,9 @@ def ancestral_fast(
 
 @torch.no_grad()
 def ancestral(
-    model: MADEModel,
+    net: MADE,
+    head: Head,
+    encoding: Encoding,
     x: torch.Tensor,
     fill: torch.Tensor,
     member: int,
@@ -220,4 +245,5 @@ def ancestral(
     c: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample the ``fill`` dimensions of ``x`` under one member, degree-scheduled unless not ``fast``."""
-    return (ancestral_fast if fast else ancestral_naive)(model, x, fill, member, uniforms, c)
+    run = ancestral_fast if fast else ancestral_naive
+    return run(net, head, encoding, x, fill, member, uniforms, c)

@@ -129,8 +129,8 @@ def test_fast_sampler_reproduces_the_naive_one_for_every_head_with_context(head,
     x = model.sample(n, generator=gen, labels=torch.arange(n) % 3)
     for k in range(model.num_masks):
         fill = torch.rand(n, 6, generator=gen) < 0.6
-        fast = sampling.ancestral_fast(model, x, fill, k, uniforms, c)
-        naive = sampling.ancestral_naive(model, x, fill, k, uniforms, c)
+        fast = sampling.ancestral_fast(model.net, model.head, model.encoding, x, fill, k, uniforms, c)
+        naive = sampling.ancestral_naive(model.net, model.head, model.encoding, x, fill, k, uniforms, c)
         assert torch.equal(fast[~fill], x[~fill])
         if model.head.discrete:
             assert torch.equal(fast, naive)

@@ -73,7 +73,9 @@ def test_members_are_drawn_in_proportion_to_the_evidence_of_the_observed_part() 
     n = 20000
     x = torch.tensor([[1.0, 0.0, 1.0, 0.0]]).expand(n, 4)
     observed = torch.tensor([[True, True, False, False]]).expand(n, 4)
-    members, exact = sampling.choose_members(model, x, observed, torch.Generator().manual_seed(0))
+    members, exact = sampling.choose_members(
+        model.net.ranks, observed, lambda k: model.log_prob_dims(x, k), torch.Generator().manual_seed(0)
+    )
     assert exact.all()
     with torch.no_grad():
         evidence = torch.stack([model.log_prob_dims(x[:1], k)[0, :2].sum() for k in range(4)])
@@ -96,14 +98,17 @@ def test_a_partly_exact_ensemble_uses_only_its_exact_members_and_says_approximat
     model = _two_member_model()
     x = torch.tensor([[1.0, 0.0, 0.0]]).expand(50, 3)
     observed = torch.tensor([[True, False, False]]).expand(50, 3)
-    members, exact = sampling.choose_members(model, x, observed, torch.Generator().manual_seed(0))
+    members, exact = sampling.choose_members(
+        model.net.ranks, observed, lambda k: model.log_prob_dims(x, k), torch.Generator().manual_seed(0)
+    )
     assert (members == 0).all() and not exact.any()
     out, exact = model.complete(x, observed, generator=torch.Generator().manual_seed(0))
     assert (out[:, 0] == 1).all() and not exact.any()
     assert torch.isnan(model.conditional_log_prob(x[:1], observed[:1])).all()
     # observing x_0 and x_1 is a prefix for both members: exact again
     both = torch.tensor([[True, True, False]])
-    assert sampling.choose_members(model, x[:1], both, None)[1].all()
+    first = lambda k: model.log_prob_dims(x[:1], k)  # noqa: E731
+    assert sampling.choose_members(model.net.ranks, both, first, None)[1].all()
     assert torch.isfinite(model.conditional_log_prob(x[:1], both)).all()
 
 
@@ -155,8 +160,8 @@ def test_fast_sampler_reproduces_the_naive_sampler_exactly(kw) -> None:
         fill = torch.ones(40, 9, dtype=torch.bool)
         fill[:20] = torch.rand(20, 9, generator=gen) < 0.5  # arbitrary, per-row observed sets
         x = torch.bernoulli(torch.full((40, 9), 0.5, dtype=torch.float64), generator=gen)
-        fast = sampling.ancestral_fast(model, x, fill, k, uniforms)
-        naive = sampling.ancestral_naive(model, x, fill, k, uniforms)
+        fast = sampling.ancestral_fast(model.net, model.head, model.encoding, x, fill, k, uniforms)
+        naive = sampling.ancestral_naive(model.net, model.head, model.encoding, x, fill, k, uniforms)
         assert torch.equal(fast, naive)
         assert torch.equal(fast[~fill], x[~fill])
     same = model.sample(30, generator=torch.Generator().manual_seed(1), fast=True)
@@ -207,7 +212,9 @@ def test_without_an_exact_member_the_one_ignoring_least_evidence_completes() -> 
     # missing x_2 comes before both observed dims (2), before both and x_3 too (4), before x_1 (1)
     assert sampling.ignored_evidence(model.net.ranks, observed).tolist() == [[2, 4, 1]]
     x = torch.tensor([[1.0, 0.0, 0.0, 0.0]]).expand(30, 4)
-    members, exact = sampling.choose_members(model, x, observed.expand(30, 4), torch.Generator())
+    members, exact = sampling.choose_members(
+        model.net.ranks, observed.expand(30, 4), lambda k: model.log_prob_dims(x, k), torch.Generator()
+    )
     assert (members == 2).all() and not exact.any()
     out, exact = model.complete(x, observed.expand(30, 4), generator=torch.Generator().manual_seed(0))
     assert not exact.any() and torch.equal(out[:, :2], x[:, :2])

@@ -134,7 +134,7 @@ def train(
     with _boundary():
         from . import distributed
         from .config import config_to_yaml, load_config
-        from .runs import discard_if_empty, new_run_dir, resolve_run
+        from .runs import RUNS_DIR, discard_if_empty, new_run_dir, resolve_run
         from .train import resolve_device, resume
         from .train import train as run_training
 
@@ -159,6 +159,7 @@ def train(
             if run_dir is not None and (run_dir / "checkpoints").exists():
                 raise UsageError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
             # rank 0 names the run; train() hands its path to the other ranks
+            made_runs_dir = run_dir is None and not RUNS_DIR.exists()  # removed again if training fails
             target = run_dir or (new_run_dir(cfg.name) if group.main else None)
         named = [config] if config is not None and resume_run is None else []  # else it is in extra
         typed = [*named, *extra]  # the command line, as run.json keeps it
@@ -180,7 +181,7 @@ def train(
                 log.write(str(e) if isinstance(e, Interrupted) else f"error: {e}")
             if resume_run is None and group.main:
                 # a run that never saved a checkpoint is no run; nor is the runs/ made for it
-                discard_if_empty(target, parent_too=run_dir is None)
+                discard_if_empty(target, parent_too=made_runs_dir)
             raise
         finally:
             group.close()
@@ -188,11 +189,10 @@ def train(
             f"best epoch {result.best_epoch} of {result.epochs_run}, {result.seconds:.0f}s "
             f"[{result.estimator}]"
         )
-        measure = "-ELBO" if result.bound else "NLL"
-        say(f"valid {measure} {_fmt_nll(result.valid_nll, result.valid_bpd)}")
-        say(f"test {measure}  {_fmt_nll(result.test_nll, result.test_bpd)}")
-        if result.bound:
-            say(f"importance-weighted log p(x): made evaluate {result.run_dir}")
+        say(f"valid {result.measure} {_fmt_nll(result.valid_nll, result.valid_bpd)}")
+        say(f"test {result.measure}  {_fmt_nll(result.test_nll, result.test_bpd)}")
+        if result.measure != "NLL":
+            say(f"the NLL itself: made evaluate {result.run_dir}")
 
 
 @app.command()
@@ -257,7 +257,7 @@ def _progress_bar(what: str, disable: bool = False) -> Iterator[Callable[[int, i
 
     bar = Progress(
         TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, transient=True, disable=disable,
+        console=console, transient=True, disable=disable or not console.file.isatty(),
     )  # fmt: skip
     task = None
 
@@ -301,7 +301,6 @@ def sample(
     """
     with _boundary():
         from .commands import sample_run
-        from .iaf import IAFVAE
         from .runs import load_run
         from .train import resolve_device
 
@@ -311,11 +310,7 @@ def sample(
         given = ""
         if loaded.model.classes:
             given = f" of class {label}" if label is not None else ", classes in turn"
-        if isinstance(loaded.model, IAFVAE):
-            how = "z from the prior, " + ("Bernoulli means p(x = 1 | z)" if means else "x from p(x | z)")
-        else:
-            how = loaded.model.estimator
-        say(f"{n} samples{given} (seed {seed}) from {loaded.dir} [{how}]")
+        say(f"{n} samples{given} (seed {seed}) from {loaded.dir} [{loaded.model.sampler_name(means)}]")
         for path in paths.values():
             say(f"wrote {path}")
 
@@ -424,57 +419,30 @@ def verify_ar(
     """
     with _boundary():
         from .commands import verify_target
-        from .verify import LOG_DET_TOLERANCE, StepReport
 
-        what, reports, run_dir = verify_target(target, points)
-        if not reports:  # a VAE with no IAF steps
-            console.print(f"verify-ar: {what} has no IAF steps (a diagonal-Gaussian VAE): nothing to check")
+        what, checks, run_dir = verify_target(target, points)
+        if not checks.rows:  # a VAE with no IAF steps
+            console.print(f"verify-ar: {what} has no {checks.unit}s to check")
             return
-        steps = isinstance(reports[0], StepReport)
-        caption = f"Jacobian at {points} random point(s)"
-        if steps:
-            caption += f"; log-det error must be under {LOG_DET_TOLERANCE:g} nats (float64)"
-        columns = ["forbidden paths", "Jacobian violations", "allowed realised", "dead inputs", "dead hidden"]
-        if steps:
-            columns = ["IAF step", *columns, "dz'/dz off triangle", "log-det error"]
-        else:
-            columns = ["member", *columns]
-        rows = []
-        for report in reports:
-            r = report.made if isinstance(report, StepReport) else report
-            row = [
-                str(report.step if isinstance(report, StepReport) else r.member),
-                str(r.forbidden_paths), str(r.jacobian_violations),
-                f"{100 * r.realised_pairs / max(1, r.allowed_pairs):.1f}%",
-                str(r.inputs_without_output), str(r.hidden_without_path),
-            ]  # fmt: skip
-            if isinstance(report, StepReport):
-                row += [str(report.off_triangle), f"{report.log_det_error:.1e}"]
-            rows.append([*row, "[green]ok[/]" if report.ok else "[red]FAIL[/]"])
-        lines = _print_table(f"verify-ar: {what}", [*columns, "result"], rows, caption=caption)
-        what_failed = "IAF step(s)" if steps else "member(s)"
-        failed = [r.step if isinstance(r, StepReport) else r.member for r in reports if not r.ok]
-        if failed:
-            verdict = f"autoregressive property violated in {what_failed} {failed}"
-        elif steps:
-            verdict = (
-                f"all {len(reports)} IAF step(s) satisfy the autoregressive property, with "
-                "triangular Jacobians whose log-determinant is the sum of log gates"
-            )
-        else:
-            verdict = f"all {len(reports)} mask(s) satisfy the autoregressive property"
+        marks = [Text("ok", style="green") if ok else Text("FAIL", style="red") for ok in checks.ok]
+        rows = [[*row, mark] for row, mark in zip(checks.rows, marks, strict=True)]
+        columns = [checks.unit, *checks.columns, "result"]
+        lines = _print_table(f"verify-ar: {what}", columns, rows, caption=checks.caption)
+        verdict = checks.verdict
+        if checks.failed:
+            verdict = f"autoregressive property violated in {checks.unit}(s) {', '.join(checks.failed)}"
         if run_dir is not None:
             log = RunLog(run_dir, "verify-ar")
             for line in [*lines, verdict]:
                 log.write(line)
-        if failed:
+        if checks.failed:
             raise CheckFailed(verdict)
         console.print(verdict)
 
 
 @app.command("runs")
 def list_runs_command(
-    parent: Annotated[Path, typer.Argument(help="Where runs live.")] = Path("runs"),
+    parent: Annotated[Path | None, typer.Argument(help="Where runs live (default: ./runs).")] = None,
     long: Annotated[
         bool, typer.Option("--long", "-l", help="Also how each run was made: command, versions, device.")
     ] = False,
@@ -487,7 +455,11 @@ def list_runs_command(
     """
     with _boundary():
         from .commands import list_runs
+        from .runs import RUNS_DIR
 
+        if parent is not None and not parent.is_dir():  # a typo, not an empty place
+            raise UsageError(f"{parent} is not a folder of runs")
+        parent = parent or RUNS_DIR
         rows = list_runs(parent)
         if not rows:
             console.print(f"no runs under {parent}/ (train one with: made train CONFIG)")
@@ -495,12 +467,12 @@ def list_runs_command(
         columns = ["run", "data", "model", "epochs", "best valid NLL", "test NLL"]
         table = []
         for r in rows:
-            bound = " (-ELBO)" if r["kind"] == "iaf_vae" else ""
+            bound = "" if r["measure"] == "NLL" else f" ({r['measure']})"
             broken = "" if r["checkpoint"] in ("ok", "none") else " (!)"
             table.append([
                 Path(r["run"]).name + broken,
                 str(r["data"]) + ("" if r["values"] == "binary" else f" ({r['values']})"),
-                _describe_model(r),
+                r["model"],
                 str(r["epochs"]),
                 "-" if r["best_valid_nll"] is None else f"{r['best_valid_nll']:.2f}{bound}",
                 "-" if r["test_nll"] is None else f"{r['test_nll']:.2f}{bound}",
@@ -515,31 +487,21 @@ def list_runs_command(
                     console.print(f"  {key}: {value}", markup=False)
         else:
             _print_table(f"runs under {parent}/", columns, table, optional=("model", "data"))
-        if any(r["kind"] == "iaf_vae" for r in rows):
-            console.print("VAE runs show -ELBO, an upper bound on the NLL; made evaluate RUN estimates it")
+        for note in sorted({r["note"] for r in rows if r["note"]}):
+            console.print(note)
         broken = [Path(r["run"]).name for r in rows if r["checkpoint"] not in ("ok", "none")]
         if broken:
             console.print(f"(!) checkpoints that do not load: {', '.join(broken)}; made runs --long says why")
 
 
-def _describe_model(row: dict[str, object]) -> str:
-    """A run's model in a few words, for `made runs`."""
-    if row["kind"] == "iaf_vae":
-        return f"VAE, {row['iaf_steps']} IAF steps"
-    masks = f", {row['masks']} masks" if row["masks"] != 1 else ""
-    label = " | label" if row["given_label"] else ""
-    return f"MADE {row['hidden']}, {row['head']}{masks}{label}"
-
-
 def _provenance(record: dict[str, object]) -> dict[str, str]:
     """How a run was made, from its run.json: one entry per training or resumption."""
     out: dict[str, str] = {}
-    invocations = record.get("invocations") or []
-    assert isinstance(invocations, list)
+    invocations = record.get("invocations") or []  # read_record vetted the shape
     for i, entry in enumerate(invocations):
         tag = "trained" if i == 0 else f"resumed ({i})"
         commit = entry.get("git_commit")
-        source = "not a git checkout" if not commit else commit[:12] + (
+        source = "not a git checkout" if not commit else str(commit)[:12] + (
             " with local changes" if entry.get("git_dirty") else ""
         )
         out[f"{tag}"] = f"{entry.get('when')}: {entry.get('command') or '(from Python)'}"
@@ -559,7 +521,7 @@ def _provenance(record: dict[str, object]) -> dict[str, str]:
 def _print_table(
     title: str,
     columns: list[str],
-    rows: list[list[str]],
+    rows: list[list[str | Text]],
     caption: str | None = None,
     optional: tuple[str, ...] = (),
 ) -> list[str]:
@@ -567,9 +529,9 @@ def _print_table(
 
     A rich table when every column fits the terminal at its natural width; else without the
     ``optional`` columns (dropped in that order); else one block per row, "column: value".
-    Cells may carry rich markup.
+    Cells are plain text (a run may be named "try[lr]") or rich ``Text`` with its own style.
     """
-    texts = [[Text.from_markup(cell) for cell in row] for row in rows]
+    texts = [[cell if isinstance(cell, Text) else Text(cell) for cell in row] for row in rows]
 
     def width(i: int, wrap: bool) -> int:
         header = max(len(word) for word in columns[i].split()) if wrap else len(columns[i])
@@ -582,7 +544,7 @@ def _print_table(
         fits = [w for w in (False, True) if sum(width(i, w) + 3 for i in keep) + 1 <= console.width]
         wrap = fits[0] if fits else None
         if wrap is not None:
-            table = Table(title=title, caption=caption)
+            table = Table(title=Text(title), caption=None if caption is None else Text(caption))
             for i in keep:
                 numbers = all(row[i].plain[:1] in "-.0123456789" for row in texts)
                 justify = "right" if i and numbers else "left"
@@ -635,7 +597,8 @@ def main() -> None:
             command = f"made {args[0]}" if args and not args[0].startswith("-") else "made"
             where = ctx.command_path if ctx is not None else command
             unknown = type(e).__name__ == "NoSuchOption"  # typer's parser: no public class to catch
-            hint = _override_hint(e.option_name, sys.argv[1:]) if unknown else ""
+            training = where == "made train"  # the one command that takes config overrides
+            hint = _override_hint(e.option_name, sys.argv[1:]) if unknown and training else ""
             typer.echo(f"error: {message}{hint} (see: {where} --help)", err=True)
         sys.exit(getattr(e, "exit_code", 2))
     except typer.Abort:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,10 @@ import torch
 from .config import check_seed, load_config
 from .data import Dataset, dataset_classes, dataset_features, display_values, load_dataset
 from .errors import UsageError
-from .iaf import IAFVAE
-from .models import build_model
+from .interface import EXACT, SUB_ENSEMBLE, Progress, Verification
+from .kinds import KINDS, build_model, kind_of
 from .pictures import rows_by_class, save_png
 from .runs import Run, atomic_write_bytes, atomic_write_text, find_runs, load_checkpoint, read_record
-from .sampling import exact_members
-from .train import evaluate_nll
-from .verify import MemberReport, StepReport, verify_iaf, verify_made
 
 __all__ = [
     "OBSERVED_MASKS",
@@ -45,7 +41,8 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def _load_data(run: Run) -> Dataset:
     """The run's dataset, checked against what the model was trained on."""
-    dataset = load_dataset(run.config.data, run.checkpoint.get("data_root"))
+    # where the run read its data (its data.root, if it named one, for runs from before this was kept)
+    dataset = load_dataset(run.config.data, run.checkpoint.get("data_root") or run.config.data.root)
     if dataset.features != run.model.features:
         raise UsageError(
             f"the data has {dataset.features} dimensions but the model in {run.dir} was trained on "
@@ -57,9 +54,6 @@ def _load_data(run: Run) -> Dataset:
             f"on {run.model.classes}"
         )
     return dataset
-
-
-Progress = Callable[[int, int], None]  # (done, total) while a long evaluation runs
 
 
 def evaluate_run(
@@ -80,21 +74,11 @@ def evaluate_run(
     dataset = _load_data(run)
     x = dataset.split(split)
     report: dict[str, Any] = {"run": str(run.dir), "split": split, "examples": int(x.shape[0])}
-    if isinstance(run.model, IAFVAE):
-        seed = 0 if seed is None else seed
-        report.update(_importance_weighted(run, x, batch_size, samples, seed, progress))
-    else:
-        if samples is not None or seed is not None:
-            raise UsageError("--samples and --seed are for VAE runs; a MADE's likelihood is exact")
-        nll = evaluate_nll(run.model, x, batch_size, labels=dataset.split_labels(split))
-        report.update(nll_nats=nll, estimator=run.model.estimator)
+    report.update(run.model.evaluate(x, dataset.split_labels(split), batch_size, samples, seed, progress))
     report["bits_per_dim"] = dataset.bits_per_dim(report["nll_nats"], split)
     report["values"] = dataset.values
-    if run.model.classes:  # also as a density of x alone, comparable with unconditional runs
-        marginal = evaluate_nll(run.model, x, batch_size, labels=dataset.split_labels(split), marginal=True)
-        report["marginal_nll_nats"] = marginal
-        report["marginal_bits_per_dim"] = dataset.bits_per_dim(marginal, split)
-        report["marginal_estimator"] = run.model.marginal_estimator
+    if "marginal_nll_nats" in report:  # a class-conditional model's NLL of x alone
+        report["marginal_bits_per_dim"] = dataset.bits_per_dim(report["marginal_nll_nats"], split)
     path = run.dir / "evaluate.json"
     try:
         previous = json.loads(path.read_text()) if path.exists() else {}
@@ -102,38 +86,6 @@ def evaluate_run(
         previous = {}
     atomic_write_text(path, json.dumps({**previous, split: report}, indent=2) + "\n")
     return report
-
-
-def _importance_weighted(
-    run: Run, x: torch.Tensor, batch: int, samples: int | None, seed: int, progress: Progress | None
-) -> dict[str, Any]:
-    """-log p(x) by importance sampling with K draws from q(z | x), and the ELBO terms, per image."""
-    model = run.model
-    assert isinstance(model, IAFVAE)
-    k = run.config.iaf.importance_samples if samples is None else samples
-    if k < 1:
-        raise UsageError(f"--samples must be at least 1 (got {k})")
-    check_seed(seed)
-    device = next(model.parameters()).device
-    # row r of the split draws from its own stream: the estimate does not depend on the batching
-    row_seeds = (seed * 1_000_003) % 2**62 + torch.arange(x.shape[0])
-    sums = {"log_px": 0.0, "elbo": 0.0, "kl": 0.0, "reconstruction": 0.0}
-    for i in range(0, x.shape[0], batch):
-        out = model.importance_log_prob(x[i : i + batch].to(device), k, row_seeds=row_seeds[i : i + batch])
-        for key in sums:
-            sums[key] += float(out[key].sum())
-        if progress is not None:
-            progress(min(i + batch, x.shape[0]), x.shape[0])
-    n = x.shape[0]
-    return {
-        "nll_nats": -sums["log_px"] / n,
-        "estimator": f"importance-weighted, K={k} samples per image (a bound that tightens with K)",
-        "samples": k,
-        "seed": seed,
-        "elbo_nats": sums["elbo"] / n,
-        "reconstruction_nats": sums["reconstruction"] / n,
-        "kl_nats": sums["kl"] / n,
-    }
 
 
 def _as_array(x: torch.Tensor, values: str) -> np.ndarray:
@@ -165,12 +117,7 @@ def sample_run(run: Run, n: int, seed: int, label: int | None = None, means: boo
     check_seed(seed)
     labels = sample_labels(run, n, label)
     generator = torch.Generator().manual_seed(seed)
-    if isinstance(run.model, IAFVAE):
-        x = run.model.sample(n, generator=generator, means=means).cpu()
-    elif means:
-        raise UsageError("--means is for VAE runs: a MADE's samples are drawn pixel by pixel")
-    else:
-        x = run.model.sample(n, generator=generator, labels=labels).cpu()
+    x = run.model.draw(n, generator, labels=labels, means=means).cpu()
     stem = f"seed{seed}-n{n}" + (f"-label{label}" if label is not None else "") + ("-means" if means else "")
     out = {"npy": run.dir / "samples" / f"{stem}.npy"}
     _save_npy(out["npy"], x.numpy().astype(np.float32) if means else _as_array(x, run.config.data.values))
@@ -193,7 +140,7 @@ OBSERVED_MASKS = ("top", "bottom", "left", "right", "centre", "random")
 
 
 def observed_mask(
-    kind: str,
+    which: str,
     features: int,
     image_shape: tuple[int, int] | None,
     rows: int,
@@ -206,25 +153,25 @@ def observed_mask(
     square of half the side; random: each dimension with probability ``fraction``. Data that
     are not images have a first (top) and last (bottom) half of their dimensions.
     """
-    if kind not in OBSERVED_MASKS:
-        raise UsageError(f"--mask must be one of {', '.join(OBSERVED_MASKS)} (got {kind!r})")
-    if kind == "random":
+    if which not in OBSERVED_MASKS:
+        raise UsageError(f"--mask must be one of {', '.join(OBSERVED_MASKS)} (got {which!r})")
+    if which == "random":
         if not 0.0 < fraction < 1.0:
             raise UsageError(f"--fraction must be between 0 and 1 (got {fraction})")
         return torch.rand(rows, features, generator=generator) < fraction
     if image_shape is None:
-        if kind not in ("top", "bottom"):
-            raise UsageError(f"--mask {kind} needs image data; for these data use top, bottom or random")
+        if which not in ("top", "bottom"):
+            raise UsageError(f"--mask {which} needs image data; for these data use top, bottom or random")
         image_shape = (features, 1)
     h, w = image_shape
     grid = torch.zeros(h, w, dtype=torch.bool)
-    if kind == "top":
+    if which == "top":
         grid[: h // 2] = True
-    elif kind == "bottom":
+    elif which == "bottom":
         grid[h - h // 2 :] = True
-    elif kind == "left":
+    elif which == "left":
         grid[:, : w // 2] = True
-    elif kind == "right":
+    elif which == "right":
         grid[:, w - w // 2 :] = True
     else:  # centre: the square of half the side in the middle is missing
         grid[:] = True
@@ -246,62 +193,6 @@ class CompletionResult:
 
 
 _MISSING_RGB = (0.15, 0.25, 0.6)  # missing pixels in the pictures: a colour no image has
-VAE_IMPUTATION_ROUNDS = 50
-
-
-@dataclass(frozen=True)
-class _Completed:
-    """What one kind of model made of the images: completions and what is exact about them."""
-
-    completions: torch.Tensor  # (n * per_image, D)
-    exact: torch.Tensor  # (n * per_image,) bool
-    conditional: torch.Tensor  # (n,) log p(missing | observed), NaN where not exact
-    exact_images: torch.Tensor  # (n,) bool
-    sub_ensemble_images: torch.Tensor  # (n,) bool
-    approximate_by: str | None = None
-
-
-def _complete_made(
-    run: Run, originals: torch.Tensor, observed: torch.Tensor, labels: torch.Tensor | None,
-    per_image: int, generator: torch.Generator,
-) -> _Completed:  # fmt: skip
-    """Exact ancestral completion where the ordering generates the observed part first."""
-    model = run.model
-    completed, exact = model.complete(
-        originals.repeat_interleave(per_image, 0),
-        observed.repeat_interleave(per_image, 0),
-        generator=generator,
-        labels=None if labels is None else labels.repeat_interleave(per_image, 0),
-    )
-    members_exact = exact_members(model.net.ranks, observed)  # (n, K)
-    return _Completed(
-        completions=completed,
-        exact=exact,
-        conditional=model.conditional_log_prob(originals, observed, labels),
-        exact_images=members_exact.all(1),
-        sub_ensemble_images=members_exact.any(1) & ~members_exact.all(1),
-    )
-
-
-def _complete_vae(
-    model: IAFVAE, originals: torch.Tensor, observed: torch.Tensor, per_image: int, rounds: int,
-    generator: torch.Generator,
-) -> _Completed:  # fmt: skip
-    """Iterative imputation: approximate, since q(z | x) is not the exact posterior."""
-    completed = model.impute(
-        originals.repeat_interleave(per_image, 0), observed.repeat_interleave(per_image, 0), rounds, generator
-    )
-    none = torch.zeros(originals.shape[0], dtype=torch.bool, device=originals.device)
-    return _Completed(
-        completions=completed,
-        exact=torch.zeros(completed.shape[0], dtype=torch.bool, device=completed.device),
-        conditional=torch.full(none.shape, math.nan, device=originals.device),
-        exact_images=none,
-        sub_ensemble_images=none,
-        approximate_by=(
-            f"iterative imputation, {rounds} rounds of z ~ q(z | x) then the missing pixels ~ p(x | z)"
-        ),
-    )
 
 
 def complete_run(
@@ -314,16 +205,11 @@ def complete_run(
     rounds: int | None = None,
 ) -> CompletionResult:
     """Complete ``n`` random test images from an observed part (``observed_mask``), ``per_image``
-    times each: exact where a MADE generates the observed dimensions first; a VAE by ``rounds``
-    of iterative imputation (default ``VAE_IMPUTATION_ROUNDS``), approximate."""
+    times each, as the model completes (a MADE exactly where its ordering generates the
+    observed dimensions first; a VAE by ``rounds`` of iterative imputation, approximately)."""
     if n < 1 or per_image < 1:
         raise UsageError("--n and --per-image must be at least 1")
     check_seed(seed)
-    if rounds is not None and not isinstance(run.model, IAFVAE):
-        raise UsageError("--rounds is for VAE runs: a MADE completes by exact ancestral sampling")
-    rounds = VAE_IMPUTATION_ROUNDS if rounds is None else rounds
-    if rounds < 1:
-        raise UsageError(f"--rounds must be at least 1 (got {rounds})")
     dataset = _load_data(run)
     test = dataset.test
     generator = torch.Generator().manual_seed(seed)
@@ -333,20 +219,17 @@ def complete_run(
     device = next(run.model.parameters()).device
     originals = test[indices].to(device)  # (n, D)
     observed = observed_mask(mask, d, run.image_shape, k, generator, fraction).to(device)
-    labels: torch.Tensor | None = None  # a class-conditional MADE's test labels, which it is given
-    if isinstance(run.model, IAFVAE):
-        done = _complete_vae(run.model, originals, observed, per_image, rounds, generator)
-    else:
-        labels = dataset.split_labels("test") if run.model.classes else None
-        labels = None if labels is None else labels[indices].to(device)
-        done = _complete_made(run, originals, observed, labels, per_image, generator)
-    cond, exact_rows = done.conditional, done.exact_images
+    labels = dataset.split_labels("test") if run.model.classes else None  # given to a conditional model
+    labels = None if labels is None else labels[indices].to(device)
+    done = run.model.complete_rows(originals, observed, labels, per_image, generator, rounds)
+    cond = done.conditional
+    exact_rows = torch.tensor([s == EXACT for s in done.status], dtype=torch.bool, device=cond.device)
     missing = (~observed).sum(1).float()
     cond_nll = float(-cond[exact_rows].mean()) if exact_rows.any() else math.nan
     bpd = None
     if run.model.head.discrete and exact_rows.any():
         bpd = float((-cond[exact_rows] / missing[exact_rows]).mean() / math.log(2))
-    completions = done.completions.view(k, per_image, d).cpu()
+    completions = done.values.view(k, per_image, d).cpu()
     stem = run.dir / "completions" / f"{mask}-seed{seed}-n{k}"
     paths = {"npz": stem.with_suffix(".npz")}
     buffer = io.BytesIO()
@@ -357,7 +240,7 @@ def complete_run(
         originals=_as_array(originals, values),
         observed=observed.cpu().numpy(),
         completions=_as_array(completions, values),
-        exact=done.exact.view(k, per_image).cpu().numpy(),
+        exact=exact_rows.cpu()[:, None].expand(k, per_image).numpy(),
     )
     atomic_write_bytes(paths["npz"], buffer.getvalue())
     if run.image_shape:
@@ -385,17 +268,14 @@ def complete_run(
         conditional_bpd=bpd,
         missing=float(missing.mean()),
         exact_images=int(exact_rows.sum()),
-        sub_ensemble_images=int(done.sub_ensemble_images.sum()),
-        approximate_by=done.approximate_by,
+        sub_ensemble_images=done.status.count(SUB_ENSEMBLE),
+        approximate_by=done.method,
     )
 
 
-def verify_target(
-    target: Path | None, points: int
-) -> tuple[str, list[MemberReport] | list[StepReport], Path | None]:
-    """Verify a run's model, or a freshly built model for a config file; returns (what, reports,
-    the run directory or None for a config): one report per ensemble member of a MADE, one per
-    IAF step of a VAE."""
+def verify_target(target: Path | None, points: int) -> tuple[str, Verification, Path | None]:
+    """Verify a run's model, or a freshly built model for a config file; returns (what, the
+    checks as table rows, the run directory or None for a config)."""
     from .runs import load_run
 
     if target is not None and target.suffix in (".yaml", ".yml"):
@@ -406,17 +286,12 @@ def verify_target(
         run_dir = None
     else:
         run = load_run(target)
-        model, what, run_dir = run.model, f"run {run.dir}", run.dir
-    reports: list[MemberReport] | list[StepReport]
-    if isinstance(model, IAFVAE):
-        reports = verify_iaf(model, points=points)
-    else:
-        reports = verify_made(model.net, points=points)
+        cfg, model, what, run_dir = run.config, run.model, f"run {run.dir}", run.dir
+    checks = kind_of(cfg.model.kind).verify(model, points)
     if run_dir is not None:
-        key = "steps" if isinstance(model, IAFVAE) else "members"
-        payload = {"ok": all(r.ok for r in reports), key: [r.to_dict() for r in reports]}
+        payload = {"ok": all(checks.ok), "unit": checks.unit, "rows": checks.records}
         atomic_write_text(run_dir / "verify-ar.json", json.dumps(payload, indent=2) + "\n")
-    return what, reports, run_dir
+    return what, checks, run_dir
 
 
 def _checkpoint_status(run_dir: Path) -> str:
@@ -434,7 +309,7 @@ def _checkpoint_status(run_dir: Path) -> str:
 
 def list_runs(parent: Path) -> list[dict[str, Any]]:
     """One summary per run under ``parent``: dataset, model, epochs, best valid and test NLL
-    (for a VAE, -ELBO), whether its checkpoint loads, and its run.json record."""
+    (or what the kind's ``measure`` is), whether its checkpoint loads, and its run.json record."""
     import yaml
 
     rows = []
@@ -455,18 +330,18 @@ def list_runs(parent: Path) -> list[dict[str, Any]]:
                     valid, epochs = min(valid, m["nll"]), max(epochs, m["epoch"])
                 elif m.get("split") == "test":
                     test = m["nll"]
+        name = str((cfg.get("model") or {}).get("kind", "made"))
+        kind = KINDS.get(name)
         rows.append({
             "run": str(run_dir),
             "checkpoint": _checkpoint_status(run_dir),
             "record": read_record(run_dir),
             "data": (cfg.get("data") or {}).get("name", "?"),
-            "hidden": (cfg.get("model") or {}).get("hidden", "?"),
             "values": (cfg.get("data") or {}).get("values", "binary"),
-            "head": (cfg.get("model") or {}).get("head", "bernoulli"),
-            "given_label": (cfg.get("model") or {}).get("condition_on") == "label",
-            "masks": (cfg.get("model") or {}).get("num_masks", 1),
-            "kind": (cfg.get("model") or {}).get("kind", "made"),
-            "iaf_steps": (cfg.get("iaf") or {}).get("steps"),
+            "kind": name,
+            "model": kind.summary(cfg) if kind else f"unknown kind {name!r}",
+            "measure": kind.measure if kind else "NLL",
+            "note": kind.note if kind else None,
             "epochs": epochs,
             "best_valid_nll": None if math.isinf(valid) else valid,
             "test_nll": test,

@@ -100,14 +100,18 @@ _FOLDERS = {"binarized_mnist": "binarized_mnist", "mnist": "MNIST", "fashion_mni
 def data_root(cfg: DataConfig, recorded: str | None = None) -> Path | None:
     """Where a dataset that lives under a data root is read from (None for the others).
 
-    The config's data.root, else $MADE_DATA_DIR, else ``recorded`` (the root a run was trained
-    from, so its later commands need neither), else ~/.cache/made. A recorded root that no
-    longer holds the data is refused, naming both places, rather than downloaded into again.
+    For a new run: the config's data.root, else $MADE_DATA_DIR, else ~/.cache/made. For a
+    trained run, ``recorded`` is the root it read (its data.root, if it had one, resolved), so
+    its later commands need neither: $MADE_DATA_DIR, where the data now is, else ``recorded``.
+    A recorded root that no longer holds the data is refused, naming both places, rather than
+    downloaded into again.
     """
     if cfg.name not in _FOLDERS:
         return None
-    if cfg.root or os.environ.get("MADE_DATA_DIR"):
-        return Path(cfg.root or os.environ["MADE_DATA_DIR"]).expanduser().resolve()
+    env = os.environ.get("MADE_DATA_DIR")
+    chosen = (cfg.root or env) if recorded is None else env
+    if chosen:
+        return Path(chosen).expanduser().resolve()
     if recorded is not None:
         folder = Path(recorded) / _FOLDERS[cfg.name]
         if not folder.is_dir():

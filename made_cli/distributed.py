@@ -55,16 +55,19 @@ class Dist:
             _settled(tensor, lambda: dist.broadcast(tensor, src=0))
 
     def broadcast(self, value: str | None, device: torch.device = CPU) -> str | None:
-        """Rank 0's string on every rank (its UTF-8 bytes: a length, then the bytes)."""
+        """Rank 0's string (or None) on every rank: its UTF-8 length (-1 for None), then its bytes."""
         if self.world == 1:
             return value
-        data = (value or "").encode() if self.main else b""
-        length = torch.tensor([len(data)], dtype=torch.int64, device=device)
+        data = value.encode() if self.main and value is not None else b""
+        length = torch.tensor([len(data) if self.main and value is not None else -1], device=device)
         self.broadcast_tensor(length)
-        payload = torch.zeros(int(length), dtype=torch.uint8, device=device)
-        if self.main:
-            payload.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
-        self.broadcast_tensor(payload)
+        if int(length) < 0:
+            return None
+        payload = torch.tensor(list(data), dtype=torch.uint8, device=device)
+        if not self.main:
+            payload = torch.zeros(int(length), dtype=torch.uint8, device=device)
+        if int(length):
+            self.broadcast_tensor(payload)
         return bytes(payload.cpu().tolist()).decode()
 
     def barrier(self) -> None:

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from .config import HeadName
 
 __all__ = [
-    "Bernoulli", "Categorical", "Gaussian", "Head", "HeadName", "MixtureOfGaussians", "check_rows",
-    "make_head",
+    "Bernoulli", "Categorical", "Gaussian", "Head", "HeadName", "MixtureOfGaussians", "check_observed",
+    "check_rows", "make_head",
 ]  # fmt: skip
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -222,6 +222,12 @@ def check_rows(x: torch.Tensor, features: int, head: Head | None, what: str = "x
     problem = None if head is None else head.invalid_values(x)
     if problem is not None:
         raise ValueError(f"{what}: {problem} for this model's {head.describe()} head")
+
+
+def check_observed(observed: torch.Tensor, x: torch.Tensor) -> None:
+    """A ValueError unless ``observed`` is a boolean mask of ``x``'s shape."""
+    if observed.dtype != torch.bool or observed.shape != x.shape:
+        raise ValueError(f"observed must be a bool tensor of x's shape {tuple(x.shape)}")
 
 
 def make_head(name: str, levels: int = 2, components: int = 1) -> Head:

@@ -13,22 +13,27 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import degrees as deg
-from .heads import Bernoulli, check_rows
+from .config import Config, check_seed
+from .errors import UsageError
+from .heads import Bernoulli, check_observed, check_rows
+from .interface import APPROXIMATE, Completion, Progress
 from .made import MADE
 
-__all__ = ["GATE_INIT", "IAFVAE", "IAFStep"]
+__all__ = ["GATE_INIT", "IAFVAE", "IMPUTATION_ROUNDS", "IAFStep", "build_iaf_vae"]
 
 # The gate starts near 1 (Kingma et al. 2016 initialise s's bias to +1 or +2): each step
 # starts close to the identity, so deep stacks train from the diagonal posterior.
 GATE_INIT = 0.88
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _EVAL_SEED = 1234  # validation draws the same noise every epoch: ELBOs compare across epochs
+IMPUTATION_ROUNDS = 50  # of `made complete` unless it is given a number
 
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -70,11 +75,11 @@ class IAFStep(nn.Module):
 class IAFVAE(nn.Module):
     """A VAE with Bernoulli decoder and an IAF posterior of ``steps`` MADE steps.
 
-    Shares the model interface the trainer and commands use (``features``, ``classes``,
-    ``head``, ``fit_inputs``, ``schedule``, ``forward``, ``validation_terms``).
+    Implements the ``DensityModel`` protocol (model.kind: iaf_vae). It is not conditioned on
+    labels (``classes`` is 0), and ``head`` is its decoder's law of each pixel.
     """
 
-    classes = 0  # not conditioned on labels
+    classes = 0
 
     def __init__(
         self,
@@ -91,10 +96,12 @@ class IAFVAE(nn.Module):
         hidden_degrees: deg.HiddenDegrees = "random",
         warmup_epochs: int = 0,
         free_bits: float = 0.0,
+        importance_samples: int = 1000,
         seed: int = 0,
     ) -> None:
         super().__init__()
         self.head = Bernoulli()
+        self.importance_samples = importance_samples  # K of ``evaluate`` unless it is given one
         self.latent, self.steps = latent, steps
         self.context_size = context if steps else 0  # h only feeds the steps
         self.warmup_epochs, self.free_bits = warmup_epochs, free_bits
@@ -219,9 +226,9 @@ class IAFVAE(nn.Module):
         z, log_q = self.posterior(x, samples, generator, eps)
         return self.log_likelihood(x, z), log_q - _std_normal_log_prob(z)
 
-    # -- training --------------------------------------------------------------------------------
-    def schedule(self, step: int, steps_per_epoch: int) -> float:
-        """The KL weight beta of a training step: warmed up linearly from 0 over warmup_epochs."""
+    # -- training (the DensityModel protocol) ---------------------------------------------------
+    def beta(self, step: int, steps_per_epoch: int) -> float:
+        """The KL weight of a training step: warmed up linearly from 0 over warmup_epochs."""
         if self.warmup_epochs < 1:
             return 1.0
         return min(1.0, step / (self.warmup_epochs * steps_per_epoch))
@@ -229,12 +236,16 @@ class IAFVAE(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        beta: float,
+        step: int,
+        steps_per_epoch: int,
         labels: torch.Tensor | None = None,
         noise: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """The training objective per row (B,) to maximise: log p(x|z) - beta * KL, one draw
-        from ``noise``.
+        """The training loss per row (B,): -(log p(x|z) - beta KL), one draw from ``noise``."""
+        return -self.objective(x, self.beta(step, steps_per_epoch), noise)
+
+    def objective(self, x: torch.Tensor, beta: float, noise: torch.Generator | None = None) -> torch.Tensor:
+        """The training objective per row (B,) to maximise: log p(x|z) - beta * KL, one draw.
 
         With free bits (nats per latent dimension), each dimension's KL averaged over the batch
         costs at least ``free_bits`` (Kingma et al. 2016, eq. 15); the per-row values are built
@@ -246,6 +257,20 @@ class IAFVAE(nn.Module):
             batch_mean = kl.mean(0)
             kl = kl + (batch_mean.clamp_min(self.free_bits) - batch_mean)
         return rec[:, 0] - beta * kl.sum(-1)
+
+    def schedule_terms(self, step: int, steps_per_epoch: int) -> dict[str, float]:
+        return {"beta": self.beta(step, steps_per_epoch)}
+
+    def patience_counts(self, step: int, steps_per_epoch: int) -> bool:
+        """Only epochs on the full objective count: not those still warming the KL weight up."""
+        return self.beta(step, steps_per_epoch) >= 1
+
+    def epoch_line(self, train_loss: float, valid: dict[str, float], terms: dict[str, float]) -> str:
+        """The training loss is -(reconstruction - beta KL), with the last step's beta."""
+        return (
+            f"train loss {train_loss:7.2f} (beta {terms['beta']:.2f})  valid ELBO {valid['elbo']:8.2f} "
+            f"(rec {valid['reconstruction']:7.2f}, KL {valid['kl']:6.2f})"
+        )
 
     @torch.no_grad()
     def validation_terms(
@@ -325,8 +350,7 @@ class IAFVAE(nn.Module):
         Approximate: a pseudo-Gibbs chain whose stationary law is p(missing | observed) only
         when q is the exact posterior.
         """
-        if observed.dtype != torch.bool or observed.shape != x.shape:
-            raise ValueError(f"observed must be a bool tensor of x's shape {tuple(x.shape)}")
+        check_observed(observed, x)
         observed = observed.to(x.device)
         known = torch.where(observed, x, torch.zeros_like(x))
         check_rows(known, self.features, self.head, "x (its observed values)")
@@ -335,3 +359,83 @@ class IAFVAE(nn.Module):
             z, _ = self.posterior(filled, 1, generator)
             filled = torch.where(observed, x, self._draw_x(self.decode(z[:, 0]), generator))
         return filled
+
+    # -- the commands (the DensityModel protocol) --------------------------------------------------
+    def evaluate(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None,
+        batch_size: int,
+        samples: int | None = None,
+        seed: int | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """-log p(x) by importance sampling with K draws from q(z | x) per image, and the ELBO
+        terms from the same draws. Row r draws from its own stream (from ``seed`` and r), so the
+        estimate does not depend on the batching."""
+        k = self.importance_samples if samples is None else samples
+        if k < 1:
+            raise UsageError(f"--samples must be at least 1 (got {k})")
+        seed = 0 if seed is None else seed
+        check_seed(seed)
+        row_seeds = (seed * 1_000_003) % 2**62 + torch.arange(x.shape[0])
+        sums = {"log_px": 0.0, "elbo": 0.0, "kl": 0.0, "reconstruction": 0.0}
+        for i in range(0, x.shape[0], batch_size):
+            rows = x[i : i + batch_size].to(self._device)
+            out = self.importance_log_prob(rows, k, row_seeds=row_seeds[i : i + batch_size])
+            for key in sums:
+                sums[key] += float(out[key].sum())
+            if progress is not None:
+                progress(min(i + batch_size, x.shape[0]), x.shape[0])
+        n = x.shape[0]
+        return {
+            "nll_nats": -sums["log_px"] / n,
+            "estimator": f"importance-weighted, K={k} samples per image (a bound that tightens with K)",
+            "samples": k,
+            "seed": seed,
+            "elbo_nats": sums["elbo"] / n,
+            "reconstruction_nats": sums["reconstruction"] / n,
+            "kl_nats": sums["kl"] / n,
+        }
+
+    def draw(
+        self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None, means: bool = False
+    ) -> torch.Tensor:
+        return self.sample(n, generator=generator, means=means)
+
+    def sampler_name(self, means: bool = False) -> str:
+        return "z from the prior, " + ("Bernoulli means p(x = 1 | z)" if means else "x from p(x | z)")
+
+    def complete_rows(
+        self,
+        x: torch.Tensor,
+        observed: torch.Tensor,
+        labels: torch.Tensor | None,
+        per_row: int,
+        generator: torch.Generator,
+        rounds: int | None = None,
+    ) -> Completion:
+        """Iterative imputation: approximate, since q(z | x) is not the exact posterior."""
+        rounds = IMPUTATION_ROUNDS if rounds is None else rounds
+        if rounds < 1:
+            raise UsageError(f"--rounds must be at least 1 (got {rounds})")
+        rows, seen = x.repeat_interleave(per_row, 0), observed.repeat_interleave(per_row, 0)
+        values = self.impute(rows, seen, rounds, generator)
+        return Completion(
+            values,
+            [APPROXIMATE] * x.shape[0],
+            torch.full((x.shape[0],), math.nan, device=x.device),
+            method=f"iterative imputation, {rounds} rounds of z ~ q(z | x) then the missing pixels "
+            "~ p(x | z)",
+        )
+
+
+def build_iaf_vae(cfg: Config, features: int, classes: int = 0) -> IAFVAE:
+    """The VAE a config describes (model.kind: iaf_vae): model.* for each step's MADE, iaf.* the rest."""
+    m, v = cfg.model, cfg.iaf
+    return IAFVAE(
+        features, latent=v.latent, encoder=v.encoder, decoder=v.decoder, context=v.context,
+        steps=v.steps, step_hidden=m.hidden, direct=m.direct, ordering=m.ordering,
+        hidden_degrees=m.hidden_degrees, warmup_epochs=v.warmup_epochs, free_bits=v.free_bits,
+        importance_samples=v.importance_samples, seed=cfg.seed,
+    )  # fmt: skip

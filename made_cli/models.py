@@ -1,8 +1,9 @@
-"""What gets trained: a MADE with a likelihood head, its mixture over masks, build_model()."""
+"""A MADE with a likelihood head (model.kind: made): its mixture over masks, labels, sampling."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -11,11 +12,12 @@ from torch import nn
 from . import sampling
 from .config import Config
 from .errors import UsageError
-from .heads import Bernoulli, Head, check_rows, make_head
-from .iaf import IAFVAE
+from .evaluation import evaluate_nll
+from .heads import Bernoulli, Head, check_observed, check_rows, make_head
+from .interface import APPROXIMATE, EXACT, SUB_ENSEMBLE, Completion, Progress
 from .made import MADE
 
-__all__ = ["MADEModel", "Model", "build_model"]
+__all__ = ["MADEModel", "build_made"]
 
 
 class MADEModel(nn.Module):
@@ -137,22 +139,29 @@ class MADEModel(nn.Module):
         """log p_k(x) (B,) under one member."""
         return self.log_prob_dims(x, member, labels).sum(-1)
 
-    def schedule(self, step: int, steps_per_epoch: int) -> int:
-        """The ensemble member a training step uses: the K masks in turn."""
-        return step % self.num_masks
-
+    # -- training (the DensityModel protocol) ---------------------------------------------------
     def forward(
         self,
         x: torch.Tensor,
-        member: int,
+        step: int,
+        steps_per_epoch: int,
         labels: torch.Tensor | None = None,
         noise: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """log p_k(x) (B,): what training maximises, through DistributedDataParallel when distributed.
+        """-log p_k(x) (B,) under the step's member, the K masks in turn: the training loss,
+        through DistributedDataParallel when distributed. The exact likelihood draws no noise."""
+        return -self.log_prob_member(x, step % self.num_masks, labels)
 
-        ``noise`` is unused: the exact likelihood draws nothing (it is there for the VAE's).
-        """
-        return self.log_prob_member(x, member, labels)
+    def schedule_terms(self, step: int, steps_per_epoch: int) -> dict[str, float]:
+        """Nothing to record: the member of a step is the step modulo K."""
+        return {}
+
+    def patience_counts(self, step: int, steps_per_epoch: int) -> bool:
+        """Every epoch trains on the full objective."""
+        return True
+
+    def epoch_line(self, train_loss: float, valid: dict[str, float], terms: dict[str, float]) -> str:
+        return f"train {train_loss:7.2f}  valid {valid['nll']:7.2f} nats"
 
     @torch.no_grad()
     def validation_terms(
@@ -165,6 +174,61 @@ class MADEModel(nn.Module):
     def made_nets(self) -> list[MADE]:
         """Every MADE in the model."""
         return [self.net]
+
+    # -- the commands (the DensityModel protocol) --------------------------------------------------
+    def evaluate(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None,
+        batch_size: int,
+        samples: int | None = None,
+        seed: int | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """The exact NLL of rows x; a class-conditional model's also with the label summed out,
+        comparable with unconditional runs."""
+        if samples is not None or seed is not None:
+            raise UsageError("--samples and --seed are for VAE runs; a MADE's likelihood is exact")
+        report: dict[str, Any] = {
+            "nll_nats": evaluate_nll(self, x, batch_size, labels=labels), "estimator": self.estimator,
+        }  # fmt: skip
+        if self.classes:
+            summed_out = lambda b, _y, _i: {"nll": -self.marginal_log_prob(b)}  # noqa: E731
+            marginal = evaluate_nll(self, x, batch_size, labels=labels, terms=summed_out)
+            report.update(marginal_nll_nats=marginal, marginal_estimator=self.marginal_estimator)
+        return report
+
+    def draw(
+        self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None, means: bool = False
+    ) -> torch.Tensor:
+        if means:
+            raise UsageError("--means is for VAE runs: a MADE's samples are drawn pixel by pixel")
+        return self.sample(n, generator=generator, labels=labels)
+
+    def sampler_name(self, means: bool = False) -> str:
+        return self.estimator
+
+    def complete_rows(
+        self,
+        x: torch.Tensor,
+        observed: torch.Tensor,
+        labels: torch.Tensor | None,
+        per_row: int,
+        generator: torch.Generator,
+        rounds: int | None = None,
+    ) -> Completion:
+        """Exact ancestral completion where the ordering generates the observed part first."""
+        if rounds is not None:
+            raise UsageError("--rounds is for VAE runs: a MADE completes by exact ancestral sampling")
+        values, _ = self.complete(
+            x.repeat_interleave(per_row, 0),
+            observed.repeat_interleave(per_row, 0),
+            generator=generator,
+            labels=None if labels is None else labels.repeat_interleave(per_row, 0),
+        )
+        members = sampling.exact_members(self.net.ranks, observed.to(x.device))  # (B, K)
+        status = [EXACT if row.all() else SUB_ENSEMBLE if row.any() else APPROXIMATE for row in members]
+        return Completion(values, status, self.conditional_log_prob(x, observed, labels))
 
     def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x) (B,) in nats (a density for real-valued heads): the mixture over all members."""
@@ -275,26 +339,9 @@ class MADEModel(nn.Module):
         return out, exact
 
 
-Model = MADEModel | IAFVAE  # what a config builds and a run holds
-
-
-def check_observed(observed: torch.Tensor, x: torch.Tensor) -> None:
-    """A ValueError unless ``observed`` is a boolean mask of ``x``'s shape."""
-    if observed.dtype != torch.bool or observed.shape != x.shape:
-        raise ValueError(f"observed must be a bool tensor of x's shape {tuple(x.shape)}")
-
-
-def build_model(cfg: Config, features: int, classes: int = 0) -> Model:
-    """The model a config describes, for data of ``features`` dimensions and ``classes`` labels."""
+def build_made(cfg: Config, features: int, classes: int = 0) -> MADEModel:
+    """The MADE a config describes (model.kind: made), for ``features`` dimensions and ``classes`` labels."""
     m = cfg.model
-    if m.kind == "iaf_vae":
-        v = cfg.iaf
-        return IAFVAE(
-            features, latent=v.latent, encoder=v.encoder, decoder=v.decoder, context=v.context,
-            steps=v.steps, step_hidden=m.hidden, direct=m.direct, ordering=m.ordering,
-            hidden_degrees=m.hidden_degrees, warmup_epochs=v.warmup_epochs, free_bits=v.free_bits,
-            seed=cfg.seed,
-        )  # fmt: skip
     head = make_head(m.head, levels=cfg.data.levels, components=m.components)
     context = classes if m.condition_on == "label" else 0
     if m.condition_on == "label" and classes < 1:

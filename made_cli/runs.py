@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -19,7 +20,8 @@ import torch
 
 from .config import Config, config_from_dict, config_to_yaml
 from .errors import UsageError
-from .models import Model, build_model
+from .interface import DensityModel
+from .kinds import build_model
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -150,11 +152,13 @@ def has_checkpoint(run_dir: Path) -> bool:
 
 def discard_if_empty(run_dir: Path, parent_too: bool = False) -> None:
     """Remove a run directory that holds no checkpoint (its training failed before saving), and
-    with ``parent_too`` its parent (./runs) if that is left empty."""
+    with ``parent_too`` (the caller made ./runs for it) that parent if it is left empty."""
     if run_dir.is_dir() and not has_checkpoint(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
-        if parent_too and run_dir.parent.is_dir() and not any(run_dir.parent.iterdir()):
-            run_dir.parent.rmdir()
+        parent = run_dir.parent
+        if parent_too and not parent.is_symlink() and parent.is_dir() and not any(parent.iterdir()):
+            with contextlib.suppress(OSError):  # in use by another run starting: leave it
+                parent.rmdir()
 
 
 def resolve_run(run: str | Path | None, parent: Path = RUNS_DIR) -> Path:
@@ -180,7 +184,7 @@ class Run:
 
     dir: Path
     config: Config
-    model: Model
+    model: DensityModel
     checkpoint: dict[str, Any]
 
     @property
@@ -227,9 +231,13 @@ def _git_commit() -> tuple[str | None, bool | None]:
     if git is None or not (source / ".git").exists():
         return None, None
 
+    # no index lock taken in the user's checkout, and no repository named by the environment
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+
     def ask(*args: str) -> str | None:
+        command = [git, "--no-optional-locks", "-C", str(source), *args]
         try:  # fixed arguments, no shell
-            done = subprocess.run([git, "-C", str(source), *args], capture_output=True, text=True, timeout=10)  # noqa: S603
+            done = subprocess.run(command, capture_output=True, text=True, timeout=5, env=env)  # noqa: S603
         except (OSError, subprocess.SubprocessError):  # git hung or broke: the run goes on without it
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -273,12 +281,16 @@ def record_invocation(
 
 
 def read_record(run_dir: Path) -> dict[str, Any]:
-    """``<run>/run.json`` (how the run was made), or an empty record if it has none or it is unreadable."""
+    """``<run>/run.json`` (how the run was made): ``invocations``, a list of dicts; empty when
+    the run has none (from before run.json) or it is unreadable or not of that shape."""
     try:
         record = json.loads((run_dir / "run.json").read_text())
-    except (OSError, json.JSONDecodeError):  # runs from before run.json, or a damaged file
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
-    return record if isinstance(record, dict) else {}
+    invocations = record.get("invocations") if isinstance(record, dict) else None
+    if not isinstance(invocations, list) or not all(isinstance(e, dict) for e in invocations):
+        return {}
+    return {"invocations": invocations}
 
 
 class RunLog:

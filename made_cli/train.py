@@ -1,4 +1,4 @@
-"""The training loop (Adam, masks cycled per step, early stopping) and NLL evaluation."""
+"""The training loop: Adam, the model's own schedule, early stopping, resumable at any batch."""
 
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ from .config import Config, config_from_dict, config_to_dict
 from .data import Dataset, data_root, load_dataset
 from .distributed import SINGLE, Dist
 from .errors import Interrupted, MadeError, UsageError
+from .evaluation import evaluate_terms, labels_for, tf32
 from .heads import Bernoulli, Gaussian, Head, MixtureOfGaussians
-from .iaf import IAFVAE
-from .models import MADEModel, Model, build_model
+from .interface import DensityModel
+from .kinds import build_model, kind_of
 from .runs import (
     CHECKPOINT_FORMAT,
     atomic_write_bytes,
@@ -45,8 +46,6 @@ __all__ = [
     "Interrupted",
     "TrainResult",
     "Trainer",
-    "evaluate_nll",
-    "evaluate_terms",
     "independent_baseline_nll",
     "make_optimizer",
     "resolve_device",
@@ -67,7 +66,7 @@ class TrainResult:
     test_bpd: float | None
     estimator: str
     seconds: float
-    bound: bool = False  # the NLLs are -ELBO (a VAE): upper bounds, not the NLL itself
+    measure: str = "NLL"  # what valid_nll and test_nll are: the NLL, or a bound on it (-ELBO)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -79,79 +78,6 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda (got {name!r})")
     return torch.device(name)
-
-
-@contextmanager
-def _tf32(enabled: bool) -> Iterator[None]:
-    """TF32 matmuls on CUDA (Ampere and later) for training steps; off for reported likelihoods."""
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
-
-
-@torch.no_grad()
-def evaluate_terms(
-    model: Model,
-    x: torch.Tensor,
-    batch_size: int = 1000,
-    group: Dist = SINGLE,
-    labels: torch.Tensor | None = None,
-    marginal: bool = False,
-) -> dict[str, float]:
-    """Means per example of the model's ``validation_terms`` (``nll`` among them, in nats).
-
-    A class-conditional model is evaluated given ``labels``, or with ``marginal`` with the label
-    summed out. In a process group each rank takes every world-th row and the sums are added
-    up, so all ranks get the same numbers.
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    rows = x[group.rank :: group.world]
-    index = torch.arange(x.shape[0])[group.rank :: group.world]  # rows' places in the split
-    row_labels = None if marginal else _labels_for(model, labels)
-    row_labels = None if row_labels is None else row_labels[group.rank :: group.world]
-    totals: dict[str, float] = {}
-    with _tf32(False):  # reported likelihoods in full fp32, whatever training used
-        for i in range(0, rows.shape[0], batch_size):
-            batch = rows[i : i + batch_size].to(device)
-            if marginal:
-                assert isinstance(model, MADEModel)
-                terms = {"nll": -model.marginal_log_prob(batch)}
-            else:
-                y = None if row_labels is None else row_labels[i : i + batch_size].to(device)
-                terms = model.validation_terms(batch, y, index[i : i + batch_size])
-            for key, value in terms.items():
-                totals[key] = totals.get(key, 0.0) + float(value.sum())
-    model.train(was_training)
-    keys = sorted(totals)
-    sums = group.sum([*(totals[k] for k in keys), float(rows.shape[0])], device)
-    return {k: v / sums[-1] for k, v in zip(keys, sums, strict=False)}
-
-
-def evaluate_nll(
-    model: Model,
-    x: torch.Tensor,
-    batch_size: int = 1000,
-    group: Dist = SINGLE,
-    labels: torch.Tensor | None = None,
-    marginal: bool = False,
-) -> float:
-    """Mean negative log-likelihood in nats per example, with the model's full estimator
-    (for a VAE: -ELBO, which bounds it from above); see ``evaluate_terms``."""
-    return evaluate_terms(model, x, batch_size, group, labels, marginal)["nll"]
-
-
-def _labels_for(model: Model, labels: torch.Tensor | None) -> torch.Tensor | None:
-    """The labels a model takes: those given if it is class-conditional, else none."""
-    if not model.classes:
-        return None
-    if labels is None:
-        raise UsageError("this model is conditioned on labels, but the data has none")
-    return labels
 
 
 def _baseline_head(head: Head) -> Head:
@@ -188,19 +114,20 @@ def train_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
-    schedule: float,
+    step: int,
+    steps_per_epoch: int,
     group: Dist = SINGLE,
     labels: torch.Tensor | None = None,
     noise: torch.Generator | None = None,
 ) -> float:
-    """One Adam step on the model's objective; returns the loss, skips the update if not finite.
+    """One Adam step on the model's training loss; returns the loss, skips the update if not finite.
 
-    ``model`` is a model or its DistributedDataParallel wrapper, and ``schedule`` what its
-    ``schedule`` gave for this step (a MADE: the ensemble member; a VAE: the KL weight). In a
-    group the loss is averaged over ranks first, so that all of them step or stop together.
-    ``noise`` feeds whatever the objective draws (a VAE's posterior samples).
+    ``model`` is a model or its DistributedDataParallel wrapper; it owns its schedule (a MADE's
+    mask of the step, a VAE's KL weight), so it is given the step. In a group the loss is
+    averaged over ranks first, so that all of them step or stop together. ``noise`` feeds
+    whatever the loss draws (a VAE's posterior samples).
     """
-    loss = -model(x, schedule, labels, noise).mean()
+    loss = model(x, step, steps_per_epoch, labels, noise).mean()
     value = group.sum([loss.item()], x.device)[0] / group.world
     if math.isfinite(value):
         optimizer.zero_grad(set_to_none=True)
@@ -295,6 +222,7 @@ class Trainer:
         self.dataset: Dataset = load_dataset(config.data, recorded_root)
         if group.main:
             group.barrier()
+        self.kind = kind_of(config.model.kind)
         self.model = build_model(config, self.dataset.features, self.dataset.classes).to(self.device)
         train_labels = self.dataset.split_labels("train")
         self.model.fit_inputs(
@@ -392,19 +320,7 @@ class Trainer:
             f"baseline {baseline:.2f} nats on valid"
         )
         n_params = sum(p.numel() for p in model.parameters())
-        if isinstance(model, IAFVAE):
-            v = cfg.iaf
-            self.say(
-                f"model: {model.describe()}, encoder={list(v.encoder)} decoder={list(v.decoder)}, "
-                f"KL warm-up {v.warmup_epochs} epochs, free bits {v.free_bits:g}, {n_params:,} parameters"
-            )
-            return
-        given = f", given one of {model.classes} labels" if model.classes else ""
-        self.say(
-            f"model: MADE hidden={list(cfg.model.hidden)} masks={model.num_masks} "
-            f"direct={cfg.model.direct} ordering={cfg.model.ordering}, {model.head.describe()} "
-            f"head{given}, {n_params:,} parameters"
-        )
+        self.say(f"model: {self.kind.describe(cfg, model)}, {n_params:,} parameters")
 
     def _signalled(self, flag: _SignalFlag) -> int | None:
         """The signal to stop for, agreed by all ranks (any rank's signal stops them all)."""
@@ -459,7 +375,7 @@ class Trainer:
             self._log_start()
         step_module = self._wrapped()
         train_x = self.dataset.train.to(device)
-        train_y = _labels_for(model, self.dataset.split_labels("train"))
+        train_y = labels_for(model, self.dataset.split_labels("train"))
         train_y = None if train_y is None else train_y.to(device)
         n, bs = len(self.sampler), cfg.batch_size  # this rank's rows per epoch
         n_batches = self._steps_per_epoch()
@@ -475,9 +391,9 @@ class Trainer:
             disable=not group.main,
         )
         # Where no bar can show (a log, CI, a pipe), a plain line now and then says how it goes.
-        plain = group.main and not (self.console or Console()).is_terminal
+        plain = group.main and not (self.console or Console()).file.isatty()  # not FORCE_COLOR's word
         last_line = time.perf_counter()
-        with progress, _SignalFlag() as flag, _flush_denormal(), _tf32(device.type == "cuda"):
+        with progress, _SignalFlag() as flag, _flush_denormal(), tf32(device.type == "cuda"):
             while not self.finished and self.epoch <= cfg.epochs and self.since_best < cfg.patience:
                 self.sampler.set_epoch(self.epoch)
                 order = torch.tensor(list(self.sampler), device=device)
@@ -492,8 +408,9 @@ class Trainer:
                     self.noise.manual_seed(_step_seed(self.config.seed, group.rank, self.step))
                     if self.dataset.dynamic:
                         x = (torch.rand(x.shape, generator=self.noise).to(device) < x).float()
-                    schedule = model.schedule(self.step, n_batches)
-                    loss_value = train_step(step_module, self.optimizer, x, schedule, group, y, self.noise)
+                    loss_value = train_step(
+                        step_module, self.optimizer, x, self.step, n_batches, group, y, self.noise
+                    )
                     if not math.isfinite(loss_value):
                         raise self._diverged(f"the training loss became {loss_value}")
                     self.loss_sum += loss_value * x.shape[0]
@@ -512,8 +429,7 @@ class Trainer:
                 if (signum := self._signalled(flag)) is not None:
                     self._stop_for_signal(signum)
         if self.since_best >= cfg.patience and not self.finished:
-            measure = "ELBO" if isinstance(model, IAFVAE) else "NLL"
-            self.say(f"early stop: no better validation {measure} for {self.since_best} epochs")
+            self.say(f"early stop: no better validation {self.kind.measure} for {self.since_best} epochs")
         group.barrier()  # rank 0's last checkpoint is on disk before anyone reads best.pt
         return self._finish(time.perf_counter() - start)
 
@@ -529,29 +445,20 @@ class Trainer:
         if not math.isfinite(valid_nll):
             raise self._diverged(f"the validation NLL became {valid_nll}")
         improved = valid_nll < self.best
-        vae = isinstance(self.model, IAFVAE)
-        beta = self.model.schedule(self.step - 1, self._steps_per_epoch()) if vae else 1.0
-        warming_up = beta < 1
+        last = (self.step - 1, self._steps_per_epoch())  # the epoch's last step
         if improved:
             self.best, self.best_epoch, self.since_best = valid_nll, self.epoch, 0
-        elif not warming_up:  # patience counts against the full objective only
+        elif self.model.patience_counts(*last):  # not while a VAE still warms its KL weight up
             self.since_best += 1
         train_loss = self.loss_sum / n
+        terms = self.model.schedule_terms(*last)
         self.metrics.append({
             "step": self.step, "epoch": self.epoch, "split": "valid", **valid,
-            ("train_loss" if vae else "train_nll"): train_loss,
+            self.kind.loss_name: train_loss,
             "lr": self.config.train.lr, "seconds": round(seconds, 3),
-            "estimator": self.model.estimator,
+            "estimator": self.model.estimator, **terms,
         })  # fmt: skip
-        if vae:  # the last step's KL weight; the training loss is -(reconstruction - beta KL)
-            self.metrics[-1]["beta"] = beta
-            rec, kl = valid["reconstruction"], valid["kl"]
-            shown = (
-                f"train loss {train_loss:7.2f} (beta {beta:.2f})  "
-                f"valid ELBO {valid['elbo']:8.2f} (rec {rec:7.2f}, KL {kl:6.2f})"
-            )
-        else:
-            shown = f"train {train_loss:7.2f}  valid {valid_nll:7.2f} nats"
+        shown = self.model.epoch_line(train_loss, valid, terms)
         took = seconds - (self.metrics[-2]["seconds"] if len(self.metrics) > 1 else 0.0)
         self.say(
             f"epoch {self.epoch:3d}  {shown}{'  *' if improved else ''}  "
@@ -560,7 +467,7 @@ class Trainer:
         self.epoch, self.batch, self.loss_sum = self.epoch + 1, 0, 0.0
         self._save(best=improved)
 
-    def _evaluate(self, model: Model, split: str) -> dict[str, Any]:
+    def _evaluate(self, model: DensityModel, split: str) -> dict[str, Any]:
         """``validation_terms`` of ``model`` on a split (``nll`` in nats, ``bpd``), agreed across ranks."""
         d = self.dataset
         x, y = d.split(split), d.split_labels(split)
@@ -593,7 +500,7 @@ class Trainer:
             test_bpd=test["bpd"],
             estimator=model.estimator,
             seconds=seconds,
-            bound=isinstance(model, IAFVAE),
+            measure=self.kind.measure,
         )
 
 

@@ -26,7 +26,8 @@ from torch import nn
 
 from made_cli.config import load_config
 from made_cli.heads import Bernoulli
-from made_cli.models import MADEModel, build_model
+from made_cli.kinds import build_model
+from made_cli.models import MADEModel
 from made_cli.train import make_optimizer, train_step
 
 
@@ -93,7 +94,7 @@ def made_stepper(model: MADEModel, data: torch.Tensor, batch: int) -> Callable[[
     opt = make_optimizer(model, 1e-3, 0.0)
 
     def step(i: int) -> None:
-        train_step(model, opt, data[(i % 50) * batch : (i % 50 + 1) * batch], i % model.num_masks)
+        train_step(model, opt, data[(i % 50) * batch : (i % 50 + 1) * batch], i, 50)
 
     return step
 

@@ -107,10 +107,10 @@ def test_verify_ar_on_a_config_and_on_a_corrupt_checkpoint(trained: Path, tiny_c
 
 
 def test_verify_ar_exits_1_on_a_tampered_mask(trained: Path, monkeypatch) -> None:
-    import made_cli.commands as commands
+    import made_cli.verify as verify
     from made_cli import degrees as deg
 
-    real = commands.verify_made
+    real = verify.verify_made
 
     def tamper_then_verify(net, points):
         forbidden = ~deg.allowed(net.ranks[net.member])
@@ -118,7 +118,7 @@ def test_verify_ar_exits_1_on_a_tampered_mask(trained: Path, monkeypatch) -> Non
         net.direct.mask[o, i] = 1.0  # one forbidden connection switched on
         return real(net, points=points)
 
-    monkeypatch.setattr(commands, "verify_made", tamper_then_verify)
+    monkeypatch.setattr(verify, "verify_made", tamper_then_verify)
     result = runner.invoke(app, ["verify-ar"])
     assert result.exit_code == 1
     assert "FAIL" in result.output and "autoregressive property violated" in result.stderr
@@ -385,7 +385,8 @@ def test_the_shipped_iaf_config_verifies(data_root: Path, monkeypatch) -> None:
 # -- conventions, provenance, narrow terminals ----------------------------------------------------
 def _made(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
     """The real entry point in a subprocess: what a user's shell runs."""
-    full = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    plain = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "COLUMNS")}
+    full = {**plain, "PYTHONPATH": str(REPO), **env}
     return subprocess.run([sys.executable, "-m", "made_cli", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=120, env=full)  # fmt: skip
 
@@ -405,6 +406,7 @@ def test_an_option_that_is_a_config_key_suggests_the_override(tmp_path: Path, ti
     assert "train.epochs=3" in result.stderr and "(see: made train --help)" in result.stderr
     assert "train.batch_size=7" in _made("train", "--batch-size=7", cwd=tmp_path).stderr
     assert "overrides" not in _made("train", "--bogus", cwd=tmp_path).stderr
+    assert "overrides" not in _made("evaluate", "--epochs", "3", cwd=tmp_path).stderr  # not for train
     assert not (tmp_path / "runs").exists()
 
 
@@ -442,9 +444,13 @@ def test_tables_never_cut_a_number_in_80_columns(trained: Path) -> None:
         assert max(len(line) for line in (runs.stdout + verify.stdout).splitlines()) <= int(width)
 
 
-def test_runs_in_an_empty_folder_and_a_run_that_does_not_load(tmp_path: Path, trained: Path) -> None:
+def test_runs_in_an_empty_folder_and_a_run_that_does_not_load(tmp_path, trained: Path, monkeypatch) -> None:
+    (tmp_path / "nothing").mkdir()
     empty = runner.invoke(app, ["runs", str(tmp_path / "nothing")])
     assert empty.exit_code == 0 and "no runs under" in empty.output
+    with monkeypatch.context() as m:  # a folder with no runs/ at all: the same
+        m.chdir(tmp_path / "nothing")
+        assert runner.invoke(app, ["runs"]).exit_code == 0
     (trained / "checkpoints" / "best.pt").write_bytes(b"junk")
     listing = runner.invoke(app, ["runs"])
     assert listing.exit_code == 0 and f"{trained.name} (!)" in listing.output
@@ -472,14 +478,48 @@ def test_progress_shows_as_plain_lines_when_output_is_not_a_terminal(tmp_path, t
     assert "s this epoch" in result.output and "s in all" in result.output
 
 
-def test_the_data_root_is_kept_with_the_run(tmp_path: Path, monkeypatch) -> None:
-    """Trained with MADE_DATA_DIR, later commands need it no more; a moved root is one line."""
-    root = tmp_path / "data"
+def _tiny_binarized_mnist(root: Path) -> None:
+    """Larochelle's .amat files under ``root``, 60/30/30 random rows."""
     (root / "binarized_mnist").mkdir(parents=True)
     bits = np.random.default_rng(0).integers(0, 2, (4 * 30, 784))
     for i, split in enumerate(("train", "valid", "test")):
         rows = bits[i * 30 : (i + 2) * 30] if split == "train" else bits[i * 30 + 30 : i * 30 + 60]
         np.savetxt(root / "binarized_mnist" / f"binarized_mnist_{split}.amat", rows, fmt="%d")
+
+
+def test_a_run_trained_from_an_explicit_data_root_that_moved(tmp_path: Path, monkeypatch) -> None:
+    _tiny_binarized_mnist(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MADE_DATA_DIR", raising=False)
+    root = f"data.root={tmp_path / 'data'}"
+    trained = runner.invoke(app, ["train", "--run-dir", "run", *_TINY_MNIST, root])
+    assert trained.exit_code == 0, trained.output
+    (tmp_path / "data").rename(tmp_path / "moved")
+    moved = runner.invoke(app, ["evaluate", "run"])
+    assert moved.exit_code == 2 and "no longer holds it" in moved.stderr
+    assert not (tmp_path / "data").exists()  # nothing downloaded into the old place
+    monkeypatch.setenv("MADE_DATA_DIR", str(tmp_path / "moved"))
+    assert runner.invoke(app, ["evaluate", "run"]).exit_code == 0
+
+
+def test_a_runs_link_and_odd_runs_are_left_alone(tmp_path, tiny_config, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "runs").symlink_to(tmp_path / "elsewhere")
+    result = runner.invoke(app, ["train", str(tiny_config), "data.name=npz", "data.path=missing.npz"])
+    assert result.exit_code == 2 and "data file not found" in result.stderr
+    assert (tmp_path / "runs").is_symlink() and (tmp_path / "elsewhere").is_dir()
+    assert runner.invoke(app, ["runs", "nowhere"]).exit_code == 2
+    (tmp_path / "runs" / "x").mkdir()
+    (tmp_path / "runs" / "x" / "config.yaml").write_text("name: x\n")
+    (tmp_path / "runs" / "x" / "run.json").write_text('{"invocations": 5}')
+    assert runner.invoke(app, ["runs", "--long"]).exit_code == 0
+
+
+def test_the_data_root_is_kept_with_the_run(tmp_path: Path, monkeypatch) -> None:
+    """Trained with MADE_DATA_DIR, later commands need it no more; a moved root is one line."""
+    root = tmp_path / "data"
+    _tiny_binarized_mnist(root)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MADE_DATA_DIR", str(root))
     trained = runner.invoke(app, ["train", "--run-dir", "run", *_TINY_MNIST])

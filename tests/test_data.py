@@ -26,10 +26,14 @@ def test_binarized_mnist_matches_the_published_splits(data_root: Path) -> None:
 def test_data_root_falls_back_to_env_then_the_run_then_cache(monkeypatch, tmp_path: Path) -> None:
     recorded = tmp_path / "recorded"
     (recorded / "binarized_mnist").mkdir(parents=True)
-    assert data.data_root(DataConfig(root=str(tmp_path)), str(recorded)) == tmp_path
+    assert data.data_root(DataConfig(root=str(tmp_path))) == tmp_path  # a new run: the config's
     monkeypatch.setenv("MADE_DATA_DIR", str(tmp_path / "env"))
-    assert data.data_root(DataConfig(), str(recorded)) == tmp_path / "env"
+    assert data.data_root(DataConfig(root=str(tmp_path))) == tmp_path
+    assert data.data_root(DataConfig()) == tmp_path / "env"
+    # a trained run: the environment says where the data is now, else where the run read it
+    assert data.data_root(DataConfig(root=str(recorded)), str(recorded)) == tmp_path / "env"
     monkeypatch.delenv("MADE_DATA_DIR")
+    assert data.data_root(DataConfig(root=str(recorded)), str(recorded)) == recorded
     assert data.data_root(DataConfig(), str(recorded)) == recorded
     assert data.data_root(DataConfig()) == Path("~/.cache/made").expanduser().resolve()
     with pytest.raises(UsageError, match="no longer holds it"):  # the data moved away

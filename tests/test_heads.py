@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from made_cli import sampling
 from made_cli.config import Config, DataConfig, ModelConfig
 from made_cli.heads import Bernoulli, Categorical, Gaussian, MixtureOfGaussians
+from made_cli.kinds import build_model
 from made_cli.made import MADE
-from made_cli.models import MADEModel, build_model
+from made_cli.models import MADEModel
 from made_cli.train import independent_baseline_nll
 from made_cli.verify import verify_made
 

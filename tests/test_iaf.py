@@ -10,7 +10,7 @@ import torch
 
 from made_cli.config import load_config
 from made_cli.iaf import IAFVAE
-from made_cli.models import build_model
+from made_cli.kinds import build_model
 from made_cli.train import train
 from made_cli.verify import step_jacobian, verify_iaf
 
@@ -150,7 +150,7 @@ def test_chunked_draws_give_exactly_the_estimate_of_all_draws_at_once(monkeypatc
 
 
 def test_validation_draws_depend_on_the_row_not_the_batching():
-    from made_cli.train import evaluate_terms
+    from made_cli.evaluation import evaluate_terms
 
     model = _shake(_vae(features=6, latent=3), 0.3)
     x = torch.randint(0, 2, (50, 6)).float()
@@ -185,11 +185,12 @@ def test_imputation_keeps_the_observed_part_and_fills_the_rest():
 
 def test_training_objective_warms_up_and_frees_bits():
     model = _vae(features=6, latent=3, steps=1, warmup_epochs=2, free_bits=0.5)
-    assert [model.schedule(s, 10) for s in (0, 5, 10, 20, 40)] == [0.0, 0.25, 0.5, 1.0, 1.0]
-    assert _vae(warmup_epochs=0).schedule(0, 10) == 1.0
+    assert [model.beta(s, 10) for s in (0, 5, 10, 20, 40)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+    assert _vae(warmup_epochs=0).beta(0, 10) == 1.0
+    assert [model.patience_counts(s, 10) for s in (19, 20)] == [False, True]
     x = torch.randint(0, 2, (32, 6)).float()
     torch.manual_seed(3)
-    objective = model(x, 0.7)
+    objective = model.objective(x, 0.7)
     torch.manual_seed(3)
     rec, kl = model.terms(x)
     per_dim = kl[:, 0].mean(0)  # (L,)
@@ -200,7 +201,7 @@ def test_training_objective_warms_up_and_frees_bits():
         vae = _vae(features=6, latent=3, steps=1, free_bits=free_bits)
         params = list(vae.encoder.parameters())
         torch.manual_seed(3)
-        full = torch.autograd.grad(vae(x, 1.0).mean(), params)
+        full = torch.autograd.grad(vae.objective(x, 1.0).mean(), params)
         torch.manual_seed(3)
         rec_only = torch.autograd.grad(vae.terms(x)[0].mean(), params)
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full, rec_only, strict=True)) == same
@@ -243,7 +244,7 @@ def test_validation_elbo_is_deterministic_and_training_improves_it(tmp_path):
         "iaf.warmup_epochs=1", "train.epochs=4", "train.batch_size=50", "train.lr=0.01",
     ])  # fmt: skip
     result = train(cfg, tmp_path / "run", say=lambda _: None)
-    assert result.bound and result.estimator.startswith("-ELBO")
+    assert result.measure == "-ELBO" and result.estimator.startswith("-ELBO")
     import json
 
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -7,8 +7,9 @@ import torch
 
 from made_cli import degrees as deg
 from made_cli.config import Config, ModelConfig
+from made_cli.kinds import build_model
 from made_cli.made import MADE
-from made_cli.models import MADEModel, build_model
+from made_cli.models import MADEModel
 from made_cli.verify import connectivity, jacobian
 
 from .conftest import all_binary

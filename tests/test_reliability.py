@@ -254,9 +254,9 @@ def test_an_interrupt_never_saves_nan_parameters(tmp_path, monkeypatch):
     real = train_module.train_step
     calls = {"n": 0}
 
-    def nan_weights_then_sigint(model, optimizer, x, member, group, labels=None, noise=None):
+    def nan_weights_then_sigint(model, optimizer, x, step, steps_per_epoch, group, labels=None, noise=None):
         calls["n"] += 1
-        loss = real(model, optimizer, x, member, group, labels, noise)
+        loss = real(model, optimizer, x, step, steps_per_epoch, group, labels, noise)
         if calls["n"] == 350:  # a finite loss, but the step broke the weights
             with torch.no_grad():
                 next(model.parameters()).fill_(float("nan"))

@@ -9,7 +9,7 @@ import torch
 
 from made_cli.config import config_to_dict, load_config
 from made_cli.errors import UsageError
-from made_cli.models import build_model
+from made_cli.kinds import build_model
 from made_cli.runs import (
     CHECKPOINT_FORMAT,
     atomic_write_bytes,

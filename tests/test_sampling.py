@@ -6,7 +6,8 @@ import torch
 from made_cli import sampling
 from made_cli.commands import OBSERVED_MASKS, observed_mask
 from made_cli.config import Config, ModelConfig
-from made_cli.models import MADEModel, build_model
+from made_cli.kinds import build_model
+from made_cli.models import MADEModel
 
 from .conftest import all_binary
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from made_cli.config import load_config
 from made_cli.data import DataConfig, load_dataset, synthetic_distribution, synthetic_entropy
 from made_cli.runs import load_run
-from made_cli.train import evaluate_nll, independent_baseline_nll, train
+from made_cli.train import independent_baseline_nll, train
 
 SYNTHETIC_10 = [
     "data.name=synthetic",
@@ -49,5 +49,5 @@ def test_label_conditional_nll_approaches_the_conditional_entropy(tmp_path: Path
     # with the label summed out under its training frequencies: a model of x alone, near H(X)
     run = load_run(result.run_dir)
     data = load_dataset(run.config.data)
-    marginal = evaluate_nll(run.model, data.test, labels=data.split_labels("test"), marginal=True)
+    marginal = run.model.evaluate(data.test, data.split_labels("test"), 1000)["marginal_nll_nats"]
     assert synthetic_entropy(10) - 0.1 < marginal < synthetic_entropy(10) + 0.1

@@ -1,0 +1,148 @@
+"""The one interface between a model kind and the rest: what training and every command use.
+
+The trainer, the commands and the CLI see a model only through ``DensityModel`` and the kind's
+registry entry (kinds.py); a new kind implements this protocol and adds one entry there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from .heads import Head
+from .made import MADE
+
+__all__ = ["Completion", "DensityModel", "Progress", "Verification"]
+
+Progress = Callable[[int, int], None]  # (done, total) while a long evaluation runs
+
+EXACT, SUB_ENSEMBLE, APPROXIMATE = "exact", "exact for a sub-ensemble", "approximate"
+
+
+@dataclass(frozen=True)
+class Completion:
+    """Rows completed from an observed part, and what is exact about each."""
+
+    values: torch.Tensor  # (B, D): observed values kept, the rest drawn
+    status: list[str]  # per row: EXACT, SUB_ENSEMBLE or APPROXIMATE
+    conditional: torch.Tensor  # (B,) log p(missing | observed) where EXACT, else NaN
+    method: str | None = None  # how an approximate completion was made, if the model says
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The autoregressive checks of a model, as rows of a table (`made verify-ar`)."""
+
+    unit: str  # what a row is: "member", "IAF step"
+    columns: list[str]  # after the unit's own column
+    rows: list[list[str]]
+    ok: list[bool]
+    caption: str
+    verdict: str  # said when every row passes
+    records: list[dict[str, Any]] = field(default_factory=list)  # per row, for verify-ar.json
+
+    @property
+    def failed(self) -> list[str]:
+        return [row[0] for row, ok in zip(self.rows, self.ok, strict=True) if not ok]
+
+
+class DensityModel(Protocol):
+    """A model the trainer trains and every command uses (MADEModel, IAFVAE).
+
+    It owns its training schedule (a MADE's mask of the step, a VAE's KL weight): the trainer
+    only hands it the step.
+    """
+
+    features: int  # dimensions of x
+    classes: int  # label classes it is conditioned on; 0 for none
+    head: Head  # the law of each dimension its outputs parameterise (the baseline fits it alone)
+
+    @property
+    def estimator(self) -> str:
+        """How its validation and test numbers are computed, printed beside each."""
+        ...
+
+    def fit_inputs(self, train: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Set what comes from the training split (input statistics, output biases, p(y))."""
+        ...
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        step: int,
+        steps_per_epoch: int,
+        labels: torch.Tensor | None = None,
+        noise: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The training loss per row (B,) at a step, whose mean is minimised."""
+        ...
+
+    def schedule_terms(self, step: int, steps_per_epoch: int) -> dict[str, float]:
+        """What the schedule is at a step, recorded with each epoch (a VAE: its KL weight)."""
+        ...
+
+    def patience_counts(self, step: int, steps_per_epoch: int) -> bool:
+        """Whether an epoch ending at this step counts against early stopping."""
+        ...
+
+    def validation_terms(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, rows: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per-row numbers the trainer averages on a split; ``nll`` decides early stopping."""
+        ...
+
+    def epoch_line(self, train_loss: float, valid: dict[str, float], terms: dict[str, float]) -> str:
+        """The middle of the per-epoch line: the training loss and the validation terms."""
+        ...
+
+    def evaluate(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None,
+        batch_size: int,
+        samples: int | None = None,
+        seed: int | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """`made evaluate`'s report on rows x: ``nll_nats``, ``estimator`` and any other terms."""
+        ...
+
+    def draw(
+        self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None, means: bool = False
+    ) -> torch.Tensor:
+        """``n`` samples (n, D); ``means`` asks for the conditional means where the kind has them."""
+        ...
+
+    def sampler_name(self, means: bool = False) -> str:
+        """How ``draw`` samples, in words."""
+        ...
+
+    def complete_rows(
+        self,
+        x: torch.Tensor,
+        observed: torch.Tensor,
+        labels: torch.Tensor | None,
+        per_row: int,
+        generator: torch.Generator,
+        rounds: int | None = None,
+    ) -> Completion:
+        """Each row completed ``per_row`` times (rows repeat in place, row-major)."""
+        ...
+
+    def made_nets(self) -> list[MADE]:
+        """Every MADE in the model (their degrees are broadcast under torchrun)."""
+        ...
+
+    # what training and loading use of torch.nn.Module
+    def parameters(self) -> Iterator[torch.nn.Parameter]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+    def train(self, mode: bool = True) -> Any: ...
+    def eval(self) -> Any: ...
+    def to(self, *args: Any) -> Any: ...
+
+    @property
+    def training(self) -> bool: ...

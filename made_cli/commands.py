@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checkpoint import check_data, load_checkpoint
 from .config import check_seed, load_config
 from .data import Dataset, dataset_classes, dataset_features, display_values, load_dataset
 from .errors import UsageError
 from .interface import EXACT, SUB_ENSEMBLE, Progress, Verification
 from .kinds import KINDS, build_model, kind_of
 from .pictures import rows_by_class, save_png
-from .runs import Run, atomic_write_bytes, atomic_write_text, find_runs, load_checkpoint, read_record
+from .runs import Run, atomic_write_bytes, atomic_write_text, find_runs, read_record
 
 __all__ = [
     "OBSERVED_MASKS",
@@ -43,16 +44,8 @@ def _load_data(run: Run) -> Dataset:
     """The run's dataset, checked against what the model was trained on."""
     # where the run read its data (its data.root, if it named one, for runs from before this was kept)
     dataset = load_dataset(run.config.data, run.checkpoint.get("data_root") or run.config.data.root)
-    if dataset.features != run.model.features:
-        raise UsageError(
-            f"the data has {dataset.features} dimensions but the model in {run.dir} was trained on "
-            f"{run.model.features}"
-        )
-    if run.model.classes and dataset.classes != run.model.classes:
-        raise UsageError(
-            f"the data has {dataset.classes} label classes but the model in {run.dir} was trained "
-            f"on {run.model.classes}"
-        )
+    model = run.model
+    check_data(dataset.features, dataset.classes, model.features, model.classes, f"the model in {run.dir}")
     return dataset
 
 

@@ -1,9 +1,8 @@
-"""Run directories: atomic writes, checkpoints that load with weights_only=True, finding runs."""
+"""Run directories: atomic writes, finding runs, loading a run, and the record of how it was made."""
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import platform
@@ -18,33 +17,27 @@ from typing import Any
 
 import torch
 
-from .config import Config, config_from_dict, config_to_yaml
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .config import Config, config_to_yaml
 from .errors import UsageError
 from .interface import DensityModel
-from .kinds import build_model
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
     "Run",
     "RunLog",
     "atomic_write_bytes",
     "atomic_write_text",
-    "checkpoint_bytes",
     "discard_if_empty",
     "find_runs",
-    "load_checkpoint",
     "load_run",
     "new_run_dir",
     "read_record",
     "record_invocation",
     "remove_stale_temps",
     "resolve_run",
-    "restore_model",
     "write_config",
 ]
 
-CHECKPOINT_FORMAT = 2  # 2: epoch order from (seed, epoch), world size, no shuffle RNG state
-_REQUIRED_KEYS = ("config", "features", "model")
 RUNS_DIR = Path("runs")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -69,35 +62,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
-
-
-def checkpoint_bytes(state: dict[str, Any]) -> bytes:
-    """Serialise a checkpoint once, so the same bytes can go to last.pt and best.pt."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
-
-
-def load_checkpoint(
-    path: Path, map_location: str | torch.device = "cpu", mmap: bool = False
-) -> dict[str, Any]:
-    """Load a checkpoint with weights_only=True: tensors and plain values, no code is unpickled.
-
-    ``mmap`` maps the tensors instead of reading them: enough to check that a checkpoint loads.
-    """
-    if not path.is_file():
-        raise UsageError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except Exception as e:  # an untrusted file: whatever it does to the unpickler is bad input
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"corrupt or unsafe checkpoint {path}: {first}") from None
-    if not isinstance(state, dict) or state.get("format_version") != CHECKPOINT_FORMAT:
-        raise UsageError(f"{path} is not a made checkpoint (format {CHECKPOINT_FORMAT})")
-    missing = [k for k in _REQUIRED_KEYS if k not in state]
-    if missing:
-        raise UsageError(f"corrupt checkpoint {path}: missing {', '.join(missing)}")
-    return state
 
 
 # -- run directories -------------------------------------------------------------------------
@@ -204,19 +168,8 @@ def load_run(path: str | Path | None = None, which: str = "best", device: str | 
         if not ckpt_path.exists() and which == "best":
             ckpt_path = run_dir / "checkpoints" / "last.pt"
     state = load_checkpoint(ckpt_path, map_location=device)
-    config = config_from_dict(state["config"])
-    model = build_model(config, int(state["features"]), int(state.get("classes", 0)))
-    restore_model(model, state, ckpt_path)
-    model.to(device).eval()
+    config, model = model_from_checkpoint(state, ckpt_path, device)
     return Run(dir=run_dir, config=config, model=model, checkpoint=state)
-
-
-def restore_model(model: torch.nn.Module, state: dict[str, Any], path: Path) -> None:
-    """Load a checkpoint's weights into a model built from its config; a mismatch is bad input."""
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError, ValueError) as e:
-        raise UsageError(f"{path} does not match its config: {' '.join(str(e).split())}") from None
 
 
 def write_config(run_dir: Path, config: Config) -> None:

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    check_data,
+    checkpoint_bytes,
+    load_checkpoint,
+    model_from_checkpoint,
+    restore_model,
+)
 from .config import Config, config_from_dict, config_to_dict
 from .data import Dataset, data_root, load_dataset
 from .distributed import SINGLE, Dist
@@ -30,15 +38,11 @@ from .heads import Bernoulli, Gaussian, Head, MixtureOfGaussians
 from .interface import DensityModel
 from .kinds import build_model, kind_of
 from .runs import (
-    CHECKPOINT_FORMAT,
     atomic_write_bytes,
     atomic_write_text,
-    checkpoint_bytes,
-    load_checkpoint,
     new_run_dir,
     record_invocation,
     remove_stale_temps,
-    restore_model,
     write_config,
 )
 
@@ -189,6 +193,25 @@ def _all_finite(module: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in module.parameters())
 
 
+@dataclass
+class TrainingState:
+    """Where a run stands: saved in every checkpoint (as top-level keys) and restored as a whole."""
+
+    epoch: int = 1  # the position of the next batch: epoch, batch in it, steps so far
+    batch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0  # training loss summed over this epoch's rows so far
+    best_valid_nll: float = math.inf
+    best_epoch: int = 0
+    epochs_since_best: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    finished: bool = False
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> TrainingState:
+        return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
+
+
 class Trainer:
     """One training run: everything needed to stop at any batch and resume it exactly.
 
@@ -237,11 +260,7 @@ class Trainer:
         # A step's noise (dynamic binarisation, a VAE's posterior draws) comes from this
         # generator, reseeded per step from (seed, rank, step): no state to save for resuming.
         self.noise = torch.Generator()
-        self.epoch, self.batch, self.step = 1, 0, 0  # position of the next batch
-        self.loss_sum = 0.0  # training loss summed over this epoch's rows so far
-        self.best, self.best_epoch, self.since_best = math.inf, 0, 0
-        self.metrics: list[dict[str, Any]] = []
-        self.finished = False
+        self.state = TrainingState()
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -254,31 +273,16 @@ class Trainer:
             "image_shape": list(d.image_shape) if d.image_shape else None,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch,
-            "batch": self.batch,
-            "step": self.step,
-            "loss_sum": self.loss_sum,
-            "best_valid_nll": self.best,
-            "best_epoch": self.best_epoch,
-            "epochs_since_best": self.since_best,
-            "metrics": self.metrics,
-            "finished": self.finished,
+            **dataclasses.asdict(self.state),
             "rng_torch": torch.get_rng_state(),
             "world_size": self.group.world,
             "data_root": self.data_root,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["features"] != self.dataset.features:
-            raise UsageError(
-                f"the data has {self.dataset.features} dimensions but the checkpoint was "
-                f"trained on {state['features']}"
-            )
-        if self.model.classes and state.get("classes", 0) != self.dataset.classes:
-            raise UsageError(
-                f"the data has {self.dataset.classes} label classes but the checkpoint was "
-                f"trained on {state.get('classes', 0)}"
-            )
+        d = self.dataset
+        classes = state.get("classes", 0) if self.model.classes else 0
+        check_data(d.features, d.classes, state["features"], classes, "the checkpoint")
         if state["batch"] and state["world_size"] != self.group.world:
             raise UsageError(
                 f"this run stopped mid-epoch with {state['world_size']} process(es); resume it "
@@ -288,12 +292,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # the config may have changed them on resume
             group["lr"], group["weight_decay"] = self.config.train.lr, self.config.train.weight_decay
-        self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
-        self.loss_sum = state["loss_sum"]
-        self.best, self.best_epoch = state["best_valid_nll"], state["best_epoch"]
-        self.since_best = state["epochs_since_best"]
-        self.metrics = list(state["metrics"])
-        self.finished = state["finished"]
+        self.state = TrainingState.from_checkpoint(state)
         torch.set_rng_state(state["rng_torch"].cpu())
 
     def _save(self, *, best: bool) -> None:
@@ -305,7 +304,7 @@ class Trainer:
         if best:
             atomic_write_bytes(self.run_dir / "checkpoints" / "best.pt", blob)
         atomic_write_bytes(self.run_dir / "checkpoints" / "last.pt", blob)
-        lines = "".join(json.dumps(m) + "\n" for m in self.metrics)
+        lines = "".join(json.dumps(m) + "\n" for m in self.state.metrics)
         atomic_write_text(self.run_dir / "metrics.jsonl", lines)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -348,7 +347,7 @@ class Trainer:
         self._save(best=False)
         name = signal.Signals(signum).name
         raise Interrupted(
-            f"{name}: saved epoch {self.epoch} at batch {self.batch} to "
+            f"{name}: saved epoch {self.state.epoch} at batch {self.state.batch} to "
             f"{self.run_dir / 'checkpoints' / 'last.pt'}; resume with: "
             f"made train --resume {self.run_dir}",
             signum,
@@ -358,13 +357,14 @@ class Trainer:
         last = self.run_dir / "checkpoints" / "last.pt"
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was saved yet"
         return MadeError(
-            f"{what} at epoch {self.epoch}, step {self.step}; stopped, {kept}; lower train.lr "
+            f"{what} at epoch {self.state.epoch}, step {self.state.step}; stopped, {kept}; lower train.lr "
             f"(now {self.config.train.lr:g}) or add train.weight_decay"
         )
 
     def run(self) -> TrainResult:
         """Train to the end (epochs or early stopping), then evaluate the best checkpoint."""
         cfg, model, device, group = self.config.train, self.model, self.device, self.group
+        st = self.state  # updated in place, never replaced, while the run goes on
         if group.main:
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             remove_stale_temps(self.run_dir)
@@ -379,7 +379,7 @@ class Trainer:
         train_y = None if train_y is None else train_y.to(device)
         n, bs = len(self.sampler), cfg.batch_size  # this rank's rows per epoch
         n_batches = self._steps_per_epoch()
-        start = time.perf_counter() - (self.metrics[-1]["seconds"] if self.metrics else 0.0)
+        start = time.perf_counter() - (st.metrics[-1]["seconds"] if st.metrics else 0.0)
         progress = Progress(
             TextColumn("epoch {task.fields[epoch]}"),
             BarColumn(),
@@ -394,42 +394,43 @@ class Trainer:
         plain = group.main and not (self.console or Console()).file.isatty()  # not FORCE_COLOR's word
         last_line = time.perf_counter()
         with progress, _SignalFlag() as flag, _flush_denormal(), tf32(device.type == "cuda"):
-            while not self.finished and self.epoch <= cfg.epochs and self.since_best < cfg.patience:
-                self.sampler.set_epoch(self.epoch)
+            while not st.finished and st.epoch <= cfg.epochs and st.epochs_since_best < cfg.patience:
+                self.sampler.set_epoch(st.epoch)
                 order = torch.tensor(list(self.sampler), device=device)
-                task = progress.add_task("train", total=n_batches, epoch=self.epoch, loss="-")
-                progress.advance(task, self.batch)
+                task = progress.add_task("train", total=n_batches, epoch=st.epoch, loss="-")
+                progress.advance(task, st.batch)
                 model.train()
-                while self.batch < n_batches:
+                while st.batch < n_batches:
                     if (signum := self._signalled(flag)) is not None:
                         self._stop_for_signal(signum)
-                    rows = order[self.batch * bs : (self.batch + 1) * bs]
+                    rows = order[st.batch * bs : (st.batch + 1) * bs]
                     x, y = train_x[rows], None if train_y is None else train_y[rows]
-                    self.noise.manual_seed(_step_seed(self.config.seed, group.rank, self.step))
+                    self.noise.manual_seed(_step_seed(self.config.seed, group.rank, st.step))
                     if self.dataset.dynamic:
                         x = (torch.rand(x.shape, generator=self.noise).to(device) < x).float()
                     loss_value = train_step(
-                        step_module, self.optimizer, x, self.step, n_batches, group, y, self.noise
+                        step_module, self.optimizer, x, st.step, n_batches, group, y, self.noise
                     )
                     if not math.isfinite(loss_value):
                         raise self._diverged(f"the training loss became {loss_value}")
-                    self.loss_sum += loss_value * x.shape[0]
-                    self.step += 1
-                    self.batch += 1
-                    running = f"{self.loss_sum / min(self.batch * bs, n):.2f}"
+                    st.loss_sum += loss_value * x.shape[0]
+                    st.step += 1
+                    st.batch += 1
+                    running = f"{st.loss_sum / min(st.batch * bs, n):.2f}"
                     progress.update(task, advance=1, loss=running)
                     if plain and time.perf_counter() - last_line >= PLAIN_PROGRESS_SECONDS:
                         last_line = time.perf_counter()
                         self.say(
-                            f"epoch {self.epoch:3d}  batch {self.batch}/{n_batches}  running train "
+                            f"epoch {st.epoch:3d}  batch {st.batch}/{n_batches}  running train "
                             f"loss {running}  ({last_line - start:.0f}s in all)"
                         )
                 progress.remove_task(task)
                 self._end_epoch(n, time.perf_counter() - start)
                 if (signum := self._signalled(flag)) is not None:
                     self._stop_for_signal(signum)
-        if self.since_best >= cfg.patience and not self.finished:
-            self.say(f"early stop: no better validation {self.kind.measure} for {self.since_best} epochs")
+        if st.epochs_since_best >= cfg.patience and not st.finished:
+            measure, waited = self.kind.measure, st.epochs_since_best
+            self.say(f"early stop: no better validation {measure} for {waited} epochs")
         group.barrier()  # rank 0's last checkpoint is on disk before anyone reads best.pt
         return self._finish(time.perf_counter() - start)
 
@@ -444,27 +445,28 @@ class Trainer:
         valid_nll = valid["nll"]
         if not math.isfinite(valid_nll):
             raise self._diverged(f"the validation NLL became {valid_nll}")
-        improved = valid_nll < self.best
-        last = (self.step - 1, self._steps_per_epoch())  # the epoch's last step
+        improved = valid_nll < self.state.best_valid_nll
+        last = (self.state.step - 1, self._steps_per_epoch())  # the epoch's last step
         if improved:
-            self.best, self.best_epoch, self.since_best = valid_nll, self.epoch, 0
+            self.state.best_valid_nll, self.state.best_epoch = valid_nll, self.state.epoch
+            self.state.epochs_since_best = 0
         elif self.model.patience_counts(*last):  # not while a VAE still warms its KL weight up
-            self.since_best += 1
-        train_loss = self.loss_sum / n
+            self.state.epochs_since_best += 1
+        train_loss = self.state.loss_sum / n
         terms = self.model.schedule_terms(*last)
-        self.metrics.append({
-            "step": self.step, "epoch": self.epoch, "split": "valid", **valid,
+        self.state.metrics.append({
+            "step": self.state.step, "epoch": self.state.epoch, "split": "valid", **valid,
             self.kind.loss_name: train_loss,
             "lr": self.config.train.lr, "seconds": round(seconds, 3),
             "estimator": self.model.estimator, **terms,
         })  # fmt: skip
         shown = self.model.epoch_line(train_loss, valid, terms)
-        took = seconds - (self.metrics[-2]["seconds"] if len(self.metrics) > 1 else 0.0)
+        took = seconds - (self.state.metrics[-2]["seconds"] if len(self.state.metrics) > 1 else 0.0)
         self.say(
-            f"epoch {self.epoch:3d}  {shown}{'  *' if improved else ''}  "
+            f"epoch {self.state.epoch:3d}  {shown}{'  *' if improved else ''}  "
             f"({took:.1f}s this epoch, {seconds:.0f}s in all)"
         )
-        self.epoch, self.batch, self.loss_sum = self.epoch + 1, 0, 0.0
+        self.state.epoch, self.state.batch, self.state.loss_sum = self.state.epoch + 1, 0, 0.0
         self._save(best=improved)
 
     def _evaluate(self, model: DensityModel, split: str) -> dict[str, Any]:
@@ -478,22 +480,21 @@ class Trainer:
     def _finish(self, seconds: float) -> TrainResult:
         best_path = self.run_dir / "checkpoints" / "best.pt"
         best_state = load_checkpoint(best_path, map_location=self.device)
-        model = build_model(self.config, self.dataset.features, self.dataset.classes).to(self.device)
-        restore_model(model, best_state, best_path)
+        _, model = model_from_checkpoint(best_state, best_path, self.device)
         valid = self._evaluate(model, "valid")
         test = self._evaluate(model, "test")
-        if not self.finished:
-            self.metrics.append({
-                "step": best_state["step"], "epoch": self.best_epoch, "split": "test", **test,
+        if not self.state.finished:
+            self.state.metrics.append({
+                "step": best_state["step"], "epoch": self.state.best_epoch, "split": "test", **test,
                 "lr": self.config.train.lr, "seconds": round(seconds, 3),
                 "estimator": model.estimator,
             })  # fmt: skip
-            self.finished = True
+            self.state.finished = True
             self._save(best=False)
         return TrainResult(
             run_dir=self.run_dir,
-            best_epoch=self.best_epoch,
-            epochs_run=self.epoch - 1,
+            best_epoch=self.state.best_epoch,
+            epochs_run=self.state.epoch - 1,
             valid_nll=valid["nll"],
             test_nll=test["nll"],
             valid_bpd=valid["bpd"],
@@ -566,5 +567,5 @@ def resume(
         overrides=overrides,
     )  # fmt: skip
     trainer.load_state_dict(state)
-    say(f"resuming {run_dir} at epoch {trainer.epoch}, batch {trainer.batch}")
+    say(f"resuming {run_dir} at epoch {trainer.state.epoch}, batch {trainer.state.batch}")
     return trainer.run()

@@ -7,19 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from made_cli.checkpoint import CHECKPOINT_FORMAT, checkpoint_bytes, load_checkpoint
 from made_cli.config import config_to_dict, load_config
 from made_cli.errors import UsageError
 from made_cli.kinds import build_model
-from made_cli.runs import (
-    CHECKPOINT_FORMAT,
-    atomic_write_bytes,
-    checkpoint_bytes,
-    load_checkpoint,
-    load_run,
-    new_run_dir,
-    resolve_run,
-    write_config,
-)
+from made_cli.runs import atomic_write_bytes, load_run, new_run_dir, resolve_run, write_config
 
 
 def _make_run(parent: Path, name: str = "r") -> Path:

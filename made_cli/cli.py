@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .errors import CheckFailed, Interrupted, MadeError, UsageError
+from .errors import BadArgument, CheckFailed, Interrupted, MadeError, UsageError
 from .runs import RunLog
 
 app = typer.Typer(
@@ -62,6 +62,9 @@ def _boundary() -> Iterator[None]:
     except Interrupted as e:  # saved and resumable: news, not an error
         typer.echo(str(e), err=True)
         raise typer.Exit(e.exit_code) from None
+    except BadArgument as e:  # the library names arguments; options are spelt here alone
+        typer.echo(f"error: {e.worded(_option)}", err=True)
+        raise typer.Exit(e.exit_code) from None
     except MadeError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None
@@ -79,6 +82,11 @@ def _boundary() -> Iterator[None]:
             err=True,
         )
         raise typer.Exit(1) from None
+
+
+def _option(argument: str) -> str:
+    """How a function's argument is spelt as an option: per_image -> --per-image."""
+    return "--" + argument.replace("_", "-")
 
 
 def _usage(message: str, command: str) -> UsageError:

@@ -15,7 +15,7 @@ import torch
 from .checkpoint import check_data, load_checkpoint
 from .config import check_seed, load_config
 from .data import Dataset, dataset_classes, dataset_features, display_values, load_dataset
-from .errors import UsageError
+from .errors import BadArgument, UsageError
 from .interface import EXACT, SUB_ENSEMBLE, Progress, Verification
 from .kinds import KINDS, build_model, kind_of
 from .pictures import rows_by_class, save_png
@@ -91,12 +91,12 @@ def sample_labels(run: Run, n: int, label: int | None) -> torch.Tensor | None:
     classes = run.model.classes
     if not classes:
         if label is not None:
-            raise UsageError(f"--label: the model in {run.dir} is not conditioned on labels")
+            raise BadArgument("label", f"given, but the model in {run.dir} is not conditioned on labels")
         return None
     if label is None:
         return torch.arange(n) % classes
     if not 0 <= label < classes:
-        raise UsageError(f"--label must be between 0 and {classes - 1} (got {label})")
+        raise BadArgument("label", f"must be between 0 and {classes - 1} (got {label})")
     return torch.full((n,), label)
 
 
@@ -106,7 +106,7 @@ def sample_run(run: Run, n: int, seed: int, label: int | None = None, means: boo
 
     A VAE draws z from the prior and decodes in one pass; ``means`` keeps p(x_d = 1 | z)."""
     if n < 1:
-        raise UsageError(f"--n must be at least 1 (got {n})")
+        raise BadArgument("n", f"must be at least 1 (got {n})")
     check_seed(seed)
     labels = sample_labels(run, n, label)
     generator = torch.Generator().manual_seed(seed)
@@ -147,14 +147,14 @@ def observed_mask(
     are not images have a first (top) and last (bottom) half of their dimensions.
     """
     if which not in OBSERVED_MASKS:
-        raise UsageError(f"--mask must be one of {', '.join(OBSERVED_MASKS)} (got {which!r})")
+        raise BadArgument("mask", f"must be one of {', '.join(OBSERVED_MASKS)} (got {which!r})")
     if which == "random":
         if not 0.0 < fraction < 1.0:
-            raise UsageError(f"--fraction must be between 0 and 1 (got {fraction})")
+            raise BadArgument("fraction", f"must be between 0 and 1 (got {fraction})")
         return torch.rand(rows, features, generator=generator) < fraction
     if image_shape is None:
         if which not in ("top", "bottom"):
-            raise UsageError(f"--mask {which} needs image data; for these data use top, bottom or random")
+            raise BadArgument("mask", f"{which} needs image data; for these data use top, bottom or random")
         image_shape = (features, 1)
     h, w = image_shape
     grid = torch.zeros(h, w, dtype=torch.bool)
@@ -201,7 +201,7 @@ def complete_run(
     times each, as the model completes (a MADE exactly where its ordering generates the
     observed dimensions first; a VAE by ``rounds`` of iterative imputation, approximately)."""
     if n < 1 or per_image < 1:
-        raise UsageError("--n and --per-image must be at least 1")
+        raise BadArgument(("n", "per_image"), "must be at least 1")
     check_seed(seed)
     dataset = _load_data(run)
     test = dataset.test

@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from .errors import UsageError
+from .errors import BadArgument, UsageError
 
 __all__ = [
     "Config",
@@ -138,7 +138,8 @@ def _validate(cfg: Config) -> None:
         raise UsageError(f"train.lr must be a positive number (got {cfg.train.lr})")
     if not (math.isfinite(cfg.train.weight_decay) and cfg.train.weight_decay >= 0):
         raise UsageError(f"train.weight_decay must be a number >= 0 (got {cfg.train.weight_decay})")
-    check_seed(cfg.seed, "seed")
+    if not 0 <= cfg.seed < 2**63:
+        raise UsageError(f"seed must be between 0 and 2**63 - 1 (got {cfg.seed})")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name):
         raise UsageError(f"name may use letters, digits, '_', '.', '-' only (got {cfg.name!r})")
     if cfg.data.name == "npz" and not cfg.data.path:
@@ -200,10 +201,10 @@ def _validate_iaf(cfg: Config) -> None:
         raise UsageError(f"model.kind: iaf_vae models binary data (data.values is {cfg.data.values})")
 
 
-def check_seed(seed: int, what: str = "--seed") -> None:
+def check_seed(seed: int) -> None:
     """Seeds feed torch generators, which take 0 <= seed < 2**63."""
     if not 0 <= seed < 2**63:
-        raise UsageError(f"{what} must be between 0 and 2**63 - 1 (got {seed})")
+        raise BadArgument("seed", f"must be between 0 and 2**63 - 1 (got {seed})")
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

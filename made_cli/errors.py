@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["CheckFailed", "Interrupted", "MadeError", "UsageError"]
+from collections.abc import Callable
+
+__all__ = ["BadArgument", "CheckFailed", "Interrupted", "MadeError", "UsageError"]
 
 
 class MadeError(Exception):
@@ -33,3 +35,17 @@ class Interrupted(MadeError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+class BadArgument(UsageError):
+    """A function's argument was refused. It names the arguments by their Python names; the
+    CLI, which alone knows how options are spelt, words them as its options."""
+
+    def __init__(self, arguments: str | tuple[str, ...], problem: str) -> None:
+        self.arguments = (arguments,) if isinstance(arguments, str) else arguments
+        self.problem = problem
+        super().__init__(f"{' and '.join(self.arguments)} {problem}")
+
+    def worded(self, spell: Callable[[str], str]) -> str:
+        """The message with each argument as ``spell`` writes it (e.g. per_image -> --per-image)."""
+        return " ".join(f"{' and '.join(spell(a) for a in self.arguments)} {self.problem}".split())

@@ -21,7 +21,7 @@ from torch import nn
 
 from . import degrees as deg
 from .config import Config, check_seed
-from .errors import UsageError
+from .errors import BadArgument
 from .heads import Bernoulli, check_observed, check_rows
 from .interface import APPROXIMATE, Completion, Progress
 from .made import MADE
@@ -375,7 +375,7 @@ class IAFVAE(nn.Module):
         estimate does not depend on the batching."""
         k = self.importance_samples if samples is None else samples
         if k < 1:
-            raise UsageError(f"--samples must be at least 1 (got {k})")
+            raise BadArgument("samples", f"must be at least 1 (got {k})")
         seed = 0 if seed is None else seed
         check_seed(seed)
         row_seeds = (seed * 1_000_003) % 2**62 + torch.arange(x.shape[0])
@@ -418,7 +418,7 @@ class IAFVAE(nn.Module):
         """Iterative imputation: approximate, since q(z | x) is not the exact posterior."""
         rounds = IMPUTATION_ROUNDS if rounds is None else rounds
         if rounds < 1:
-            raise UsageError(f"--rounds must be at least 1 (got {rounds})")
+            raise BadArgument("rounds", f"must be at least 1 (got {rounds})")
         rows, seen = x.repeat_interleave(per_row, 0), observed.repeat_interleave(per_row, 0)
         values = self.impute(rows, seen, rounds, generator)
         return Completion(

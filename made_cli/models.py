@@ -11,7 +11,7 @@ from torch import nn
 
 from . import sampling
 from .config import Config
-from .errors import UsageError
+from .errors import BadArgument, UsageError
 from .evaluation import evaluate_nll
 from .heads import Bernoulli, Head, check_observed, check_rows, make_head
 from .interface import APPROXIMATE, EXACT, SUB_ENSEMBLE, Completion, Progress
@@ -188,7 +188,7 @@ class MADEModel(nn.Module):
         """The exact NLL of rows x; a class-conditional model's also with the label summed out,
         comparable with unconditional runs."""
         if samples is not None or seed is not None:
-            raise UsageError("--samples and --seed are for VAE runs; a MADE's likelihood is exact")
+            raise BadArgument(("samples", "seed"), "are for VAE runs; a MADE's likelihood is exact")
         report: dict[str, Any] = {
             "nll_nats": evaluate_nll(self, x, batch_size, labels=labels), "estimator": self.estimator,
         }  # fmt: skip
@@ -202,7 +202,7 @@ class MADEModel(nn.Module):
         self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None, means: bool = False
     ) -> torch.Tensor:
         if means:
-            raise UsageError("--means is for VAE runs: a MADE's samples are drawn pixel by pixel")
+            raise BadArgument("means", "is for VAE runs: a MADE's samples are drawn pixel by pixel")
         return self.sample(n, generator=generator, labels=labels)
 
     def sampler_name(self, means: bool = False) -> str:
@@ -219,7 +219,7 @@ class MADEModel(nn.Module):
     ) -> Completion:
         """Exact ancestral completion where the ordering generates the observed part first."""
         if rounds is not None:
-            raise UsageError("--rounds is for VAE runs: a MADE completes by exact ancestral sampling")
+            raise BadArgument("rounds", "is for VAE runs: a MADE completes by exact ancestral sampling")
         values, _ = self.complete(
             x.repeat_interleave(per_row, 0),
             observed.repeat_interleave(per_row, 0),

@@ -32,7 +32,7 @@ from .checkpoint import (
 from .config import Config, config_from_dict, config_to_dict
 from .data import Dataset, data_root, load_dataset
 from .distributed import SINGLE, Dist
-from .errors import Interrupted, MadeError, UsageError
+from .errors import BadArgument, Interrupted, MadeError, UsageError
 from .evaluation import evaluate_terms, labels_for, tf32
 from .heads import Bernoulli, Gaussian, Head, MixtureOfGaussians
 from .interface import DensityModel
@@ -78,9 +78,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but no CUDA device is available")
+        raise BadArgument("device", "cuda was asked for, but no CUDA device is available")
     if name not in ("cpu", "cuda"):
-        raise UsageError(f"--device must be auto, cpu or cuda (got {name!r})")
+        raise BadArgument("device", f"must be auto, cpu or cuda (got {name!r})")
     return torch.device(name)
 
 

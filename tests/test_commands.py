@@ -9,7 +9,7 @@ import torch
 
 from made_cli import commands
 from made_cli.config import load_config
-from made_cli.errors import UsageError
+from made_cli.errors import BadArgument, UsageError
 from made_cli.runs import load_run
 from made_cli.train import train
 
@@ -73,8 +73,9 @@ def test_observed_masks_and_their_refusals() -> None:
     )
     with pytest.raises(UsageError, match="needs image data"):
         commands.observed_mask("left", 9, None, 1, g)
-    with pytest.raises(UsageError, match="--mask must be one of"):
+    with pytest.raises(BadArgument, match="mask must be one of") as refused:
         commands.observed_mask("diagonal", 16, (4, 4), 1, g)
+    assert refused.value.worded(lambda a: f"--{a}").startswith("--mask must be one of")
 
 
 def test_list_runs_reads_every_run_and_says_which_do_not_load(tmp_path: Path) -> None:

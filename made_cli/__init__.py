@@ -11,18 +11,20 @@ from .errors import MadeError, UsageError
 
 if TYPE_CHECKING:
     from .iaf import IAFVAE
+    from .interface import DensityModel
+    from .kinds import build_model
     from .made import MADE, MaskedLinear
-    from .models import MADEModel, Model, build_model
+    from .models import MADEModel
     from .runs import Run, load_run
 
 __all__ = [
     "IAFVAE",
     "MADE",
     "Config",
+    "DensityModel",
     "MADEModel",
     "MadeError",
     "MaskedLinear",
-    "Model",
     "Run",
     "UsageError",
     "build_model",
@@ -33,8 +35,8 @@ __version__ = "0.1.0"
 
 # Imported on first use: reading a config (and `made --help`) needs no torch.
 _LAZY = {
-    "IAFVAE": "iaf", "MADE": "made", "MaskedLinear": "made", "MADEModel": "models", "Model": "models",
-    "build_model": "models", "Run": "runs", "load_run": "runs",
+    "IAFVAE": "iaf", "MADE": "made", "MaskedLinear": "made", "MADEModel": "models",
+    "DensityModel": "interface", "build_model": "kinds", "Run": "runs", "load_run": "runs",
 }  # fmt: skip
 
 

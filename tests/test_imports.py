@@ -39,3 +39,10 @@ def test_no_module_is_part_of_an_import_cycle() -> None:
 def test_reading_a_config_needs_no_torch() -> None:
     code = "import sys, made_cli.config; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60).returncode == 0
+
+
+def test_every_public_name_resolves() -> None:
+    import made_cli
+
+    for name in made_cli.__all__:
+        assert getattr(made_cli, name) is not None, name

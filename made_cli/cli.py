@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.highlighter import NullHighlighter
+from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
 from .errors import BadArgument, CheckFailed, Interrupted, MadeError, UsageError
-from .runs import RunLog
+from .runs import LOGGER, command_log
 
 app = typer.Typer(
     name="made",
@@ -27,6 +30,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console(highlight=False, soft_wrap=True)
+log = logging.getLogger(__name__)  # what a command says: on the console, and in the run's log
 
 
 def _show_version(value: bool) -> None:
@@ -37,6 +41,37 @@ def _show_version(value: bool) -> None:
         raise typer.Exit()
 
 
+class _Lines(RichHandler):
+    """rich's handler, printing each message as the one plain line it is (no time or level
+    columns, no wrapping at the terminal's width, no highlighting)."""
+
+    def render(self, *, record: logging.LogRecord, traceback: object, message_renderable: Any) -> Any:
+        return message_renderable
+
+
+_CONSOLE_LINES = _Lines(console=console, markup=False, highlighter=NullHighlighter(), show_path=False)
+
+
+def _log_to_console() -> None:
+    """What the package logs (``runs.LOGGER``) goes to the console, once, whichever command runs."""
+    logger = logging.getLogger(LOGGER)
+    logger.setLevel(logging.INFO)
+    if _CONSOLE_LINES not in logger.handlers:
+        logger.addHandler(_CONSOLE_LINES)
+    _CONSOLE_LINES.setLevel(logging.INFO)
+
+
+@contextmanager
+def _off_console() -> Iterator[None]:
+    """Log to the command's file alone (a --json report, an error already printed on stderr)."""
+    level = _CONSOLE_LINES.level
+    _CONSOLE_LINES.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        _CONSOLE_LINES.setLevel(level)
+
+
 @app.callback()
 def _main_options(
     version: Annotated[
@@ -45,6 +80,7 @@ def _main_options(
     ] = False,
 ) -> None:
     """Density estimation with masked autoregressive networks (MADE)."""
+    _log_to_console()
 
 
 RunArg = Annotated[
@@ -94,18 +130,11 @@ def _usage(message: str, command: str) -> UsageError:
     return UsageError(f"{message} (see: made {command} --help)")
 
 
-def _say(log: RunLog) -> Callable[[str], None]:
-    """Print a line and keep it in the command's log."""
-
-    def say(message: str) -> None:
-        console.print(message, markup=False)
-        log.write(message)
-
-    return say
-
-
-def _quiet(_message: str) -> None:
-    """What ranks other than 0 print: nothing."""
+def _log_lines(run_dir: Path, command: str, lines: list[str]) -> None:
+    """Say each line, and keep it in the run's log of the command."""
+    with command_log(run_dir, command):
+        for line in lines:
+            log.info(line)
 
 
 def _fmt_nll(nll: float, bpd: float | None) -> str:
@@ -175,32 +204,36 @@ def train(
             if value is not None and value != "auto":
                 typed += [flag, str(value)]
         command = shlex.join(["made", "train", *typed])
-        log = RunLog(target, "train") if group.main else None
-        say = _say(log) if log is not None else _quiet
+        if not group.main:  # rank 0 alone speaks and keeps the log
+            logging.getLogger(LOGGER).setLevel(logging.WARNING)
         try:
-            if resume_run is not None:
-                result = resume(target, extra, dev, say=say, console=console, group=group, command=command)
-            else:
-                result = run_training(
-                    cfg, target, dev, say=say, console=console, group=group, command=command, overrides=extra
+            with command_log(target, "train") if group.main else nullcontext():
+                try:
+                    if resume_run is not None:
+                        result = resume(target, extra, dev, console=console, group=group, command=command)
+                    else:
+                        result = run_training(
+                            cfg, target, dev, console=console, group=group, command=command, overrides=extra
+                        )
+                except MadeError as e:
+                    with _off_console():  # _boundary prints it on stderr
+                        log.info(str(e) if isinstance(e, Interrupted) else f"error: {e}")
+                    raise
+                finally:
+                    group.close()
+                log.info(
+                    f"best epoch {result.best_epoch} of {result.epochs_run}, {result.seconds:.0f}s "
+                    f"[{result.estimator}]"
                 )
-        except MadeError as e:
-            if log is not None and log.path.parent.exists():
-                log.write(str(e) if isinstance(e, Interrupted) else f"error: {e}")
+                log.info(f"valid {result.measure} {_fmt_nll(result.valid_nll, result.valid_bpd)}")
+                log.info(f"test {result.measure}  {_fmt_nll(result.test_nll, result.test_bpd)}")
+                if result.measure != "NLL":
+                    log.info(f"the NLL itself: made evaluate {result.run_dir}")
+        except MadeError:
             if resume_run is None and group.main:
                 # a run that never saved a checkpoint is no run; nor is the runs/ made for it
                 discard_if_empty(target, parent_too=made_runs_dir)
             raise
-        finally:
-            group.close()
-        say(
-            f"best epoch {result.best_epoch} of {result.epochs_run}, {result.seconds:.0f}s "
-            f"[{result.estimator}]"
-        )
-        say(f"valid {result.measure} {_fmt_nll(result.valid_nll, result.valid_bpd)}")
-        say(f"test {result.measure}  {_fmt_nll(result.test_nll, result.test_bpd)}")
-        if result.measure != "NLL":
-            say(f"the NLL itself: made evaluate {result.run_dir}")
 
 
 @app.command()
@@ -248,14 +281,11 @@ def evaluate(
         if "marginal_nll_nats" in report:  # a class-conditional model, as a density of x alone
             marginal = _fmt_nll(report["marginal_nll_nats"], report["marginal_bits_per_dim"])
             lines.append(f"{split} NLL {marginal} of x alone [{report['marginal_estimator']}]")
-        log = RunLog(loaded.dir, "evaluate")
-        for line in lines:
-            log.write(line)
+        with command_log(loaded.dir, "evaluate"), _off_console() if as_json else nullcontext():
+            for line in lines:
+                log.info(line)
         if as_json:
             typer.echo(json.dumps(report))
-        else:
-            for line in lines:
-                console.print(line, markup=False)
 
 
 @contextmanager
@@ -314,13 +344,11 @@ def sample(
 
         loaded = load_run(run, device=resolve_device(device))
         paths = sample_run(loaded, n, seed, label, means)
-        say = _say(RunLog(loaded.dir, "sample"))
         given = ""
         if loaded.model.classes:
             given = f" of class {label}" if label is not None else ", classes in turn"
-        say(f"{n} samples{given} (seed {seed}) from {loaded.dir} [{loaded.model.sampler_name(means)}]")
-        for path in paths.values():
-            say(f"wrote {path}")
+        lines = [f"{n} samples{given} (seed {seed}) from {loaded.dir} [{loaded.model.sampler_name(means)}]"]
+        _log_lines(loaded.dir, "sample", [*lines, *(f"wrote {path}" for path in paths.values())])
 
 
 @app.command()
@@ -372,36 +400,37 @@ def complete(
         loaded = load_run(run, device=resolve_device(device))
         fraction = 0.5 if fraction is None else fraction
         result = complete_run(loaded, n, per_image, seed, chosen, fraction, rounds)
-        say = _say(RunLog(loaded.dir, "complete"))
+        lines: list[str] = []
         k = len(result.indices)
-        say(
+        lines.append(
             f"completed {k} test images x {per_image}, observed: {result.mask} (seed {seed}), "
             f"{result.missing:.0f} dimensions sampled each"
         )
         if result.exact_images:
             bits = "" if result.conditional_bpd is None else f" ({result.conditional_bpd:.4f} bits/dim)"
             which = "all images" if result.exact_images == k else f"the {result.exact_images} exact images"
-            say(
+            lines.append(
                 f"conditional NLL of the true missing part: {result.conditional_nll:.2f} nats per "
                 f"image{bits} over {which} [exact: the ordering generates the observed pixels first]"
             )
         if result.sub_ensemble_images:
-            say(
+            lines.append(
                 f"{result.sub_ensemble_images} of {k} images completed exactly from the ensemble "
                 "members that generate their observed pixels first, which is not the conditional "
                 "of the whole mixture (no conditional NLL for them)"
             )
         approximate = k - result.exact_images - result.sub_ensemble_images
         if result.approximate_by:
-            say(f"approximate completion for all {k} images: {result.approximate_by} (no conditional NLL)")
+            by = result.approximate_by
+            lines.append(f"approximate completion for all {k} images: {by} (no conditional NLL)")
         elif approximate:
-            say(
+            lines.append(
                 f"approximate completion for {approximate} of {k} images: no ordering of the model "
                 "generates their observed pixels first, so missing pixels drawn earlier ignore "
                 "observed pixels that come later (no conditional NLL for them)"
             )
-        for path in result.paths.values():
-            say(f"wrote {path}")
+        lines += [f"wrote {path}" for path in result.paths.values()]
+        _log_lines(loaded.dir, "complete", lines)
 
 
 @app.command("verify-ar")
@@ -439,13 +468,15 @@ def verify_ar(
         verdict = checks.verdict
         if checks.failed:
             verdict = f"autoregressive property violated in {checks.unit}(s) {', '.join(checks.failed)}"
-        if run_dir is not None:
-            log = RunLog(run_dir, "verify-ar")
-            for line in [*lines, verdict]:
-                log.write(line)
-        if checks.failed:
-            raise CheckFailed(verdict)
-        console.print(verdict)
+        with command_log(run_dir, "verify-ar") if run_dir is not None else nullcontext():
+            with _off_console():  # the table is on the console already; the log gets its lines
+                for line in lines:
+                    log.info(line)
+            if checks.failed:
+                with _off_console():  # _boundary prints it on stderr
+                    log.info(verdict)
+                raise CheckFailed(verdict)
+            log.info(verdict)
 
 
 @app.command("runs")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,10 +25,11 @@ from .errors import UsageError
 from .interface import DensityModel
 
 __all__ = [
+    "LOGGER",
     "Run",
-    "RunLog",
     "atomic_write_bytes",
     "atomic_write_text",
+    "command_log",
     "discard_if_empty",
     "find_runs",
     "load_run",
@@ -246,13 +249,21 @@ def read_record(run_dir: Path) -> dict[str, Any]:
     return {"invocations": invocations}
 
 
-class RunLog:
-    """Appends timestamped lines to ``<run>/logs/<command>.log``."""
+LOGGER = "made_cli"  # every module's logger is below it: what is said, the commands keep
 
-    def __init__(self, run_dir: Path, command: str) -> None:
-        self.path = run_dir / "logs" / f"{command}.log"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(self, message: str) -> None:
-        with open(self.path, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+@contextmanager
+def command_log(run_dir: Path, command: str) -> Iterator[Path]:
+    """While a command runs, append what the package logs to ``<run>/logs/<command>.log``, a
+    timestamped line each; yields the log's path."""
+    path = run_dir / "logs" / f"{command}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logger = logging.getLogger(LOGGER)
+    logger.addHandler(handler)
+    try:
+        yield path
+    finally:
+        logger.removeHandler(handler)
+        handler.close()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import logging
 import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,7 @@ class _SignalFlag:
             signal.signal(sig, handler)
 
 
+log = logging.getLogger(__name__)  # what a run says; the CLI prints it and keeps it in logs/train.log
 PLAIN_PROGRESS_SECONDS = 30.0  # at most one progress line this often when output is not a terminal
 
 
@@ -226,7 +228,6 @@ class Trainer:
         config: Config,
         run_dir: Path,
         device: torch.device | str = "cpu",
-        say: Callable[[str], None] = print,
         console: Console | None = None,
         group: Dist = SINGLE,
         recorded_root: str | None = None,
@@ -235,7 +236,7 @@ class Trainer:
     ) -> None:
         config = _with_absolute_paths(config)
         self.group, self.command, self.overrides = group, command, list(overrides or [])
-        self.config, self.run_dir, self.say, self.console = config, run_dir, say, console
+        self.config, self.run_dir, self.console = config, run_dir, console
         self.device = torch.device(device)
         torch.manual_seed(config.seed)
         if not group.main:
@@ -310,16 +311,16 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
     def _log_start(self) -> None:
         cfg, d, model = self.config, self.dataset, self.model
-        self.say(f"run directory: {self.run_dir}")
+        log.info(f"run directory: {self.run_dir}")
         baseline = independent_baseline_nll(d.split("train"), d.valid, model.head)
-        self.say(
+        log.info(
             f"data: {cfg.data.name} ({d.values}), {d.train.shape[0]}/{d.valid.shape[0]}/"
             f"{d.test.shape[0]} rows of {d.features} dimensions; independent "
             f"{_baseline_head(model.head).describe()} "
             f"baseline {baseline:.2f} nats on valid"
         )
         n_params = sum(p.numel() for p in model.parameters())
-        self.say(f"model: {self.kind.describe(cfg, model)}, {n_params:,} parameters")
+        log.info(f"model: {self.kind.describe(cfg, model)}, {n_params:,} parameters")
 
     def _signalled(self, flag: _SignalFlag) -> int | None:
         """The signal to stop for, agreed by all ranks (any rank's signal stops them all)."""
@@ -380,6 +381,9 @@ class Trainer:
         n, bs = len(self.sampler), cfg.batch_size  # this rank's rows per epoch
         n_batches = self._steps_per_epoch()
         start = time.perf_counter() - (st.metrics[-1]["seconds"] if st.metrics else 0.0)
+        # Where no bar can show (a log, CI, a pipe), a plain line now and then says how it goes.
+        terminal = (self.console or Console()).file.isatty()  # not FORCE_COLOR's word
+        plain = group.main and not terminal
         progress = Progress(
             TextColumn("epoch {task.fields[epoch]}"),
             BarColumn(),
@@ -388,10 +392,8 @@ class Trainer:
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
-            disable=not group.main,
+            disable=not group.main or not terminal,
         )
-        # Where no bar can show (a log, CI, a pipe), a plain line now and then says how it goes.
-        plain = group.main and not (self.console or Console()).file.isatty()  # not FORCE_COLOR's word
         last_line = time.perf_counter()
         with progress, _SignalFlag() as flag, _flush_denormal(), tf32(device.type == "cuda"):
             while not st.finished and st.epoch <= cfg.epochs and st.epochs_since_best < cfg.patience:
@@ -420,7 +422,7 @@ class Trainer:
                     progress.update(task, advance=1, loss=running)
                     if plain and time.perf_counter() - last_line >= PLAIN_PROGRESS_SECONDS:
                         last_line = time.perf_counter()
-                        self.say(
+                        log.info(
                             f"epoch {st.epoch:3d}  batch {st.batch}/{n_batches}  running train "
                             f"loss {running}  ({last_line - start:.0f}s in all)"
                         )
@@ -430,7 +432,7 @@ class Trainer:
                     self._stop_for_signal(signum)
         if st.epochs_since_best >= cfg.patience and not st.finished:
             measure, waited = self.kind.measure, st.epochs_since_best
-            self.say(f"early stop: no better validation {measure} for {waited} epochs")
+            log.info(f"early stop: no better validation {measure} for {waited} epochs")
         group.barrier()  # rank 0's last checkpoint is on disk before anyone reads best.pt
         return self._finish(time.perf_counter() - start)
 
@@ -462,7 +464,7 @@ class Trainer:
         })  # fmt: skip
         shown = self.model.epoch_line(train_loss, valid, terms)
         took = seconds - (self.state.metrics[-2]["seconds"] if len(self.state.metrics) > 1 else 0.0)
-        self.say(
+        log.info(
             f"epoch {self.state.epoch:3d}  {shown}{'  *' if improved else ''}  "
             f"({took:.1f}s this epoch, {seconds:.0f}s in all)"
         )
@@ -509,7 +511,6 @@ def train(
     config: Config,
     run_dir: Path | None = None,
     device: torch.device | str = "cpu",
-    say: Callable[[str], None] = print,
     console: Console | None = None,
     group: Dist = SINGLE,
     command: str | None = None,
@@ -523,7 +524,7 @@ def train(
     if group.main:
         run_dir = run_dir or new_run_dir(config.name)
     run_dir = Path(str(group.broadcast(str(run_dir) if group.main else None, torch.device(device))))
-    return Trainer(config, run_dir, device, say, console, group, command=command, overrides=overrides).run()
+    return Trainer(config, run_dir, device, console, group, command=command, overrides=overrides).run()
 
 
 _RESUMABLE = {"train.epochs", "train.patience", "train.lr", "train.weight_decay", "train.eval_batch_size"}
@@ -533,7 +534,6 @@ def resume(
     run_dir: Path,
     overrides: list[str] | None = None,
     device: torch.device | str = "cpu",
-    say: Callable[[str], None] = print,
     console: Console | None = None,
     group: Dist = SINGLE,
     command: str | None = None,
@@ -563,9 +563,9 @@ def resume(
         state["metrics"] = [m for m in state["metrics"] if m["split"] != "test"]
     recorded = state.get("data_root")
     trainer = Trainer(
-        config, run_dir, device, say, console, group, recorded_root=recorded, command=command,
+        config, run_dir, device, console, group, recorded_root=recorded, command=command,
         overrides=overrides,
     )  # fmt: skip
     trainer.load_state_dict(state)
-    say(f"resuming {run_dir} at epoch {trainer.state.epoch}, batch {trainer.state.batch}")
+    log.info(f"resuming {run_dir} at epoch {trainer.state.epoch}, batch {trainer.state.batch}")
     return trainer.run()

@@ -12,6 +12,7 @@ to the paper's figures where it reports one for that configuration.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ GPU_ONLY = {"2x8000-32masks"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # training's lines
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", type=Path, default=REPO / "configs" / "paper")
     parser.add_argument("--only", nargs="*", help="config names (file stems) to run")
@@ -67,7 +69,7 @@ def _run(path: Path, overrides: list[str], device: torch.device, runs: Path) -> 
     cfg = load_config(path, overrides)
     print(f"== {path.stem}: hidden={list(cfg.model.hidden)} masks={cfg.model.num_masks}", flush=True)
     start = time.perf_counter()
-    result = train(cfg, new_run_dir(cfg.name, runs), device, say=lambda line: print(line, flush=True))
+    result = train(cfg, new_run_dir(cfg.name, runs), device)
     return {
         "name": path.stem,
         "hidden": "x".join(map(str, cfg.model.hidden)),

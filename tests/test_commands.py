@@ -20,7 +20,7 @@ TINY_VAE = [*TINY, "model.kind=iaf_vae", "iaf.latent=2", "iaf.encoder=[8]", "iaf
 
 
 def _run(tmp_path: Path, overrides: list[str]):
-    train(load_config(None, overrides), tmp_path / "run", say=lambda _: None)
+    train(load_config(None, overrides), tmp_path / "run")
     return load_run(tmp_path / "run")
 
 

@@ -43,7 +43,7 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
     group, device = distributed.from_env(torch.device("cpu"))
     # each rank proposes its own directory: rank 0's must win, and only rank 0 may write
     proposed = Path(root) / f"rank{rank}"
-    result = train(load_config(None, OVERRIDES), proposed, device, say=lambda _: None, group=group)
+    result = train(load_config(None, OVERRIDES), proposed, device, group=group)
     params = {k: v.detach().clone() for k, v in trainers[0].model.state_dict().items()}
     out = Path(root) / "from-test"  # written by the test harness, not by the tool
     out.mkdir(exist_ok=True)

@@ -243,7 +243,7 @@ def test_validation_elbo_is_deterministic_and_training_improves_it(tmp_path):
         "model.hidden=[16]", "iaf.latent=3", "iaf.encoder=[32]", "iaf.decoder=[32]", "iaf.context=4",
         "iaf.warmup_epochs=1", "train.epochs=4", "train.batch_size=50", "train.lr=0.01",
     ])  # fmt: skip
-    result = train(cfg, tmp_path / "run", say=lambda _: None)
+    result = train(cfg, tmp_path / "run")
     assert result.measure == "-ELBO" and result.estimator.startswith("-ELBO")
     import json
 
@@ -274,7 +274,7 @@ def test_patience_waits_for_the_end_of_warm_up(tmp_path, monkeypatch):
         "model.hidden=[8]", "iaf.latent=2", "iaf.encoder=[8]", "iaf.decoder=[8]", "iaf.warmup_epochs=3",
         "train.epochs=8", "train.patience=1", "train.batch_size=50",
     ])  # fmt: skip
-    result = train(cfg, tmp_path / "run", say=lambda _: None)
+    result = train(cfg, tmp_path / "run")
     assert (result.best_epoch, result.epochs_run) == (1, 4)
 
 

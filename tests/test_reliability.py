@@ -39,10 +39,6 @@ def _metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
 def _cli(*args: str) -> subprocess.Popen:
     # One thread: with two, elementwise kernels split work by memory alignment, which differs
     # between processes, and can round the last bits differently (DESIGN.md, section 6).
@@ -117,7 +113,7 @@ def test_sigterm_saves_and_exits_143_then_resumes_exactly(reference, base, tmp_p
 
 def test_sigint_mid_epoch_saves_the_batch_position_and_resume_is_exact(tmp_path, monkeypatch):
     cfg = load_config(None, OVERRIDES)
-    train(cfg, tmp_path / "ref", say=_quiet)
+    train(cfg, tmp_path / "ref")
 
     real = MADEModel.log_prob_member
     calls = {"n": 0}
@@ -130,34 +126,34 @@ def test_sigint_mid_epoch_saves_the_batch_position_and_resume_is_exact(tmp_path,
 
     monkeypatch.setattr(MADEModel, "log_prob_member", interrupt_at_step_437)
     with pytest.raises(Interrupted) as info:
-        train(cfg, tmp_path / "run", say=_quiet)
+        train(cfg, tmp_path / "run")
     assert info.value.exit_code == 130
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     # the step in flight is finished, then saved: 437 steps, epoch 2 (300 per epoch), batch 137
     assert (state["step"], state["epoch"], state["batch"]) == (437, 2, 137)
     monkeypatch.setattr(MADEModel, "log_prob_member", real)
-    resume(tmp_path / "run", say=_quiet)
+    resume(tmp_path / "run")
     assert _metrics(tmp_path / "run") == _metrics(tmp_path / "ref")
 
 
 def test_resume_can_extend_a_finished_run_and_refuses_model_changes(tmp_path):
     cfg = load_config(None, [*OVERRIDES, "train.epochs=2"])
-    train(cfg, tmp_path / "run", say=_quiet)
-    again = resume(tmp_path / "run", say=_quiet)  # nothing left to do: same result
+    train(cfg, tmp_path / "run")
+    again = resume(tmp_path / "run")  # nothing left to do: same result
     assert again.epochs_run == 2
-    longer = resume(tmp_path / "run", ["train.epochs=3"], say=_quiet)
+    longer = resume(tmp_path / "run", ["train.epochs=3"])
     assert longer.epochs_run == 3
     splits = [m["split"] for m in _metrics(tmp_path / "run")]
     assert splits == ["valid", "valid", "valid", "test"]
     with pytest.raises(MadeError, match=r"cannot change model\.hidden when resuming"):
-        resume(tmp_path / "run", ["model.hidden=[4]"], say=_quiet)
+        resume(tmp_path / "run", ["model.hidden=[4]"])
 
 
 def test_a_label_conditional_run_resumes_exactly(tmp_path):
     overrides = [*OVERRIDES, "model.condition_on=label"]
-    train(load_config(None, [*overrides, "train.epochs=3"]), tmp_path / "whole", say=_quiet)
-    train(load_config(None, [*overrides, "train.epochs=1"]), tmp_path / "split", say=_quiet)
-    resume(tmp_path / "split", ["train.epochs=3"], say=_quiet)
+    train(load_config(None, [*overrides, "train.epochs=3"]), tmp_path / "whole")
+    train(load_config(None, [*overrides, "train.epochs=1"]), tmp_path / "split")
+    resume(tmp_path / "split", ["train.epochs=3"])
     assert _metrics(tmp_path / "split") == _metrics(tmp_path / "whole")
     assert _metrics(tmp_path / "whole")[-1]["estimator"].endswith("given the label")
 
@@ -168,9 +164,9 @@ def test_an_iaf_vae_run_resumes_exactly_through_warm_up(tmp_path):
     overrides = ["model.kind=iaf_vae", "data.name=synthetic", "data.features=10", "data.size=1000",
                  "model.hidden=[16]", "iaf.latent=3", "iaf.encoder=[24]", "iaf.decoder=[24]",
                  "iaf.context=4", "iaf.warmup_epochs=2", "train.batch_size=50", "train.lr=3e-3"]  # fmt: skip
-    train(load_config(None, [*overrides, "train.epochs=3"]), tmp_path / "whole", say=_quiet)
-    train(load_config(None, [*overrides, "train.epochs=1"]), tmp_path / "split", say=_quiet)
-    resume(tmp_path / "split", ["train.epochs=3"], say=_quiet)
+    train(load_config(None, [*overrides, "train.epochs=3"]), tmp_path / "whole")
+    train(load_config(None, [*overrides, "train.epochs=1"]), tmp_path / "split")
+    resume(tmp_path / "split", ["train.epochs=3"])
     assert _metrics(tmp_path / "split") == _metrics(tmp_path / "whole")
     assert [m.get("beta") for m in _metrics(tmp_path / "whole")][:3] == [19 / 40, 39 / 40, 1.0]
 
@@ -229,7 +225,7 @@ def test_a_kill_between_writing_best_and_last_still_resumes_exactly(tmp_path, mo
 
     # two epochs, both improving: the kill hits the final epoch, whose best.pt is never redone
     cfg = load_config(None, [*OVERRIDES, "train.epochs=2"])
-    train(cfg, tmp_path / "ref", say=_quiet)
+    train(cfg, tmp_path / "ref")
     real = train_module.atomic_write_bytes
     writes = []
 
@@ -241,10 +237,10 @@ def test_a_kill_between_writing_best_and_last_still_resumes_exactly(tmp_path, mo
 
     monkeypatch.setattr(train_module, "atomic_write_bytes", die_at_the_second_write_of_epoch_2)
     with pytest.raises(Killed):
-        train(cfg, tmp_path / "run", say=_quiet)
+        train(cfg, tmp_path / "run")
     assert sorted(writes) == ["best.pt", "best.pt", "last.pt", "last.pt"]
     monkeypatch.setattr(train_module, "atomic_write_bytes", real)
-    resume(tmp_path / "run", say=_quiet)
+    resume(tmp_path / "run")
     assert _metrics(tmp_path / "run") == _metrics(tmp_path / "ref")
 
 
@@ -265,7 +261,7 @@ def test_an_interrupt_never_saves_nan_parameters(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_module, "train_step", nan_weights_then_sigint)
     with pytest.raises(MadeError, match="parameters became NaN"):
-        train(load_config(None, OVERRIDES), tmp_path / "run", say=_quiet)
+        train(load_config(None, OVERRIDES), tmp_path / "run")
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == 2 and state["batch"] == 0  # the end of epoch 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -283,13 +279,13 @@ def test_resuming_mid_epoch_with_another_world_size_is_refused(tmp_path, monkeyp
 
     monkeypatch.setattr(MADEModel, "log_prob_member", interrupt)
     with pytest.raises(Interrupted):
-        train(load_config(None, OVERRIDES), tmp_path / "run", say=_quiet)
+        train(load_config(None, OVERRIDES), tmp_path / "run")
     path = tmp_path / "run" / "checkpoints" / "last.pt"
     state = torch.load(path, weights_only=True)
     state["world_size"] = 2
     torch.save(state, path)
     with pytest.raises(MadeError, match="stopped mid-epoch with 2 process"):
-        resume(tmp_path / "run", say=_quiet)
+        resume(tmp_path / "run")
 
 
 def test_data_that_no_longer_matches_the_checkpoint_is_refused(tmp_path, monkeypatch, base):
@@ -317,14 +313,14 @@ def test_corrupt_idx_files_give_a_clear_error(tmp_path, data_root, base):
 
 def test_same_config_and_seed_give_identical_metrics(tmp_path):
     cfg = load_config(None, [*OVERRIDES, "train.epochs=2"])
-    train(cfg, tmp_path / "a", say=_quiet)
-    train(cfg, tmp_path / "b", say=_quiet)
+    train(cfg, tmp_path / "a")
+    train(cfg, tmp_path / "b")
     assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
 
 
 def test_resume_with_fewer_epochs_than_reached_is_refused(tmp_path):
     cfg = load_config(None, [*OVERRIDES[:-3], "train.epochs=2", "train.patience=10"])
-    train(cfg, tmp_path / "run", say=_quiet)
+    train(cfg, tmp_path / "run")
     before = (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes()
     result = runner.invoke(app, ["train", "--resume", str(tmp_path / "run"), "train.epochs=1"])
     assert result.exit_code == 2

@@ -19,7 +19,7 @@ SYNTHETIC_10 = [
 
 
 def test_trained_nll_approaches_the_entropy_and_not_below(tmp_path: Path) -> None:
-    result = train(load_config(None, SYNTHETIC_10), tmp_path / "run", say=lambda _: None)
+    result = train(load_config(None, SYNTHETIC_10), tmp_path / "run")
     entropy = synthetic_entropy(10)
     # 4000 test rows: the standard error of the mean NLL is about 0.03 nats.
     assert result.test_nll > entropy - 0.1
@@ -28,7 +28,7 @@ def test_trained_nll_approaches_the_entropy_and_not_below(tmp_path: Path) -> Non
 
 def test_short_real_training_on_binarized_mnist_beats_the_baseline(data_root: Path, tmp_path):
     cfg = load_config(None, [f"data.root={data_root}", "train.epochs=1", "model.hidden=[100]"])
-    result = train(cfg, tmp_path / "run", say=lambda _: None)
+    result = train(cfg, tmp_path / "run")
     ds = load_dataset(DataConfig(root=str(data_root)))
     baseline = independent_baseline_nll(ds.train, ds.test)
     assert baseline > 200
@@ -39,7 +39,7 @@ def test_label_conditional_nll_approaches_the_conditional_entropy(tmp_path: Path
     # The synthetic rows carry the mixture component that drew them as their label, so
     # p(x | label) is a product of Bernoullis with a known entropy H(X | C), below H(X).
     cfg = load_config(None, [*SYNTHETIC_10, "model.condition_on=label"])
-    result = train(cfg, tmp_path / "run", say=lambda _: None)
+    result = train(cfg, tmp_path / "run")
     weights, probs = synthetic_distribution(10)
     per_component = -(probs * probs.log() + (1 - probs) * (1 - probs).log()).sum(1)
     conditional_entropy = float((weights * per_component).sum())

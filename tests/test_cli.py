@@ -538,3 +538,18 @@ def test_the_data_root_is_kept_with_the_run(tmp_path: Path, monkeypatch) -> None
 
 _TINY_MNIST = [str(REPO / "configs" / "mnist.yaml"), "model.hidden=[8]", "train.epochs=1",
                "train.batch_size=20"]  # fmt: skip
+
+
+def test_messages_are_whole_lines_and_the_library_prints_nothing(trained: Path, tiny_config) -> None:
+    """The CLI's lines are never wrapped at the terminal's width; train() called from Python only logs."""
+    done = _made("complete", "--n", "2", cwd=trained.parent.parent, COLUMNS="60")
+    assert done.returncode == 0, done.stderr
+    long = [line for line in done.stdout.splitlines() if line.startswith("approximate completion")]
+    assert long and len(long[0]) > 60 and long[0].endswith("(no conditional NLL for them)")
+    code = ("import sys; from made_cli.config import load_config; from made_cli.train import train; "
+            "train(load_config(sys.argv[1]), sys.argv[2])")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [sys.executable, "-c", code, str(tiny_config), str(trained.parent / "quiet")]
+    quiet = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    assert quiet.returncode == 0 and quiet.stdout == "", quiet.stderr
+    assert (trained.parent / "quiet" / "checkpoints" / "best.pt").is_file()

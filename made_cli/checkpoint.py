@@ -24,6 +24,7 @@ __all__ = [
     "checkpoint_bytes",
     "load_checkpoint",
     "model_from_checkpoint",
+    "recorded_root",
     "restore_model",
 ]
 
@@ -77,6 +78,12 @@ def model_from_checkpoint(
     restore_model(model, state, path)
     model.to(device).eval()
     return config, model
+
+
+def recorded_root(state: dict[str, Any]) -> str | None:
+    """The data root a checkpoint's run read its data from (for runs from before it was kept,
+    the data.root their config named, if any)."""
+    return state.get("data_root") or (state["config"].get("data") or {}).get("root")
 
 
 def check_data(features: int, classes: int, model_features: int, model_classes: int, where: str) -> None:

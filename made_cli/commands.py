@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import check_data, load_checkpoint
+from .checkpoint import check_data, load_checkpoint, recorded_root
 from .config import check_seed, load_config
 from .data import Dataset, dataset_classes, dataset_features, display_values, load_dataset
 from .errors import BadArgument, UsageError
@@ -42,8 +42,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def _load_data(run: Run) -> Dataset:
     """The run's dataset, checked against what the model was trained on."""
-    # where the run read its data (its data.root, if it named one, for runs from before this was kept)
-    dataset = load_dataset(run.config.data, run.checkpoint.get("data_root") or run.config.data.root)
+    dataset = load_dataset(run.config.data, recorded_root(run.checkpoint))
     model = run.model
     check_data(dataset.features, dataset.classes, model.features, model.classes, f"the model in {run.dir}")
     return dataset

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -60,6 +61,7 @@ class Dataset:
     labels: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (N,) int64 per split
     classes: int = 0
     values: str = "binary"
+    root: str | None = None  # the data root it was read from, for the sources that have one
 
     @property
     def features(self) -> int:
@@ -129,10 +131,10 @@ def load_dataset(cfg: DataConfig, recorded_root: str | None = None) -> Dataset:
     root = data_root(cfg, recorded_root)
     if cfg.name == "binarized_mnist":
         assert root is not None
-        return _binarized_mnist(root)
+        return dataclasses.replace(_binarized_mnist(root), root=str(root))
     if cfg.name in ("mnist", "fashion_mnist"):
         assert root is not None
-        return _torchvision(cfg.name, root, cfg)
+        return dataclasses.replace(_torchvision(cfg.name, root, cfg), root=str(root))
     if cfg.name == "npz":
         assert cfg.path is not None  # checked by the config
         return _npz(Path(cfg.path).expanduser(), cfg)

@@ -29,7 +29,6 @@ class ModelKind:
     verify: Callable[[Any, int], Verification]  # (model, points): `made verify-ar`'s checks
     summary: Callable[[Mapping[str, Any]], str]  # a saved config (plain data) in a few words
     describe: Callable[[Config, Any], str]  # (config, model): the "model:" line of training
-    section: str | None = None  # the config section it alone reads, if any
     measure: str = "NLL"  # what its validation and test numbers are: the NLL, or a bound on it
     loss_name: str = "train_nll"  # the metrics key of its training loss
     note: str | None = None  # said after training and under `made runs`, if the numbers need it
@@ -79,7 +78,6 @@ KINDS: dict[str, ModelKind] = {
         verify=iaf_verification,
         summary=_iaf_summary,
         describe=_iaf_line,
-        section="iaf",
         measure="-ELBO",
         loss_name="train_loss",
         note="-ELBO is an upper bound on the NLL; made evaluate RUN estimates the NLL itself",

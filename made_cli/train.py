@@ -28,10 +28,11 @@ from .checkpoint import (
     checkpoint_bytes,
     load_checkpoint,
     model_from_checkpoint,
+    recorded_root,
     restore_model,
 )
 from .config import Config, config_from_dict, config_to_dict
-from .data import Dataset, data_root, load_dataset
+from .data import Dataset, load_dataset
 from .distributed import SINGLE, Dist
 from .errors import BadArgument, Interrupted, MadeError, UsageError
 from .evaluation import evaluate_terms, labels_for, tf32
@@ -241,8 +242,6 @@ class Trainer:
         torch.manual_seed(config.seed)
         if not group.main:
             group.barrier()  # rank 0 downloads the data first; the others then read it
-        root = data_root(config.data, recorded_root)  # where the data was read: kept with the run
-        self.data_root = None if root is None else str(root)
         self.dataset: Dataset = load_dataset(config.data, recorded_root)
         if group.main:
             group.barrier()
@@ -277,7 +276,7 @@ class Trainer:
             **dataclasses.asdict(self.state),
             "rng_torch": torch.get_rng_state(),
             "world_size": self.group.world,
-            "data_root": self.data_root,
+            "data_root": self.dataset.root,  # where the data was read: kept with the run
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -371,7 +370,7 @@ class Trainer:
             remove_stale_temps(self.run_dir)
             write_config(self.run_dir, self.config)
             record_invocation(
-                self.run_dir, self.command, self.overrides, self.device, group.world, self.data_root
+                self.run_dir, self.command, self.overrides, self.device, group.world, self.dataset.root
             )
             self._log_start()
         step_module = self._wrapped()
@@ -561,7 +560,7 @@ def resume(
     if state["finished"] and (config.train.epochs > old["epochs"] or config.train.patience > old["patience"]):
         state["finished"] = False  # asked for more: reopen a finished run
         state["metrics"] = [m for m in state["metrics"] if m["split"] != "test"]
-    recorded = state.get("data_root")
+    recorded = recorded_root(state)
     trainer = Trainer(
         config, run_dir, device, console, group, recorded_root=recorded, command=command,
         overrides=overrides,

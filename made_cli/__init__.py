@@ -1,5 +1,6 @@
-"""made: density estimation with masked autoregressive networks (MADE, Germain et al. 2015) and
-VAEs with inverse autoregressive flow posteriors (IAF, Kingma et al. 2016)."""
+"""made: density estimation with masked autoregressive networks (MADE, Germain et al. 2015), masked
+autoregressive flows (MAF, Papamakarios et al. 2017) and VAEs with inverse autoregressive flow
+posteriors (IAF, Kingma et al. 2016)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ if TYPE_CHECKING:
     from .interface import DensityModel
     from .kinds import build_model
     from .made import MADE, MaskedLinear
+    from .maf import MAF
     from .models import MADEModel
     from .runs import Run, load_run
 
 __all__ = [
     "IAFVAE",
     "MADE",
+    "MAF",
     "Config",
     "DensityModel",
     "MADEModel",
@@ -35,7 +38,7 @@ __version__ = "0.1.0"
 
 # Imported on first use: reading a config (and `made --help`) needs no torch.
 _LAZY = {
-    "IAFVAE": "iaf", "MADE": "made", "MaskedLinear": "made", "MADEModel": "models",
+    "IAFVAE": "iaf", "MADE": "made", "MAF": "maf", "MaskedLinear": "made", "MADEModel": "models",
     "DensityModel": "interface", "build_model": "kinds", "Run": "runs", "load_run": "runs",
 }  # fmt: skip
 

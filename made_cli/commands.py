@@ -16,7 +16,7 @@ from .checkpoint import check_data, load_checkpoint, recorded_root
 from .config import check_seed, load_config
 from .data import Dataset, dataset_classes, dataset_features, display_values, load_dataset
 from .errors import BadArgument, UsageError
-from .interface import EXACT, SUB_ENSEMBLE, Progress, Verification
+from .interface import EXACT, SUB_ENSEMBLE, DensityModel, Progress, Verification
 from .kinds import KINDS, build_model, kind_of
 from .pictures import rows_by_class, save_png
 from .runs import Run, atomic_write_bytes, atomic_write_text, find_runs, read_record
@@ -25,6 +25,7 @@ __all__ = [
     "OBSERVED_MASKS",
     "CompletionResult",
     "complete_run",
+    "density_panels",
     "evaluate_run",
     "list_runs",
     "observed_mask",
@@ -116,7 +117,12 @@ def sample_run(run: Run, n: int, seed: int, label: int | None = None, means: boo
     if labels is not None:
         out["labels"] = run.dir / "samples" / f"{stem}-labels.npy"
         _save_npy(out["labels"], labels.numpy())
-    if run.image_shape:
+    if run.model.features == 2 and not run.model.head.discrete:  # a 2-D density: the picture beside
+        out["png"] = out["npy"].with_suffix(".png")
+        panels = density_panels(run.model, x, None if labels is None else sorted(set(labels.tolist())))
+        title = f"class {label}" if label is not None else None
+        save_png(out["png"], panels, 2, headings=["model density", f"{n} samples"], title=title)
+    elif run.image_shape:
         out["png"] = out["npy"].with_suffix(".png")
         shown = display_values(x, run.config.data).view(n, *run.image_shape)
         if labels is not None and label is None:  # the classes in turn: a row per class, labelled
@@ -126,6 +132,42 @@ def sample_run(run: Run, n: int, seed: int, label: int | None = None, means: boo
             title = f"class {label}" if label is not None else None
             save_png(out["png"], shown, math.ceil(math.sqrt(n)), title=title)
     return out
+
+
+DENSITY_PIXELS = 160  # a 2-D picture's side: the density and the samples on the same grid
+_HISTOGRAM_CELL = 4  # density pixels per side of one histogram bin
+
+
+@torch.no_grad()
+def density_panels(model: DensityModel, x: torch.Tensor, classes: list[int] | None) -> torch.Tensor:
+    """Two grey panels (2, P, P) over the square that holds the samples ``x`` (n, 2): the model's
+    density on a P x P grid (the mean over ``classes`` for a class-conditional model, as the
+    samples were drawn), and a histogram of the samples over the same square in bins of 4 x 4
+    pixels; each scaled to its peak.
+    Rows run from high y at the top to low y at the bottom, as in a plot."""
+    p = DENSITY_PIXELS
+    low = torch.quantile(x, 0.005, dim=0)
+    high = torch.quantile(x, 0.995, dim=0)
+    centre, half = (low + high) / 2, float((high - low).max()) * 0.6 + 1e-6
+    side = (torch.arange(p, dtype=torch.float64) + 0.5) / p * 2 * half - half
+    xs, ys = centre[0] + side, centre[1] + side.flip(0)  # image rows: y from high to low
+    grid = torch.stack([xs.repeat(p), ys.repeat_interleave(p)], 1)  # (P * P, 2), row-major
+    device = next(model.parameters()).device
+    grid = grid.to(device, next(model.parameters()).dtype)
+    if classes is None:
+        log_p = model.log_prob(grid)
+    else:
+        per = [model.log_prob(grid, torch.full((p * p,), y, device=device)) for y in classes]
+        log_p = torch.logsumexp(torch.stack(per), 0) - math.log(len(classes))
+    density = (log_p - log_p.max()).exp().view(p, p).cpu().float()
+    bins = p // _HISTOGRAM_CELL  # coarser than the density: a few thousand samples fill them
+    col = ((x[:, 0].double() - (centre[0] - half)) / (2 * half) * bins).floor().long()
+    row = (((centre[1] + half) - x[:, 1].double()) / (2 * half) * bins).floor().long()
+    inside = (col >= 0) & (col < bins) & (row >= 0) & (row < bins)
+    counts = torch.zeros(bins * bins).index_add_(0, (row * bins + col)[inside], torch.ones(int(inside.sum())))
+    cell = _HISTOGRAM_CELL
+    counts = counts.view(bins, bins).repeat_interleave(cell, 0).repeat_interleave(cell, 1)
+    return torch.stack([density, counts / counts.max().clamp_min(1)])
 
 
 OBSERVED_MASKS = ("top", "bottom", "left", "right", "centre", "random")

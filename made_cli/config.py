@@ -21,6 +21,7 @@ from .errors import BadArgument, UsageError
 __all__ = [
     "Config",
     "DataConfig",
+    "FlowConfig",
     "IAFConfig",
     "ModelConfig",
     "TrainConfig",
@@ -37,7 +38,9 @@ __all__ = [
 Ordering = Literal["natural", "reverse", "random"]
 HiddenDegrees = Literal["random", "even"]  # random as in the paper; even: spread evenly
 HeadName = Literal["bernoulli", "gaussian", "mog", "categorical"]
-DatasetName = Literal["binarized_mnist", "mnist", "fashion_mnist", "npz", "synthetic"]
+DatasetName = Literal["binarized_mnist", "mnist", "fashion_mnist", "npz", "synthetic", "toy"]
+ToyShape = Literal["moons"]
+ModelKindName = Literal["made", "iaf_vae", "maf"]
 Binarize = Literal["dynamic", "static", "threshold"]
 Values = Literal["binary", "levels", "logit", "real"]
 # What each head models, and which datasets can give it (the rest is a config error).
@@ -49,6 +52,7 @@ _DATASET_VALUES = {
     "fashion_mnist": ("binary", "levels", "logit"),
     "npz": ("binary", "levels", "real"),
     "synthetic": ("binary",),
+    "toy": ("real",),
 }
 
 
@@ -63,19 +67,20 @@ class DataConfig:
     values: Values = "binary"
     levels: int = 4  # values: levels only
     features: int = 12  # synthetic only: dimensions
-    size: int = 5000  # synthetic only: training rows (validation and test get a fifth each)
+    size: int = 5000  # synthetic, toy: training rows (validation and test get a fifth each)
+    shape: ToyShape = "moons"  # toy only: the 2-D density (moons: two half circles, labelled)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: Literal["made", "iaf_vae"] = "made"  # iaf_vae: the keys below describe each IAF step's MADE
+    kind: ModelKindName = "made"  # iaf_vae, maf: the keys below describe each step's or layer's MADE
     hidden: tuple[int, ...] = (500,)
     ordering: Ordering = "natural"
     hidden_degrees: HiddenDegrees = "random"
     num_masks: int = 1
     direct: bool = True  # direct input-output connections
     head: HeadName = "bernoulli"  # bernoulli | categorical | gaussian | mog (mixture of Gaussians)
-    components: int = 5  # head: mog only
+    components: int = 5  # head: mog, or a flow's base: mog
     condition_on: Literal["none", "label"] = "none"  # label: class-conditional, labels at degree 0
 
 
@@ -91,6 +96,16 @@ class IAFConfig:
     warmup_epochs: int = 10  # the KL weight rises linearly from 0 to 1 over these epochs
     free_bits: float = 0.0  # nats per latent dimension the batch-mean KL may use for free
     importance_samples: int = 1000  # K of `made evaluate`'s importance-weighted log p(x)
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """The flow around the MADEs when model.kind is maf (Papamakarios et al. 2017)."""
+
+    layers: int = 5  # MADE layers, each with Gaussian conditionals
+    ordering: Literal["reverse", "random", "same"] = "reverse"  # each layer's against the previous
+    batch_norm: bool = True  # after each layer; evaluation uses saved running statistics
+    base: Literal["normal", "mog"] = "normal"  # mog: a MADE with model.components Gaussians
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     iaf: IAFConfig = field(default_factory=IAFConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -120,6 +136,7 @@ _POSITIVE = {
     "model.components",
     "iaf.latent",
     "iaf.importance_samples",
+    "flow.layers",
     "train.epochs",
     "train.batch_size",
     "train.patience",
@@ -146,6 +163,7 @@ def _validate(cfg: Config) -> None:
         raise UsageError("data.path must name the .npz file when data.name is npz")
     _validate_iaf(cfg)
     _validate_values(cfg)
+    _validate_flow(cfg)
     if cfg.model.num_masks > 1 and cfg.model.ordering != "random" and cfg.model.hidden_degrees != "random":
         raise UsageError(
             "model.num_masks > 1 needs model.ordering: random or model.hidden_degrees: random "
@@ -161,7 +179,7 @@ def _validate_values(cfg: Config) -> None:
             f"data.values: {data.values} is not available for {data.name} "
             f"(it offers {', '.join(_DATASET_VALUES[data.name])})"
         )
-    if data.values not in _HEAD_VALUES[model.head]:
+    if data.values not in _HEAD_VALUES[model.head] and model.kind != "maf":  # a flow: _validate_flow
         fitting = [h for h, values in _HEAD_VALUES.items() if data.values in values]
         raise UsageError(
             f"model.head: {model.head} models {' or '.join(_HEAD_VALUES[model.head])} data, but "
@@ -179,7 +197,7 @@ def _validate_values(cfg: Config) -> None:
 def _validate_iaf(cfg: Config) -> None:
     """The iaf section belongs to model.kind: iaf_vae, whose MADEs are single-mask flow steps."""
     model, iaf = cfg.model, cfg.iaf
-    if model.kind == "made":
+    if model.kind != "iaf_vae":
         return
     for key in ("encoder", "decoder"):
         if any(h < 1 for h in getattr(iaf, key)):
@@ -199,6 +217,27 @@ def _validate_iaf(cfg: Config) -> None:
             raise UsageError(f"{key}: {value} is not available for model.kind: iaf_vae (it needs {only})")
     if cfg.data.values != "binary":
         raise UsageError(f"model.kind: iaf_vae models binary data (data.values is {cfg.data.values})")
+
+
+def _validate_flow(cfg: Config) -> None:
+    """A flow (model.kind: maf) models real values with single-mask Gaussian layers."""
+    model = cfg.model
+    if model.kind != "maf":
+        return
+    if cfg.data.values not in ("real", "logit"):
+        raise UsageError(
+            f"model.kind: maf models real values, but data.values is {cfg.data.values} "
+            "(use data.values: logit for grey images, real for an npz of reals)"
+        )
+    if model.num_masks != 1:
+        raise UsageError(
+            f"model.num_masks: {model.num_masks} is not available for model.kind: maf (it needs 1)"
+        )
+    if model.head not in ("bernoulli", "gaussian"):  # bernoulli: the default, left unset
+        hint = " (for a mixture-of-Gaussians base, set flow.base: mog)" if model.head == "mog" else ""
+        raise UsageError(
+            f"model.head: {model.head} is not available for model.kind: maf: its layers are Gaussian{hint}"
+        )
 
 
 def check_seed(seed: int) -> None:
@@ -315,10 +354,20 @@ def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> 
     for override in overrides:
         _apply_override(data, override)
     cfg = _from_mapping(Config, data, "")
-    if cfg.model.kind == "made" and data.get("iaf"):
-        raise UsageError("the iaf section is for model.kind: iaf_vae (this config has kind: made)")
+    offered = _DATASET_VALUES[cfg.data.name]
+    if "values" not in (data.get("data") or {}) and cfg.data.values not in offered:
+        # a source with one kind of values (toy: reals) needs no data.values
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, values=offered[0]))
+    for section, kind in _SECTIONS.items():
+        if cfg.model.kind != kind and data.get(section):
+            raise UsageError(
+                f"the {section} section is for model.kind: {kind} (this config has kind: {cfg.model.kind})"
+            )
     _validate(cfg)
     return cfg
+
+
+_SECTIONS = {"iaf": "iaf_vae", "flow": "maf"}  # a section of settings that belongs to one model kind
 
 
 def config_keys() -> list[str]:
@@ -337,8 +386,9 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
         return v
 
     out = plain(dataclasses.asdict(cfg))
-    if cfg.model.kind == "made":  # saved MADE runs stay free of VAE settings and their defaults
-        del out["iaf"]
+    for section, kind in _SECTIONS.items():  # a saved run keeps only its own kind's section
+        if cfg.model.kind != kind:
+            del out[section]
     return out
 
 
@@ -355,11 +405,13 @@ def _applies(cfg: Config, key: str) -> bool:
         "data.binarize": data.name in ("mnist", "fashion_mnist") and data.values == "binary",
         "data.levels": data.values == "levels",
         "data.features": data.name == "synthetic",
-        "data.size": data.name == "synthetic",
+        "data.size": data.name in ("synthetic", "toy"),
+        "data.shape": data.name == "toy",
         "model.num_masks": made,
         "model.head": made,
-        "model.components": made and model.head == "mog",
-        "model.condition_on": made,
+        "model.components": (made and model.head == "mog")
+        or (model.kind == "maf" and cfg.flow.base == "mog"),
+        "model.condition_on": model.kind != "iaf_vae",
     }.get(key, True)
 
 

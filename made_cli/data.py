@@ -33,6 +33,7 @@ __all__ = [
     "synthetic_distribution",
     "synthetic_entropy",
     "synthetic_log_prob",
+    "toy_rows",
 ]
 
 BINARIZED_MNIST_URL = (
@@ -140,6 +141,8 @@ def load_dataset(cfg: DataConfig, recorded_root: str | None = None) -> Dataset:
         return _npz(Path(cfg.path).expanduser(), cfg)
     if cfg.name == "synthetic":
         return _synthetic(cfg.features, cfg.size)
+    if cfg.name == "toy":
+        return _toy(cfg.shape, cfg.size)
     raise UsageError(f"unknown dataset {cfg.name!r}")
 
 
@@ -149,6 +152,8 @@ def dataset_features(cfg: DataConfig) -> int:
         return MNIST_PIXELS
     if cfg.name == "synthetic":
         return cfg.features
+    if cfg.name == "toy":
+        return 2
     return load_dataset(cfg).features
 
 
@@ -158,6 +163,8 @@ def dataset_classes(cfg: DataConfig) -> int:
         return 10
     if cfg.name == "synthetic":
         return _SYNTHETIC_COMPONENTS
+    if cfg.name == "toy":
+        return _TOY_CLASSES[cfg.shape]
     if cfg.name == "binarized_mnist":
         return 0
     return load_dataset(cfg).classes
@@ -402,3 +409,36 @@ def synthetic_entropy(features: int) -> float:
     bits = (torch.arange(2**features)[:, None] >> torch.arange(features)) & 1
     logp = synthetic_log_prob(bits.double(), weights, probs)
     return float(-(logp.exp() * logp).sum())
+
+
+# -- built-in 2-D densities, for quick runs and pictures ------------------------------------------
+_TOY_CLASSES = {"moons": 2}
+_MOONS_NOISE = 0.1  # standard deviation of the Gaussian noise around each half circle
+
+
+def toy_rows(shape: str, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` rows (n, 2) of a built-in 2-D density and the label of each (n,).
+
+    moons: two interleaved half circles of radius 1 (the upper centred at the origin, the lower
+    at (1, 0.5)), points uniform in angle, with Gaussian noise of standard deviation 0.1; the
+    label says which moon.
+    """
+    if shape != "moons":
+        raise UsageError(f"unknown toy shape {shape!r} (known: {', '.join(_TOY_CLASSES)})")
+    labels = torch.randint(2, (n,), generator=generator)
+    angle = torch.rand(n, generator=generator) * math.pi
+    upper = torch.stack([torch.cos(angle), torch.sin(angle)], 1)
+    lower = torch.stack([1 - torch.cos(angle), 0.5 - torch.sin(angle)], 1)
+    x = torch.where(labels[:, None] == 0, upper, lower)
+    return x + _MOONS_NOISE * torch.randn(n, 2, generator=generator), labels
+
+
+def _toy(shape: str, size: int) -> Dataset:
+    """A built-in 2-D density: ``size`` training rows, a fifth as many for validation and test."""
+    v = max(1, size // 5)
+    x, labels = toy_rows(shape, size + 2 * v, torch.Generator().manual_seed(_DATA_SEED))
+    cuts = (slice(0, size), slice(size, size + v), slice(size + v, None))
+    return Dataset(
+        *(x[c] for c in cuts), image_shape=None, labels=(labels[cuts[0]], labels[cuts[1]], labels[cuts[2]]),
+        classes=_TOY_CLASSES[shape], values="real",
+    )  # fmt: skip

@@ -334,6 +334,16 @@ class IAFVAE(nn.Module):
         rec, kl = sums["rec"] / samples, sums["kl"] / samples
         return {"log_px": running - math.log(samples), "elbo": rec - kl, "kl": kl, "reconstruction": rec}
 
+    def log_prob(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, samples: int | None = None
+    ) -> torch.Tensor:
+        """log p(x) (B,): the importance-weighted estimate with ``samples`` draws per row
+        (default: ``importance_samples``), each row's draws seeded by the row's place in ``x``."""
+        if labels is not None:
+            raise ValueError("this model is not conditioned on labels")
+        seeds = torch.arange(x.shape[0])
+        return self.importance_log_prob(x, samples or self.importance_samples, row_seeds=seeds)["log_px"]
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, means: bool = False) -> torch.Tensor:
         """``n`` draws (n, D) of x from p(z) p(x | z) in one pass; ``means`` gives p(x_d = 1 | z)."""

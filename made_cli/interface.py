@@ -110,6 +110,10 @@ class DensityModel(Protocol):
         """`made evaluate`'s report on rows x: ``nll_nats``, ``estimator`` and any other terms."""
         ...
 
+    def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x) (B,) in nats (a density for real values): exact, or the kind's estimate."""
+        ...
+
     def draw(
         self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None, means: bool = False
     ) -> torch.Tensor:

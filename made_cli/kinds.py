@@ -14,8 +14,9 @@ from .config import Config
 from .errors import UsageError
 from .iaf import build_iaf_vae
 from .interface import DensityModel, Verification
+from .maf import build_maf
 from .models import build_made
-from .verify import iaf_verification, made_verification
+from .verify import iaf_verification, made_verification, maf_verification
 
 __all__ = ["KINDS", "ModelKind", "build_model", "kind_of"]
 
@@ -38,9 +39,11 @@ def _made_summary(cfg: Mapping[str, Any]) -> str:
     model = cfg.get("model") or {}
     masks = model.get("num_masks", 1)
     label = " | label" if model.get("condition_on") == "label" else ""
-    return f"MADE {model.get('hidden', '?')}, {model.get('head', 'bernoulli')}" + (
-        f", {masks} masks" if masks != 1 else ""
-    ) + label
+    return (
+        f"MADE {model.get('hidden', '?')}, {model.get('head', 'bernoulli')}"
+        + (f", {masks} masks" if masks != 1 else "")
+        + label
+    )
 
 
 def _made_line(cfg: Config, model: Any) -> str:
@@ -64,6 +67,18 @@ def _iaf_summary(cfg: Mapping[str, Any]) -> str:
     return f"VAE, {(cfg.get('iaf') or {}).get('steps', '?')} IAF steps"
 
 
+def _maf_summary(cfg: Mapping[str, Any]) -> str:
+    flow, model = cfg.get("flow") or {}, cfg.get("model") or {}
+    base = ", MoG base" if flow.get("base") == "mog" else ""
+    label = " | label" if model.get("condition_on") == "label" else ""
+    return f"MAF({flow.get('layers', '?')}) {model.get('hidden', '?')}{base}{label}"
+
+
+def _maf_line(cfg: Config, model: Any) -> str:
+    given = f", given one of {model.classes} labels" if model.classes else ""
+    return f"{model.describe()}{given}"
+
+
 KINDS: dict[str, ModelKind] = {
     "made": ModelKind(
         name="made",
@@ -81,6 +96,9 @@ KINDS: dict[str, ModelKind] = {
         measure="-ELBO",
         loss_name="train_loss",
         note="-ELBO is an upper bound on the NLL; made evaluate RUN estimates the NLL itself",
+    ),
+    "maf": ModelKind(
+        name="maf", build=build_maf, verify=maf_verification, summary=_maf_summary, describe=_maf_line
     ),
 }
 

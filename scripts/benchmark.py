@@ -6,7 +6,10 @@ Absolute times on shared machines are noise; ratios measured side by side are no
 - time for 64 MNIST-sized samples, degree-scheduled against naive ancestral sampling;
 - evaluation of a 32-mask ensemble against 32 single-mask passes over the same rows;
 - made against the masked networks of zuko and nflows, when those are installed, twice: all
-  with the same optimiser and loss in one loop, and each as its users run it.
+  with the same optimiser and loss in one loop, and each as its users run it;
+- made's masked autoregressive flow against zuko's and nflows' MAF of the same shape, when
+  installed: training steps, sampling (made inverts each layer degree-scheduled, the peers run
+  each layer's network once per dimension) and log p(x) throughput.
 
     python scripts/benchmark.py            # the numbers quoted in README
     python scripts/benchmark.py --quick    # tiny sizes: checks that it runs
@@ -192,6 +195,79 @@ def peer_rows(features: int, batch: int, quick: bool) -> dict[str, list[tuple[st
     return rows
 
 
+def maf_peers(features: int, hidden: list[int], layers: int) -> dict[str, tuple[nn.Module, list[str]]]:
+    """The installed peers' MAFs of one shape, each with the made flow settings that match it:
+    nflows puts batch norm between layers, zuko has none (neither has direct connections)."""
+    shape = [f"model.hidden={hidden}", "model.direct=false", f"flow.layers={layers}"]
+    peers: dict[str, tuple[nn.Module, list[str]]] = {}
+    if importlib.util.find_spec("nflows"):
+        from nflows.flows.autoregressive import MaskedAutoregressiveFlow
+
+        flow = MaskedAutoregressiveFlow(
+            features,
+            hidden[0],
+            layers,
+            len(hidden) - 1,
+            use_residual_blocks=False,
+            batch_norm_between_layers=True,
+        )  # 1 + num_blocks hidden layers of equal width
+        peers["nflows MAF, batch norm"] = (flow, [*shape, "flow.batch_norm=true"])
+    if importlib.util.find_spec("zuko"):
+        import zuko
+
+        flow = zuko.flows.MAF(features, transforms=layers, hidden_features=hidden)
+        peers[f"zuko {zuko.__version__} MAF"] = (flow, [*shape, "flow.batch_norm=false"])
+    return peers
+
+
+def peer_log_prob(flow: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """log p(x) of a peer's flow: nflows' is a method, zuko's a distribution made on call."""
+    return flow.log_prob(x) if hasattr(flow, "_transform") else flow().log_prob(x)
+
+
+def peer_sample(flow: nn.Module, n: int) -> torch.Tensor:
+    return flow.sample(n) if hasattr(flow, "_transform") else flow().sample((n,))
+
+
+def maf_rows(features: int, quick: bool) -> list[tuple[str, str, float, float]]:
+    """(what, peer, made, peer) for each installed peer: training steps/s (the paper's MNIST
+    shape, 5 layers of 2x1024, batch 100, each library's own loop), rows/s sampled and rows/s
+    of log p(x). Sampling uses a narrower network (5 layers of 1x128), since a peer's inverse
+    runs it D times per layer: the ratio per layer does not depend on the width."""
+    hidden, layers = ([16, 16], 2) if quick else ([1024, 1024], 5)
+    batch, rows = 100, []
+    data = torch.randn(50 * batch, features, generator=torch.Generator().manual_seed(0))
+    steps, repeats, warmup = (2, 1, 1) if quick else (20, 3, 5)
+    for name, (peer, overrides) in maf_peers(features, hidden, layers).items():
+        ours = made(features, ["data.name=toy", "model.kind=maf", *overrides])
+        ours.fit_inputs(data)
+        adam = torch.optim.Adam(peer.parameters(), lr=1e-4)
+
+        def peer_step(i: int, peer: nn.Module = peer, adam: torch.optim.Optimizer = adam) -> None:
+            loss = -peer_log_prob(peer, data[(i % 50) * batch : (i % 50 + 1) * batch]).mean()
+            adam.zero_grad(set_to_none=True)
+            loss.backward()
+            adam.step()
+
+        made_rate, peer_rate = best_rates(made_stepper(ours, data, batch), peer_step, steps, repeats, warmup)
+        rows.append(("training (steps/s)", name, made_rate, peer_rate))
+        ours.eval(), peer.eval()
+        x = data[:1000]
+        with torch.no_grad():
+            made_lp = best_seconds(lambda ours=ours, x=x: ours.log_prob(x), repeats)
+            peer_lp = best_seconds(lambda peer=peer, x=x: peer_log_prob(peer, x), repeats)
+        rows.append(("log p(x), 1000 rows (rows/s)", name, 1000 / made_lp, 1000 / peer_lp))
+    narrow, n = ([8], 20) if quick else ([128], 1000)
+    for name, (peer, overrides) in maf_peers(features, narrow, 2 if quick else 5).items():
+        ours = made(features, ["data.name=toy", "model.kind=maf", *overrides]).eval()
+        peer.eval()
+        with torch.no_grad():
+            made_s = best_seconds(lambda ours=ours: ours.sample(n), 1 if quick else 3)
+            peer_s = best_seconds(lambda peer=peer: peer_sample(peer, n), 1)
+        rows.append((f"sampling {n} rows, 1x{narrow[0]} (rows/s)", name, n / made_s, n / peer_s))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that it runs")
@@ -224,6 +300,14 @@ def main() -> None:
     naive = best_seconds(lambda: model.sample(64, generator=gen, fast=False), 1 if args.quick else 2)
     print(f"\nsampling 64 x {features}, 1 hidden layer + direct (seconds, best of runs):")
     print(f"  degree-scheduled {fast:.4f}   naive {naive:.4f}   speed-up {naive / fast:.1f}x")
+
+    maf = maf_rows(features, args.quick)
+    if maf:
+        print(f"\nmasked autoregressive flows against peers, D={features} (made's own train_step and fused "
+              "Adam; each peer as its users run it):")  # fmt: skip
+        print(f"  {'measure':<34}{'peer':<24}{'made':>10}{'peer':>10}{'ratio':>8}")
+        for what, name, made_rate, peer_rate in maf:
+            print(f"  {what:<34}{name:<24}{made_rate:>10.1f}{peer_rate:>10.1f}{made_rate / peer_rate:>8.1f}")
 
     k = 4 if args.quick else 32
     ensemble = made(features, [*(["model.hidden=[16]"] if args.quick else []), "model.ordering=random",

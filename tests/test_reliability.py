@@ -171,6 +171,31 @@ def test_an_iaf_vae_run_resumes_exactly_through_warm_up(tmp_path):
     assert [m.get("beta") for m in _metrics(tmp_path / "whole")][:3] == [19 / 40, 39 / 40, 1.0]
 
 
+FLOW = ["data.name=toy", "data.size=6000", "model.kind=maf", "model.hidden=[32]", "flow.layers=2",
+        "flow.base=mog", "model.components=2", "train.batch_size=20", "train.epochs=5",
+        "train.lr=3e-3"]  # fmt: skip
+
+
+def test_a_killed_flow_run_resumes_to_the_same_metrics(base, tmp_path):
+    """Batch norm's running statistics and the MoG base travel with the checkpoint: a flow
+    killed at an arbitrary moment and resumed ends where an uninterrupted run ends."""
+    whole = tmp_path / "whole"
+    proc = _cli("train", base, *FLOW, "--run-dir", str(whole), "--device", "cpu")
+    assert proc.communicate(timeout=300) and proc.returncode == 0
+    run = tmp_path / "run"
+    proc = _cli("train", base, *FLOW, "--run-dir", str(run), "--device", "cpu")
+    _wait_for(run / "checkpoints" / "last.pt", proc)
+    time.sleep(random.uniform(0.0, 1.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    again = _cli("train", "--resume", str(run), "--device", "cpu")
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert _metrics(run) == _metrics(whole)
+    assert _metrics(whole)[-1]["estimator"] == "exact, MAF of 2 layers, MoG base"
+
+
 def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_exits_1(tmp_path, monkeypatch, base):
     monkeypatch.chdir(tmp_path)
     real = MADEModel.log_prob_member

@@ -1,0 +1,530 @@
+"""The masked autoregressive flow (model.kind: maf): MADEs with Gaussian conditionals, stacked,
+each reading the previous layer's output (Papamakarios, Pavlakou & Murray, NeurIPS 2017).
+
+Layer t maps its input x to u = (x - mu_t(x_<d)) * exp(-alpha_t(x_<d)): triangular in the
+layer's ordering, log|det du/dx| = -sum_d alpha_t. The data enter standardised by a fixed affine
+map from the training split; an optional batch norm follows each layer; u has a standard normal
+or a MADE mixture-of-Gaussians base density ("MAF MoG"). log p(x) takes one pass. Sampling
+inverts each layer in its generation order with the degree-scheduled machinery of sampling.py,
+about one pass of arithmetic per layer where the peers run the network once per dimension.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import degrees as deg
+from . import sampling
+from .config import Config
+from .errors import BadArgument, UsageError
+from .evaluation import evaluate_nll
+from .heads import Gaussian, Head, MixtureOfGaussians, check_observed, check_rows
+from .interface import EXACT, Completion, Progress
+from .made import MADE
+from .models import (
+    MADEModel,
+    check_labels,
+    input_standardisation,
+    label_context,
+    label_log_prior,
+    label_marginal,
+)
+
+__all__ = ["ALPHA_BOUND", "MAF", "AffineInverse", "BatchNormLayer", "MAFLayer", "build_maf"]
+
+# alpha = B tanh(raw / B): the identity near 0, never beyond +-B, so exp(+-alpha) cannot
+# overflow however training goes (a factor of at most e^7, about 1100, per layer).
+ALPHA_BOUND = 7.0
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+_FIT_ROWS = 5000  # rows per pass when the MoG base is fitted to the transformed training split
+
+
+def bounded_alpha(raw: torch.Tensor) -> torch.Tensor:
+    """The log-scale a layer applies, from the MADE's raw output (see ``ALPHA_BOUND``)."""
+    return ALPHA_BOUND * torch.tanh(raw / ALPHA_BOUND)
+
+
+class AffineInverse(Head):
+    """A MAF layer read backwards, as a head: its parameters are (mu, raw alpha) per dimension
+    and the "noise" of a draw is the layer's output u_d, so a draw x_d = mu + exp(alpha) u_d
+    inverts the layer. The samplers of sampling.py then invert it dimension by dimension."""
+
+    name, params_per_dim, noise_per_dim, discrete = "MAF layer", 2, 1, False
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The layer's own density of x_d when its u_d is standard normal (B, D)."""
+        alpha = bounded_alpha(params[:, 1])
+        return -0.5 * ((x - params[:, 0]) * torch.exp(-alpha)) ** 2 - alpha - _HALF_LOG_2PI
+
+    def draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return params[:, 0] + torch.exp(bounded_alpha(params[:, 1])) * u[:, 0]
+
+    def init_bias(self, train: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(2, train.shape[1], dtype=train.dtype)  # the identity
+
+
+_INVERSE = AffineInverse()
+_AS_IS = sampling.Encoding()  # a layer reads the previous layer's output as it is
+
+
+class MAFLayer(nn.Module):
+    """One layer: a single-mask MADE on (x, context) gives (mu, raw alpha) per dimension."""
+
+    def __init__(self, made: MADE) -> None:
+        super().__init__()
+        if made.params_per_dim != 2 or made.num_masks != 1:
+            raise ValueError("a MAF layer needs a single-mask MADE with 2 parameters per dimension")
+        self.made = made
+        with torch.no_grad():  # every layer starts as the identity
+            made.output.weight.zero_()
+            made.output.bias.zero_()
+            if made.direct is not None:
+                made.direct.weight.zero_()
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u (B, D), log|du_d/dx_d| (B, D)): the log-determinant is the sum of the second."""
+        mu, raw = self.made(x, c).unbind(1)
+        alpha = bounded_alpha(raw)
+        return (x - mu) * torch.exp(-alpha), -alpha
+
+    @torch.no_grad()
+    def inverse(
+        self,
+        u: torch.Tensor,
+        c: torch.Tensor | None,
+        known: torch.Tensor,
+        fill: torch.Tensor,
+        fast: bool = True,
+    ) -> torch.Tensor:
+        """The input x (B, D) whose output is ``u`` at the ``fill`` dimensions; elsewhere x is
+        ``known``. Degree-scheduled unless not ``fast`` (then one pass per dimension)."""
+        return sampling.ancestral(self.made, _INVERSE, _AS_IS, known, fill, 0, u[..., None], fast, c)
+
+
+class BatchNormLayer(nn.Module):
+    """MAF's batch norm as a bijection: u = (x - m) / sqrt(v + eps) * exp(log_gamma) + beta.
+
+    Training normalises by the batch's mean and variance (the gradient flows through them) and
+    keeps running averages; evaluation and inversion use those averages, buffers saved with the
+    model, so log p(x) of a row never depends on the rows beside it. The averages are slow
+    (``momentum`` 0.01, about 100 batches): a rare pixel's variance in a batch of 100 swings by
+    a factor of two, and a running variance half the true one over-expands what it normalises.
+    """
+
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
+    def __init__(self, features: int, momentum: float = 0.01, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.log_gamma = nn.Parameter(torch.zeros(features))
+        self.beta = nn.Parameter(torch.zeros(features))
+        self.register_buffer("running_mean", torch.zeros(features))
+        self.register_buffer("running_var", torch.ones(features))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u (B, D), log|du_d/dx_d| (B, D))."""
+        if self.training and x.shape[0] > 1:
+            mean, var = x.mean(0), x.var(0, unbiased=False)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var, self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        inv_std = torch.rsqrt(var + self.eps)
+        u = (x - mean) * inv_std * torch.exp(self.log_gamma) + self.beta
+        return u, (self.log_gamma + inv_std.log()).expand_as(x)
+
+    def inverse(self, u: torch.Tensor) -> torch.Tensor:
+        """x from u, with the saved statistics."""
+        std = torch.sqrt(self.running_var + self.eps)
+        return (u - self.beta) * torch.exp(-self.log_gamma) * std + self.running_mean
+
+
+class MAF(nn.Module):
+    """A masked autoregressive flow with a standard normal or a MADE MoG base (model.kind: maf).
+
+    Implements the ``DensityModel`` protocol. With ``classes`` it is p(x | y): the one-hot label
+    enters every MADE (and the MoG base) at degree 0. ``head`` is the independent Gaussian the
+    trainer's baseline fits, the law a one-layer flow with a normal base gives each dimension.
+    """
+
+    input_shift: torch.Tensor
+    input_scale: torch.Tensor
+
+    def __init__(
+        self,
+        features: int,
+        hidden: Sequence[int],
+        *,
+        layers: int = 5,
+        classes: int = 0,
+        direct: bool = True,
+        ordering: deg.Ordering = "natural",
+        flow_ordering: str = "reverse",
+        hidden_degrees: deg.HiddenDegrees = "random",
+        batch_norm: bool = True,
+        base: str = "normal",
+        components: int = 5,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if layers < 1:
+            raise ValueError("a flow needs at least one layer")
+        if flow_ordering not in ("reverse", "random", "same") or base not in ("normal", "mog"):
+            raise ValueError("flow_ordering is reverse, random or same; base is normal or mog")
+        self.head = Gaussian()
+        self.classes, self.flow_ordering = classes, flow_ordering
+        self._features = features
+        first = "random" if flow_ordering == "random" else ordering
+        nets: list[MADE] = []
+        for t in range(layers + (base == "mog")):  # the MoG base's MADE continues the pattern
+            params = 2 if t < layers else 3 * components
+            made = MADE(
+                features, hidden, context=classes, params_per_dim=params, direct=direct,
+                ordering=first, hidden_degrees=hidden_degrees, seed=seed + t,
+            )  # fmt: skip
+            if nets and flow_ordering != "random":
+                previous = nets[-1].ranks
+                made.ranks.copy_(features + 1 - previous if flow_ordering == "reverse" else previous)
+                made.reload_masks()
+            nets.append(made)
+        self.layers = nn.ModuleList(MAFLayer(made) for made in nets[:layers])
+        self.norms = nn.ModuleList(BatchNormLayer(features) for _ in range(layers) if batch_norm)
+        self.base = MADEModel(nets[-1], MixtureOfGaussians(components), classes) if base == "mog" else None
+        self.register_buffer("input_shift", torch.zeros(features))
+        self.register_buffer("input_scale", torch.ones(features))
+        if classes:  # p(y) from the training labels, to sum the label out
+            self.register_buffer("label_log_prior", torch.full((classes,), -math.log(classes)))
+
+    @property
+    def features(self) -> int:
+        return self._features
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.input_shift.dtype
+
+    @property
+    def estimator(self) -> str:
+        base = ", MoG base" if self.base is not None else ""
+        label = ", given the label" if self.classes else ""
+        return f"exact, MAF of {len(self.layers)} layers{base}{label}"
+
+    def describe(self) -> str:
+        made = self.layers[0].made
+        norm = "batch norm after each layer" if len(self.norms) else "no batch norm"
+        base = f"a MADE MoG base ({self.base.head.describe()})" if self.base is not None else "a normal base"
+        return (
+            f"MAF {len(self.layers)} layers of MADE hidden={made.hidden} direct={made.direct is not None}, "
+            f"orderings {self.flow_ordering}, {norm}, {base}"
+        )
+
+    def made_nets(self) -> list[MADE]:
+        """Every MADE in the model: the layers', then the base's."""
+        return [layer.made for layer in self.layers] + ([self.base.net] if self.base is not None else [])
+
+    def _ranks(self) -> torch.Tensor:
+        """(M, D): the ordering of every MADE."""
+        return torch.cat([net.ranks for net in self.made_nets()])
+
+    def check_input(self, x: torch.Tensor, what: str = "x") -> None:
+        check_rows(x, self.features, self.head, what)
+
+    def context(self, labels: torch.Tensor | int | None, rows: int) -> torch.Tensor | None:
+        return label_context(labels, self.classes, rows, self.input_shift.device, self._dtype)
+
+    @torch.no_grad()
+    def fit_inputs(self, train: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """The standardising map and p(y) from the training split; a MoG base's input encoding
+        and output biases from the split as the untrained flow maps it."""
+        if self.classes and labels is not None:
+            self.label_log_prior.copy_(label_log_prior(labels, self.classes))
+        shift, scale = input_standardisation(train)
+        self.input_shift.copy_(shift)
+        self.input_scale.copy_(scale)
+        if self.base is not None:
+            was_training = self.training
+            self.eval()
+            parts = []
+            for i in range(0, train.shape[0], _FIT_ROWS):
+                rows = train[i : i + _FIT_ROWS]
+                y = None
+                if self.classes:  # fitted without labels: any class does for a start
+                    y = labels[i : i + _FIT_ROWS] if labels is not None else 0
+                parts.append(self.transform_dims(rows, y)[0])
+            self.train(was_training)
+            self.base.fit_inputs(torch.cat(parts), labels)
+
+    # -- the flow --------------------------------------------------------------------------
+    def transform_dims(
+        self, x: torch.Tensor, labels: torch.Tensor | int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u (B, D), log|du/dx| split per dimension (B, D)): the terms sum to log|det du/dx|."""
+        c = self.context(labels, x.shape[0])
+        h = (x - self.input_shift) / self.input_scale
+        log_det = (-self.input_scale.log()).expand_as(h)
+        for t, layer in enumerate(self.layers):
+            h, term = layer(h, c)
+            log_det = log_det + term
+            if len(self.norms):
+                h, term = self.norms[t](h)
+                log_det = log_det + term
+        return h, log_det
+
+    def transform(
+        self, x: torch.Tensor, labels: torch.Tensor | int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Data to base space: (u (B, D), log|det du/dx| (B,))."""
+        self.check_input(x)
+        check_labels(labels, self.classes)
+        u, log_det = self.transform_dims(x, labels)
+        return u, log_det.sum(-1)
+
+    def base_log_prob_dims(self, u: torch.Tensor, labels: torch.Tensor | int | None = None) -> torch.Tensor:
+        """log p(u_d | u_<d) (B, D) under the base."""
+        if self.base is None:
+            return -0.5 * u**2 - _HALF_LOG_2PI
+        return self.base.log_prob_dims(u, 0, labels)
+
+    def log_prob_dims(self, x: torch.Tensor, labels: torch.Tensor | int | None = None) -> torch.Tensor:
+        """Per-dimension terms (B, D) that sum to log p(x). Where every MADE has one ordering,
+        term d is log p(x_d | x_<d) in it: the chain rule that exact completion reads."""
+        u, log_det = self.transform_dims(x, labels)
+        return self.base_log_prob_dims(u, labels) + log_det
+
+    def log_prob(self, x: torch.Tensor, labels: torch.Tensor | int | None = None) -> torch.Tensor:
+        """log p(x) (B,) in nats: a density."""
+        self.check_input(x)
+        check_labels(labels, self.classes)
+        return self.log_prob_dims(x, labels).sum(-1)
+
+    @torch.no_grad()
+    def inverse(
+        self, u: torch.Tensor, labels: torch.Tensor | int | None = None, fast: bool = True
+    ) -> torch.Tensor:
+        """Base space to data: the x (B, D) whose ``transform`` is u. ``fast`` inverts each
+        layer degree-scheduled; ``fast=False`` runs its network once per dimension (the oracle)."""
+        check_rows(u, self.features, self.head, "u")
+        check_labels(labels, self.classes)
+        fill = torch.ones_like(u, dtype=torch.bool)
+        known = [torch.zeros_like(u)] * len(self.layers)
+        return self._invert(u, self.context(labels, u.shape[0]), fill, known, fast)
+
+    def _invert(
+        self,
+        u: torch.Tensor,
+        c: torch.Tensor | None,
+        fill: torch.Tensor,
+        known: list[torch.Tensor],
+        fast: bool,
+    ) -> torch.Tensor:
+        """Run the flow backwards: at the ``fill`` dimensions from ``u``, elsewhere each layer's
+        input is ``known[t]``."""
+        h = u
+        for t in reversed(range(len(self.layers))):
+            if len(self.norms):
+                h = self.norms[t].inverse(h)
+            h = self.layers[t].inverse(h, c, known[t], fill, fast)
+        return h * self.input_scale + self.input_shift
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | int | None = None,
+        fast: bool = True,
+    ) -> torch.Tensor:
+        """``n`` exact samples (n, D): base draws carried through ``inverse``. A class-conditional
+        flow needs ``labels``: one for all rows, or (n,)."""
+        check_labels(labels, self.classes)
+        if self.base is None:
+            u = torch.randn(n, self.features, generator=generator, dtype=self._dtype).to(
+                self.input_shift.device
+            )
+        else:
+            u = self.base.sample(n, generator=generator, labels=labels, fast=fast)
+        return self.inverse(u, labels, fast)
+
+    # -- completion --------------------------------------------------------------------------
+    def incomplete_reason(self, observed: torch.Tensor) -> str | None:
+        """Why the rows with ``observed`` (B, D) cannot be completed exactly (None: they can).
+
+        Exact when every MADE generates the observed dimensions first: then u_observed depends
+        on x_observed alone and p(x) factorises into p(x_observed) p(x_missing | x_observed).
+        """
+        exact = sampling.exact_members(self._ranks(), observed).all(1)
+        if bool(exact.all()):
+            return None
+        if self.flow_ordering != "same":
+            return (
+                f"a flow completes exactly only when every layer generates the observed dimensions "
+                f"first; this flow's layers have flow.ordering: {self.flow_ordering} (train with "
+                "flow.ordering: same to complete an observed prefix)"
+            )
+        return (
+            f"{int((~exact).sum())} of {exact.numel()} row(s) observe dimensions that the flow's "
+            "ordering (model.ordering) does not generate first; a flow completes exactly only an "
+            "observed prefix of it (--mask top for natural)"
+        )
+
+    @torch.no_grad()
+    def complete(
+        self,
+        x: torch.Tensor,
+        observed: torch.Tensor,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | int | None = None,
+        fast: bool = True,
+    ) -> torch.Tensor:
+        """x (B, D) with the dimensions not ``observed`` drawn from p(missing | observed), exactly;
+        a ValueError when the flow cannot (see ``incomplete_reason``)."""
+        check_observed(observed, x)
+        observed = observed.to(x.device)
+        x = torch.where(observed, x, torch.zeros_like(x))
+        self.check_input(x, "x (its observed values)")
+        check_labels(labels, self.classes)
+        why = self.incomplete_reason(observed)
+        if why is not None:
+            raise ValueError(why)
+        c = self.context(labels, x.shape[0])
+        # Each layer's input at the observed dimensions: they depend on observed values alone.
+        known, h = [], (x - self.input_shift) / self.input_scale
+        for t, layer in enumerate(self.layers):
+            known.append(h)
+            h, _ = layer(h, c)
+            if len(self.norms):
+                h, _ = self.norms[t](h)
+        if self.base is None:
+            fresh = torch.randn(h.shape, generator=generator, dtype=self._dtype).to(h.device)
+            u = torch.where(observed, h, fresh)
+        else:
+            u = self.base.complete(h, observed, generator, fast=fast, labels=labels)[0]
+        return torch.where(observed, x, self._invert(u, c, ~observed, known, fast))
+
+    @torch.no_grad()
+    def conditional_log_prob(
+        self, x: torch.Tensor, observed: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """log p(x_missing | x_observed) (B,) where exact (see ``incomplete_reason``), else NaN:
+        the chain-rule terms of the missing dimensions."""
+        check_observed(observed, x)
+        observed = observed.to(x.device)
+        exact = sampling.exact_members(self._ranks(), observed).all(1)
+        terms = self.log_prob_dims(x, labels)
+        return torch.where(exact, (terms * ~observed).sum(-1), torch.nan)
+
+    # -- training (the DensityModel protocol) ---------------------------------------------------
+    def forward(
+        self,
+        x: torch.Tensor,
+        step: int,
+        steps_per_epoch: int,
+        labels: torch.Tensor | None = None,
+        noise: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """-log p(x) (B,): the training loss (batch norm on the batch's statistics)."""
+        return -self.log_prob_dims(x, labels).sum(-1)
+
+    def schedule_terms(self, step: int, steps_per_epoch: int) -> dict[str, float]:
+        return {}
+
+    def patience_counts(self, step: int, steps_per_epoch: int) -> bool:
+        return True
+
+    def epoch_line(self, train_loss: float, valid: dict[str, float], terms: dict[str, float]) -> str:
+        return f"train {train_loss:7.2f}  valid {valid['nll']:7.2f} nats"
+
+    @torch.no_grad()
+    def validation_terms(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, rows: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        return {"nll": -self.log_prob(x, labels)}
+
+    # -- the commands (the DensityModel protocol) --------------------------------------------------
+    def evaluate(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None,
+        batch_size: int,
+        samples: int | None = None,
+        seed: int | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """The exact NLL of rows x; a class-conditional flow's also with the label summed out."""
+        if samples is not None or seed is not None:
+            raise BadArgument(("samples", "seed"), "are for VAE runs; a flow's likelihood is exact")
+        report: dict[str, Any] = {
+            "nll_nats": evaluate_nll(self, x, batch_size, labels=labels), "estimator": self.estimator,
+        }  # fmt: skip
+        if self.classes:
+            summed_out = lambda b, _y, _i: {"nll": -self.marginal_log_prob(b)}  # noqa: E731
+            marginal = evaluate_nll(self, x, batch_size, labels=labels, terms=summed_out)
+            report.update(
+                marginal_nll_nats=marginal,
+                marginal_estimator=self.estimator.replace(
+                    "given the label", f"label summed out over {self.classes} classes"
+                ),
+            )
+        return report
+
+    def marginal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x) (B,) with the label summed out (see ``label_marginal``)."""
+        if not self.classes:
+            raise ValueError("only a class-conditional model has a label to sum out")
+        self.check_input(x)
+        return label_marginal(self.log_prob, x, self.label_log_prior)
+
+    def draw(
+        self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None, means: bool = False
+    ) -> torch.Tensor:
+        if means:
+            raise BadArgument("means", "is for VAE runs: a flow's samples are base draws carried through it")
+        return self.sample(n, generator=generator, labels=labels)
+
+    def sampler_name(self, means: bool = False) -> str:
+        return f"{self.estimator}: base draws inverted layer by layer, degree-scheduled"
+
+    def complete_rows(
+        self,
+        x: torch.Tensor,
+        observed: torch.Tensor,
+        labels: torch.Tensor | None,
+        per_row: int,
+        generator: torch.Generator,
+        rounds: int | None = None,
+    ) -> Completion:
+        """Exact completion where every layer generates the observed part first; refused otherwise."""
+        if rounds is not None:
+            raise BadArgument("rounds", "is for VAE runs: a flow completes exactly or not at all")
+        why = self.incomplete_reason(observed.to(x.device))
+        if why is not None:
+            raise UsageError(why)
+        values = self.complete(
+            x.repeat_interleave(per_row, 0),
+            observed.repeat_interleave(per_row, 0),
+            generator=generator,
+            labels=None if labels is None else labels.repeat_interleave(per_row, 0),
+        )
+        return Completion(values, [EXACT] * x.shape[0], self.conditional_log_prob(x, observed, labels))
+
+
+def build_maf(cfg: Config, features: int, classes: int = 0) -> MAF:
+    """The flow a config describes (model.kind: maf), for ``features`` dimensions and ``classes`` labels."""
+    m, f = cfg.model, cfg.flow
+    if m.condition_on == "label" and classes < 1:
+        raise UsageError(
+            f"model.condition_on: label needs the number of label classes: {cfg.data.name} has no "
+            "labels, or build_model was not given classes="
+        )
+    return MAF(
+        features, m.hidden, layers=f.layers, classes=classes if m.condition_on == "label" else 0,
+        direct=m.direct, ordering=m.ordering, flow_ordering=f.ordering, hidden_degrees=m.hidden_degrees,
+        batch_norm=f.batch_norm, base=f.base, components=m.components, seed=cfg.seed,
+    )  # fmt: skip

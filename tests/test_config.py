@@ -38,6 +38,20 @@ def test_round_trip_through_yaml_and_dict(tmp_path: Path) -> None:
     assert config_from_dict(config_to_dict(cfg)) == cfg
 
 
+def test_a_run_keeps_only_its_own_kinds_section() -> None:
+    """A flow's run saves its flow section and no iaf section, a MADE's neither, and a toy set
+    needs no data.values (reals are all it has)."""
+    flow = load_config(None, ["data.name=toy", "model.kind=maf", "flow.layers=3", "flow.base=mog"])
+    assert flow.data.values == "real" and flow.flow.layers == 3
+    saved = config_to_dict(flow)
+    assert "flow" in saved and "iaf" not in saved
+    assert config_from_dict(saved) == flow
+    shown = config_to_yaml(flow)
+    assert "components" in shown and "num_masks" not in shown and "head" not in shown
+    made = config_to_dict(load_config(None))
+    assert "flow" not in made and "iaf" not in made
+
+
 @pytest.mark.parametrize(
     ("text", "overrides", "message"),
     [

@@ -174,3 +174,20 @@ def test_a_damaged_npz_is_one_line_naming_the_file(tmp_path: Path, damage: str) 
     }[damage])  # fmt: skip
     with pytest.raises(UsageError, match=f"cannot read {bad} as .npz"):
         data.load_dataset(DataConfig(name="npz", path=str(bad)))
+
+
+def test_two_moons_splits_labels_and_shape() -> None:
+    ds = data.load_dataset(DataConfig(name="toy", size=2000, values="real"))
+    assert ds.train.shape == (2000, 2) and ds.valid.shape == (400, 2) and ds.test.shape == (400, 2)
+    assert ds.classes == 2 and ds.values == "real" and ds.image_shape is None
+    x, y = ds.train.double(), ds.split_labels("train")
+    # each moon is a half circle of radius 1 around its centre, blurred by noise of 0.1
+    centres = torch.tensor([[0.0, 0.0], [1.0, 0.5]], dtype=torch.float64)
+    radius = (x - centres[y]).norm(dim=1)
+    assert abs(float(radius.mean()) - 1) < 0.01 and 0.08 < float(radius.std()) < 0.12
+    upper = x[y == 0]
+    assert float(upper[:, 1].mean()) == pytest.approx(2 / math.pi, abs=0.03)  # mean of sin over [0, pi]
+    again = data.load_dataset(DataConfig(name="toy", size=2000, values="real"))
+    assert torch.equal(again.train, ds.train)  # the set is a property of its config
+    toy = DataConfig(name="toy")
+    assert data.dataset_features(toy) == 2 and data.dataset_classes(toy) == 2

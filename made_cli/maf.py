@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -22,17 +21,16 @@ from . import degrees as deg
 from . import sampling
 from .config import Config
 from .errors import BadArgument, UsageError
-from .evaluation import evaluate_nll
 from .heads import Gaussian, Head, MixtureOfGaussians, check_observed, check_rows
-from .interface import EXACT, Completion, Progress
+from .interface import EXACT, Completion
 from .made import MADE
 from .models import (
+    ExactLikelihood,
     MADEModel,
     check_labels,
     input_standardisation,
     label_context,
     label_log_prior,
-    label_marginal,
 )
 
 __all__ = ["ALPHA_BOUND", "MAF", "AffineInverse", "BatchNormLayer", "MAFLayer", "build_maf"]
@@ -146,7 +144,7 @@ class BatchNormLayer(nn.Module):
         return (u - self.beta) * torch.exp(-self.log_gamma) * std + self.running_mean
 
 
-class MAF(nn.Module):
+class MAF(ExactLikelihood, nn.Module):
     """A masked autoregressive flow with a standard normal or a MADE MoG base (model.kind: maf).
 
     Implements the ``DensityModel`` protocol. With ``classes`` it is p(x | y): the one-hot label
@@ -432,55 +430,7 @@ class MAF(nn.Module):
         """-log p(x) (B,): the training loss (batch norm on the batch's statistics)."""
         return -self.log_prob_dims(x, labels).sum(-1)
 
-    def schedule_terms(self, step: int, steps_per_epoch: int) -> dict[str, float]:
-        return {}
-
-    def patience_counts(self, step: int, steps_per_epoch: int) -> bool:
-        return True
-
-    def epoch_line(self, train_loss: float, valid: dict[str, float], terms: dict[str, float]) -> str:
-        return f"train {train_loss:7.2f}  valid {valid['nll']:7.2f} nats"
-
-    @torch.no_grad()
-    def validation_terms(
-        self, x: torch.Tensor, labels: torch.Tensor | None = None, rows: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        return {"nll": -self.log_prob(x, labels)}
-
     # -- the commands (the DensityModel protocol) --------------------------------------------------
-    def evaluate(
-        self,
-        x: torch.Tensor,
-        labels: torch.Tensor | None,
-        batch_size: int,
-        samples: int | None = None,
-        seed: int | None = None,
-        progress: Progress | None = None,
-    ) -> dict[str, Any]:
-        """The exact NLL of rows x; a class-conditional flow's also with the label summed out."""
-        if samples is not None or seed is not None:
-            raise BadArgument(("samples", "seed"), "are for VAE runs; a flow's likelihood is exact")
-        report: dict[str, Any] = {
-            "nll_nats": evaluate_nll(self, x, batch_size, labels=labels), "estimator": self.estimator,
-        }  # fmt: skip
-        if self.classes:
-            summed_out = lambda b, _y, _i: {"nll": -self.marginal_log_prob(b)}  # noqa: E731
-            marginal = evaluate_nll(self, x, batch_size, labels=labels, terms=summed_out)
-            report.update(
-                marginal_nll_nats=marginal,
-                marginal_estimator=self.estimator.replace(
-                    "given the label", f"label summed out over {self.classes} classes"
-                ),
-            )
-        return report
-
-    def marginal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(x) (B,) with the label summed out (see ``label_marginal``)."""
-        if not self.classes:
-            raise ValueError("only a class-conditional model has a label to sum out")
-        self.check_input(x)
-        return label_marginal(self.log_prob, x, self.label_log_prior)
-
     def draw(
         self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None, means: bool = False
     ) -> torch.Tensor:

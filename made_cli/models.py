@@ -19,8 +19,8 @@ from .interface import APPROXIMATE, EXACT, SUB_ENSEMBLE, Completion, Progress
 from .made import MADE
 
 __all__ = [
-    "MADEModel", "build_made", "check_labels", "input_standardisation", "label_context", "label_log_prior",
-    "label_marginal",
+    "ExactLikelihood", "MADEModel", "build_made", "check_labels", "input_standardisation", "label_context",
+    "label_log_prior", "label_marginal",
 ]  # fmt: skip
 
 
@@ -86,7 +86,73 @@ def label_marginal(
     return torch.logsumexp(torch.stack(per), 0)  # (B,)
 
 
-class MADEModel(nn.Module):
+class ExactLikelihood:
+    """What the models with an exact log p(x) share (MADEModel, MAF): a schedule with nothing
+    in it, -log p(x) for validation and `made evaluate`, and, for a class-conditional model,
+    log p(x) with the label summed out. The model gives ``log_prob``, ``check_input``,
+    ``estimator``, ``classes`` and (when conditional) a ``label_log_prior`` buffer."""
+
+    classes: int
+
+    def schedule_terms(self, step: int, steps_per_epoch: int) -> dict[str, float]:
+        """Nothing to record: the exact likelihood has no schedule (a MADE ensemble's member is
+        the step modulo K)."""
+        return {}
+
+    def patience_counts(self, step: int, steps_per_epoch: int) -> bool:
+        """Every epoch trains on the full objective."""
+        return True
+
+    def epoch_line(self, train_loss: float, valid: dict[str, float], terms: dict[str, float]) -> str:
+        return f"train {train_loss:7.2f}  valid {valid['nll']:7.2f} nats"
+
+    @torch.no_grad()
+    def validation_terms(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, rows: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per-row (B,) numbers the trainer averages on a split; ``nll`` decides early stopping.
+        (``rows``, the batch's indices in the split, matter only to models that draw noise.)"""
+        return {"nll": -self.log_prob(x, labels)}  # type: ignore[attr-defined]
+
+    def evaluate(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None,
+        batch_size: int,
+        samples: int | None = None,
+        seed: int | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """The exact NLL of rows x; a class-conditional model's also with the label summed out,
+        comparable with unconditional runs."""
+        if samples is not None or seed is not None:
+            raise BadArgument(("samples", "seed"), "are for VAE runs; this model's likelihood is exact")
+        model: Any = self
+        report: dict[str, Any] = {
+            "nll_nats": evaluate_nll(model, x, batch_size, labels=labels), "estimator": model.estimator,
+        }  # fmt: skip
+        if self.classes:
+            summed_out = lambda b, _y, _i: {"nll": -self.marginal_log_prob(b)}  # noqa: E731
+            marginal = evaluate_nll(model, x, batch_size, labels=labels, terms=summed_out)
+            report.update(marginal_nll_nats=marginal, marginal_estimator=self.marginal_estimator)
+        return report
+
+    @property
+    def marginal_estimator(self) -> str:
+        """How ``marginal_log_prob`` is computed (class-conditional models)."""
+        estimator: str = self.estimator  # type: ignore[attr-defined]
+        return estimator.replace("given the label", f"label summed out over {self.classes} classes")
+
+    def marginal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x) (B,) with the label summed out (see ``label_marginal``)."""
+        if not self.classes:
+            raise ValueError("only a class-conditional model has a label to sum out")
+        model: Any = self
+        model.check_input(x)
+        return label_marginal(model.log_prob, x, model.label_log_prior)
+
+
+class MADEModel(ExactLikelihood, nn.Module):
     """A MADE with a likelihood head: log p(x) in nats, exact sampling and completion.
 
     With K masks the density is the mixture p(x) = (1/K) sum_k p_k(x) (Germain et al. 2015,
@@ -198,52 +264,11 @@ class MADEModel(nn.Module):
         through DistributedDataParallel when distributed. The exact likelihood draws no noise."""
         return -self.log_prob_member(x, step % self.num_masks, labels)
 
-    def schedule_terms(self, step: int, steps_per_epoch: int) -> dict[str, float]:
-        """Nothing to record: the member of a step is the step modulo K."""
-        return {}
-
-    def patience_counts(self, step: int, steps_per_epoch: int) -> bool:
-        """Every epoch trains on the full objective."""
-        return True
-
-    def epoch_line(self, train_loss: float, valid: dict[str, float], terms: dict[str, float]) -> str:
-        return f"train {train_loss:7.2f}  valid {valid['nll']:7.2f} nats"
-
-    @torch.no_grad()
-    def validation_terms(
-        self, x: torch.Tensor, labels: torch.Tensor | None = None, rows: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Per-row (B,) numbers the trainer averages on a split; ``nll`` decides early stopping.
-        (``rows``, the batch's indices in the split, matter only to models that draw noise.)"""
-        return {"nll": -self.log_prob(x, labels)}
-
     def made_nets(self) -> list[MADE]:
         """Every MADE in the model."""
         return [self.net]
 
     # -- the commands (the DensityModel protocol) --------------------------------------------------
-    def evaluate(
-        self,
-        x: torch.Tensor,
-        labels: torch.Tensor | None,
-        batch_size: int,
-        samples: int | None = None,
-        seed: int | None = None,
-        progress: Progress | None = None,
-    ) -> dict[str, Any]:
-        """The exact NLL of rows x; a class-conditional model's also with the label summed out,
-        comparable with unconditional runs."""
-        if samples is not None or seed is not None:
-            raise BadArgument(("samples", "seed"), "are for VAE runs; a MADE's likelihood is exact")
-        report: dict[str, Any] = {
-            "nll_nats": evaluate_nll(self, x, batch_size, labels=labels), "estimator": self.estimator,
-        }  # fmt: skip
-        if self.classes:
-            summed_out = lambda b, _y, _i: {"nll": -self.marginal_log_prob(b)}  # noqa: E731
-            marginal = evaluate_nll(self, x, batch_size, labels=labels, terms=summed_out)
-            report.update(marginal_nll_nats=marginal, marginal_estimator=self.marginal_estimator)
-        return report
-
     def draw(
         self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None, means: bool = False
     ) -> torch.Tensor:
@@ -284,19 +309,6 @@ class MADEModel(nn.Module):
             return self.log_prob_member(x, 0, labels)
         per = torch.stack([self.log_prob_member(x, k, labels) for k in range(self.num_masks)])  # (K, B)
         return torch.logsumexp(per, 0) - math.log(self.num_masks)
-
-    @property
-    def marginal_estimator(self) -> str:
-        """How ``marginal_log_prob`` is computed (class-conditional models)."""
-        return self.estimator.replace("given the label", f"label summed out over {self.classes} classes")
-
-    def marginal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(x) (B,) of a class-conditional model with the label summed out (see
-        ``label_marginal``)."""
-        if not self.classes:
-            raise ValueError("only a class-conditional model has a label to sum out")
-        self.check_input(x)
-        return label_marginal(self.log_prob, x, self.label_log_prior)
 
     @torch.no_grad()
     def conditional_log_prob(

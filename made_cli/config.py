@@ -226,8 +226,8 @@ def _validate_flow(cfg: Config) -> None:
         return
     if cfg.data.values not in ("real", "logit"):
         raise UsageError(
-            f"model.kind: maf models real values, but data.values is {cfg.data.values} "
-            "(use data.values: logit for grey images, real for an npz of reals)"
+            f"model.kind: maf models real values, but data.values is {cfg.data.values} (a flow "
+            "takes data.values: logit from mnist or fashion_mnist, real from npz or toy)"
         )
     if model.num_masks != 1:
         raise UsageError(

@@ -19,14 +19,15 @@ from .interface import APPROXIMATE, EXACT, SUB_ENSEMBLE, Completion, Progress
 from .made import MADE
 
 __all__ = [
-    "ExactLikelihood", "MADEModel", "build_made", "check_labels", "input_standardisation", "label_context",
-    "label_log_prior", "label_marginal",
+    "ExactLikelihood", "MADEModel", "build_made", "check_labels", "context_classes", "input_standardisation",
+    "label_context", "label_log_prior", "label_marginal",
 ]  # fmt: skip
 
 
-def check_labels(labels: torch.Tensor | int | None, classes: int) -> None:
+def check_labels(labels: torch.Tensor | int | None, classes: int, rows: int | None = None) -> None:
     """Labels fit a model of ``classes`` classes (0: unconditional): present exactly when it is
-    conditional, each in 0..classes-1, else a ValueError that says which.
+    conditional, each in 0..classes-1, one for all ``rows`` or one per row, else a ValueError
+    that says which.
 
     Checked where labels enter (log_prob, sample, complete), not per forward pass: reading
     the range back from a GPU would stall every training step.
@@ -38,6 +39,8 @@ def check_labels(labels: torch.Tensor | int | None, classes: int) -> None:
     if labels is None:
         raise ValueError("this model is conditioned on a label: pass labels")
     labels = torch.as_tensor(labels)
+    if rows is not None and labels.numel() != 1 and labels.shape != (rows,):
+        raise ValueError(f"labels must be one label or ({rows},), got shape {tuple(labels.shape)}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= classes):
         raise ValueError(f"labels must be in 0..{classes - 1}")
 
@@ -199,9 +202,9 @@ class MADEModel(ExactLikelihood, nn.Module):
         (instead of a shape error deep in torch, or a number that means nothing)."""
         check_rows(x, self.features, self.head, what)
 
-    def check_labels(self, labels: torch.Tensor | int | None) -> None:
+    def check_labels(self, labels: torch.Tensor | int | None, rows: int | None = None) -> None:
         """See ``check_labels``: called where labels enter (log_prob, sample, complete)."""
-        check_labels(labels, self.classes)
+        check_labels(labels, self.classes, rows)
 
     def context(self, labels: torch.Tensor | int | None, rows: int) -> torch.Tensor | None:
         """The MADE's context (B, classes): one-hot labels (see ``check_labels``)."""
@@ -304,7 +307,7 @@ class MADEModel(ExactLikelihood, nn.Module):
     def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x) (B,) in nats (a density for real-valued heads): the mixture over all members."""
         self.check_input(x)
-        self.check_labels(labels)
+        self.check_labels(labels, x.shape[0])
         if self.num_masks == 1:
             return self.log_prob_member(x, 0, labels)
         per = torch.stack([self.log_prob_member(x, k, labels) for k in range(self.num_masks)])  # (K, B)
@@ -321,7 +324,7 @@ class MADEModel(ExactLikelihood, nn.Module):
         """
         self.check_input(x)
         check_observed(observed, x)
-        self.check_labels(labels)
+        self.check_labels(labels, x.shape[0])
         observed = observed.to(x.device)
         exact = sampling.exact_members(self.net.ranks, observed).all(1)
         dims = torch.stack([self.log_prob_dims(x, k, labels) for k in range(self.num_masks)])  # (K, B, D)
@@ -375,7 +378,7 @@ class MADEModel(ExactLikelihood, nn.Module):
         check_observed(observed, x)
         observed = observed.to(x.device)
         self.check_input(torch.where(observed, x, torch.zeros_like(x)), "x (its observed values)")
-        self.check_labels(labels)
+        self.check_labels(labels, x.shape[0])
         x = torch.where(observed, x, torch.zeros_like(x))
         c = self.context(labels, x.shape[0])  # (B, C) or None
         if uniforms is None:
@@ -393,16 +396,24 @@ class MADEModel(ExactLikelihood, nn.Module):
         return out, exact
 
 
-def build_made(cfg: Config, features: int, classes: int = 0) -> MADEModel:
-    """The MADE a config describes (model.kind: made), for ``features`` dimensions and ``classes`` labels."""
-    m = cfg.model
-    head = make_head(m.head, levels=cfg.data.levels, components=m.components)
-    context = classes if m.condition_on == "label" else 0
-    if m.condition_on == "label" and classes < 1:
+def context_classes(cfg: Config, classes: int) -> int:
+    """The label classes a model of ``cfg`` is conditioned on: ``classes`` with
+    ``condition_on: label`` (a usage error if the data has none), else 0."""
+    if cfg.model.condition_on != "label":
+        return 0
+    if classes < 1:
         raise UsageError(
             f"model.condition_on: label needs the number of label classes: {cfg.data.name} has no "
             "labels, or build_model was not given classes="
         )
+    return classes
+
+
+def build_made(cfg: Config, features: int, classes: int = 0) -> MADEModel:
+    """The MADE a config describes (model.kind: made), for ``features`` dimensions and ``classes`` labels."""
+    m = cfg.model
+    head = make_head(m.head, levels=cfg.data.levels, components=m.components)
+    context = context_classes(cfg, classes)
     net = MADE(
         features,
         m.hidden,

@@ -341,6 +341,17 @@ class Trainer:
             return DistributedDataParallel(self.model, forward_sync_buffers=False)
         return DistributedDataParallel(self.model, broadcast_buffers=False)
 
+    def _share_buffers(self) -> None:
+        """Rank 0's saved buffers on every rank before validation and saving: a flow's batch-norm
+        statistics follow each rank's own batches (DDP syncs no buffers here), and the ranks must
+        validate, and rank 0 save, one model."""
+        if self.group.world == 1:
+            return
+        saved = self.model.state_dict(keep_vars=True)
+        for name, buffer in self.model.named_buffers():
+            if name in saved:
+                self.group.broadcast_tensor(buffer)
+
     def _stop_for_signal(self, signum: int) -> None:
         if not _all_finite(self.model):  # never save a diverged model, even when asked to stop
             raise self._diverged("the parameters became NaN or infinite")
@@ -442,6 +453,7 @@ class Trainer:
     def _end_epoch(self, n: int, seconds: float) -> None:
         if not _all_finite(self.model):
             raise self._diverged("the parameters became NaN or infinite")
+        self._share_buffers()
         valid = self._evaluate(self.model, "valid")
         valid_nll = valid["nll"]
         if not math.isfinite(valid_nll):

@@ -170,6 +170,20 @@ def step_jacobian(
 Bijection = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
 
 
+def _jacobian_and_log_det_error(
+    step: Bijection, z: torch.Tensor, h: torch.Tensor | None
+) -> tuple[torch.Tensor, float]:
+    """(dz'/dz (D, D) by autograd, |log|det| - the sum ``step`` reports|) at one point z (D,)
+    of a float64 map ``step(z, h) -> (z' (1, D), log|det| split per dimension (1, D))``."""
+    hb = None if h is None else h[None]
+    with torch.enable_grad():
+        jac = torch.autograd.functional.jacobian(lambda v: step(v[None], hb)[0][0], z, vectorize=True)
+    with torch.no_grad():
+        log_det = step(z[None], hb)[1].sum()
+    sign, log_abs = torch.linalg.slogdet(jac)
+    return jac, abs(float(log_abs - log_det)) if sign != 0 else float("inf")
+
+
 @torch.no_grad()
 def triangular_check(
     step: Bijection, ranks: torch.Tensor, context: int, points: int, generator: torch.Generator
@@ -183,15 +197,9 @@ def triangular_check(
     for _ in range(points):
         z = torch.randn(features, generator=generator, dtype=torch.float64)
         h = torch.randn(context, generator=generator, dtype=torch.float64) if context else None
-        hb = None if h is None else h[None]
-        with torch.enable_grad():
-            jac = torch.autograd.functional.jacobian(
-                lambda v, hb=hb: step(v[None], hb)[0][0], z, vectorize=True
-            )
-        log_det = step(z[None], hb)[1].sum()
+        jac, err = _jacobian_and_log_det_error(step, z, h)
         off += int(((jac != 0) & ~lower).sum())
-        sign, log_abs = torch.linalg.slogdet(jac)
-        error = max(error, abs(float(log_abs - log_det)) if sign != 0 else float("inf"))
+        error = max(error, err)
     return off, error
 
 
@@ -275,17 +283,11 @@ def verify_maf(
     if model.features <= FLOW_JACOBIAN_FEATURES:
         whole = 0.0
         for _ in range(points):
-            x = flow.input_shift + flow.input_scale * torch.randn(
-                model.features, generator=generator, dtype=torch.float64
-            )
+            noise = torch.randn(model.features, generator=generator, dtype=torch.float64)
+            x = flow.input_shift + flow.input_scale * noise
             y = torch.randint(model.classes, (1,), generator=generator) if model.classes else None
-            with torch.enable_grad():
-                jac = torch.autograd.functional.jacobian(
-                    lambda v, y=y: flow.transform_dims(v[None], y)[0][0], x, vectorize=True
-                )
-            log_det = flow.transform_dims(x[None], y)[1].sum()
-            sign, log_abs = torch.linalg.slogdet(jac)
-            whole = max(whole, abs(float(log_abs - log_det)) if sign != 0 else float("inf"))
+            _, error = _jacobian_and_log_det_error(lambda v, _h, y=y: flow.transform_dims(v, y), x, None)
+            whole = max(whole, error)
     return layers, base, whole
 
 

@@ -22,6 +22,7 @@ import importlib.util
 import itertools
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +30,8 @@ from torch import nn
 
 from made_cli.config import load_config
 from made_cli.heads import Bernoulli
+from made_cli.interface import DensityModel
 from made_cli.kinds import build_model
-from made_cli.models import MADEModel
 from made_cli.train import make_optimizer, train_step
 
 
@@ -78,7 +79,8 @@ class MLP(nn.Module):
         return out + self.skip(x) if self.skip is not None else out
 
 
-def made(features: int, overrides: list[str]) -> MADEModel:
+def made(features: int, overrides: list[str]) -> Any:
+    """made's model of a config given by overrides (a MADEModel, or a MAF with model.kind=maf)."""
     return build_model(load_config(None, overrides), features)
 
 
@@ -92,7 +94,7 @@ def schedule(quick: bool) -> tuple[int, int, int]:
     return (3, 1, 1) if quick else (100, 5, 30)
 
 
-def made_stepper(model: MADEModel, data: torch.Tensor, batch: int) -> Callable[[int], None]:
+def made_stepper(model: DensityModel, data: torch.Tensor, batch: int) -> Callable[[int], None]:
     """made's own training step, optimiser set-up included."""
     opt = make_optimizer(model, 1e-3, 0.0)
 
@@ -198,6 +200,8 @@ def peer_rows(features: int, batch: int, quick: bool) -> dict[str, list[tuple[st
 def maf_peers(features: int, hidden: list[int], layers: int) -> dict[str, tuple[nn.Module, list[str]]]:
     """The installed peers' MAFs of one shape, each with the made flow settings that match it:
     nflows puts batch norm between layers, zuko has none (neither has direct connections)."""
+    if len(set(hidden)) != 1:
+        raise ValueError("nflows' MADE has hidden layers of one width")
     shape = [f"model.hidden={hidden}", "model.direct=false", f"flow.layers={layers}"]
     peers: dict[str, tuple[nn.Module, list[str]]] = {}
     if importlib.util.find_spec("nflows"):

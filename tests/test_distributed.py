@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -20,6 +21,9 @@ from .conftest import REPO
 OVERRIDES = ["data.name=synthetic", "data.features=10", "data.size=2000", "model.hidden=[24]",
              "model.ordering=random", "model.num_masks=2", "train.epochs=2",
              "train.batch_size=50"]  # fmt: skip
+# a flow: each rank's batches move its batch-norm statistics, which must still agree
+FLOW = ["data.name=toy", "data.size=2000", "model.kind=maf", "model.hidden=[24]", "flow.layers=2",
+        "train.epochs=2", "train.batch_size=50"]  # fmt: skip
 
 
 def _free_port() -> int:
@@ -28,7 +32,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, root: str) -> None:
+def _worker(rank: int, world: int, port: int, root: str, overrides: list[str]) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
                       RANK=str(rank), LOCAL_RANK=str(rank))  # fmt: skip
     torch.set_num_threads(1)
@@ -43,7 +47,7 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
     group, device = distributed.from_env(torch.device("cpu"))
     # each rank proposes its own directory: rank 0's must win, and only rank 0 may write
     proposed = Path(root) / f"rank{rank}"
-    result = train(load_config(None, OVERRIDES), proposed, device, group=group)
+    result = train(load_config(None, overrides), proposed, device, group=group)
     params = {k: v.detach().clone() for k, v in trainers[0].model.state_dict().items()}
     out = Path(root) / "from-test"  # written by the test harness, not by the tool
     out.mkdir(exist_ok=True)
@@ -52,8 +56,9 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def test_two_cpu_ranks_agree_on_parameters_and_only_rank_0_writes(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("overrides", [OVERRIDES, FLOW], ids=["made", "maf"])
+def test_two_cpu_ranks_agree_on_parameters_and_only_rank_0_writes(tmp_path: Path, overrides) -> None:
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), overrides), nprocs=2, join=True)
     assert (tmp_path / "rank0" / "checkpoints" / "last.pt").is_file()
     assert not (tmp_path / "rank1").exists()
     a = torch.load(tmp_path / "from-test" / "0.pt", weights_only=True)

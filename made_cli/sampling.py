@@ -198,8 +198,13 @@ def ancestral_fast(
         w_out = w_out[:, perms[-1]]
     else:  # no hidden layer: the output layer itself reads x and the context
         w_inputs, w_out = w_inputs + w_out, w_out[:, :0]
-    w_all = torch.cat([w_out, w_inputs, net.output.bias[:, None]], 1)  # (P * D, Z)
+    # Without direct connections the parameters read the last hidden layer alone: its slice of z
+    # and the bias, not the D + C columns of zeros (7x less work per step for 1x128 at D = 784).
+    hidden_only = net.direct is None and bool(masked)
+    reads = h_last if hidden_only else z.shape[1]
+    w_all = torch.cat([w_out, w_inputs, net.output.bias[:, None]], 1)[:, :reads]  # (P * D, Z)
     w_params = w_all.view(head.params_per_dim, n_dims, -1).permute(1, 2, 0).contiguous()  # (D, Z, P)
+    bias = net.output.bias.view(head.params_per_dim, n_dims).T.contiguous()  # (D, P)
 
     uniforms = uniforms[:, order_t].transpose(0, 1).contiguous()  # (D, B, U): step t's noise
     needed = fill[:, order_t]
@@ -208,7 +213,8 @@ def ancestral_fast(
         if sample:
             col = h_last + order[start]
             d = order[start]
-            value = head.draw(z @ w_params[d], uniforms[start])
+            params = torch.addmm(bias[d], z[:, :reads], w_params[d]) if hidden_only else z @ w_params[d]
+            value = head.draw(params, uniforms[start])
             if not every_row[start]:
                 value = torch.where(needed[:, start], value, out[:, d])
             out[:, d] = value

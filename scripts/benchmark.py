@@ -309,9 +309,9 @@ def main() -> None:
     if maf:
         print(f"\nmasked autoregressive flows against peers, D={features} (made's own train_step and fused "
               "Adam; each peer as its users run it):")  # fmt: skip
-        print(f"  {'measure':<34}{'peer':<24}{'made':>10}{'peer':>10}{'ratio':>8}")
+        print(f"  {'measure':<38}{'peer':<24}{'made':>10}{'peer':>10}{'ratio':>8}")
         for what, name, made_rate, peer_rate in maf:
-            print(f"  {what:<34}{name:<24}{made_rate:>10.1f}{peer_rate:>10.1f}{made_rate / peer_rate:>8.1f}")
+            print(f"  {what:<38}{name:<24}{made_rate:>10.1f}{peer_rate:>10.1f}{made_rate / peer_rate:>8.1f}")
 
     k = 4 if args.quick else 32
     ensemble = made(features, [*(["model.hidden=[16]"] if args.quick else []), "model.ordering=random",

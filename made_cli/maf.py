@@ -143,8 +143,8 @@ class MAF(ExactLikelihood, nn.Module):
     """A masked autoregressive flow with a standard normal or a MADE MoG base (model.kind: maf).
 
     Implements the ``DensityModel`` protocol. With ``classes`` it is p(x | y): the one-hot label
-    enters every MADE (and the MoG base) at degree 0. ``head`` is the independent Gaussian the
-    trainer's baseline fits, the law a one-layer flow with a normal base gives each dimension.
+    enters every MADE (and the MoG base) at degree 0. ``head`` is the per-dimension Gaussian
+    that the trainer's independent baseline fits.
     """
 
     input_shift: torch.Tensor
@@ -241,9 +241,7 @@ class MAF(ExactLikelihood, nn.Module):
         shift, scale = input_standardisation(train)
         self.input_shift.copy_(shift)
         self.input_scale.copy_(scale)
-        if self.base is not None:
-            was_training = self.training
-            self.eval()
+        if self.base is not None:  # no gradient here: batch norm reads its saved statistics
             parts = []
             for i in range(0, train.shape[0], _FIT_ROWS):
                 rows = train[i : i + _FIT_ROWS]
@@ -251,7 +249,6 @@ class MAF(ExactLikelihood, nn.Module):
                 if self.classes:  # fitted without labels: any class does for a start
                     y = labels[i : i + _FIT_ROWS] if labels is not None else 0
                 parts.append(self.transform_dims(rows, y)[0])
-            self.train(was_training)
             self.base.fit_inputs(torch.cat(parts), labels)
 
     # -- the flow --------------------------------------------------------------------------

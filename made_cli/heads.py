@@ -17,7 +17,7 @@ from .config import HeadName
 
 __all__ = [
     "Bernoulli", "Categorical", "Gaussian", "Head", "HeadName", "MixtureOfGaussians", "check_observed",
-    "check_rows", "make_head",
+    "check_rows", "make_head", "standard_normal_log_prob",
 ]  # fmt: skip
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -40,6 +40,11 @@ def _spread(train: torch.Tensor) -> torch.Tensor:
     if train.shape[0] < 2:
         return torch.ones(train.shape[1], dtype=train.dtype, device=train.device)
     return train.std(0).clamp_min(1e-3)
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, 1) elementwise: a VAE's prior and posterior noise, a flow's normal base."""
+    return -0.5 * z**2 - _HALF_LOG_2PI
 
 
 def _normal_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:

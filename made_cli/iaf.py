@@ -22,7 +22,7 @@ from torch import nn
 from . import degrees as deg
 from .config import Config, check_seed
 from .errors import BadArgument
-from .heads import Bernoulli, check_observed, check_rows
+from .heads import Bernoulli, check_observed, check_rows, standard_normal_log_prob
 from .interface import APPROXIMATE, Completion, Progress
 from .made import MADE
 
@@ -31,7 +31,6 @@ __all__ = ["GATE_INIT", "IAFVAE", "IMPUTATION_ROUNDS", "IAFStep", "build_iaf_vae
 # The gate starts near 1 (Kingma et al. 2016 initialise s's bias to +1 or +2): each step
 # starts close to the identity, so deep stacks train from the diagonal posterior.
 GATE_INIT = 0.88
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _EVAL_SEED = 1234  # validation draws the same noise every epoch: ELBOs compare across epochs
 IMPUTATION_ROUNDS = 50  # of `made complete` unless it is given a number
 
@@ -44,10 +43,6 @@ def _mlp(sizes: Sequence[int]) -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
-
-
-def _std_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-    return -0.5 * z**2 - _HALF_LOG_2PI
 
 
 class IAFStep(nn.Module):
@@ -194,7 +189,7 @@ class IAFVAE(nn.Module):
         b, s, latent = x.shape[0], samples, self.latent
         eps = self._noise((b, s, latent), generator) if eps is None else eps
         z = mu[:, None] + log_sigma.exp()[:, None] * eps
-        log_q = _std_normal_log_prob(eps) - log_sigma[:, None]
+        log_q = standard_normal_log_prob(eps) - log_sigma[:, None]
         h = None if h is None else h[:, None].expand(b, s, -1).reshape(b * s, -1)
         z, log_det = self.flow(z.reshape(b * s, latent), h)
         return z.view(b, s, latent), log_q - log_det.view(b, s, latent)
@@ -224,7 +219,7 @@ class IAFVAE(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(log p(x | z) (B, S), KL terms per dimension log q - log p(z) (B, S, L)) per draw."""
         z, log_q = self.posterior(x, samples, generator, eps)
-        return self.log_likelihood(x, z), log_q - _std_normal_log_prob(z)
+        return self.log_likelihood(x, z), log_q - standard_normal_log_prob(z)
 
     # -- training (the DensityModel protocol) ---------------------------------------------------
     def beta(self, step: int, steps_per_epoch: int) -> float:

@@ -21,7 +21,7 @@ from . import degrees as deg
 from . import sampling
 from .config import Config
 from .errors import BadArgument, UsageError
-from .heads import Gaussian, Head, MixtureOfGaussians, check_observed, check_rows
+from .heads import Gaussian, Head, MixtureOfGaussians, check_observed, check_rows, standard_normal_log_prob
 from .interface import EXACT, Completion
 from .made import MADE
 from .models import (
@@ -39,7 +39,6 @@ __all__ = ["ALPHA_BOUND", "MAF", "AffineInverse", "BatchNormLayer", "MAFLayer", 
 # alpha = B tanh(raw / B): the identity near 0, never beyond +-B, so exp(+-alpha) cannot
 # overflow however training goes (a factor of at most e^7, about 1100, per layer).
 ALPHA_BOUND = 7.0
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _FIT_ROWS = 5000  # rows per pass when the MoG base is fitted to the transformed training split
 
 
@@ -285,7 +284,7 @@ class MAF(ExactLikelihood, nn.Module):
     def base_log_prob_dims(self, u: torch.Tensor, labels: torch.Tensor | int | None = None) -> torch.Tensor:
         """log p(u_d | u_<d) (B, D) under the base."""
         if self.base is None:
-            return -0.5 * u**2 - _HALF_LOG_2PI
+            return standard_normal_log_prob(u)
         return self.base.log_prob_dims(u, 0, labels)
 
     def log_prob_dims(self, x: torch.Tensor, labels: torch.Tensor | int | None = None) -> torch.Tensor:

@@ -218,8 +218,8 @@ class MADEModel(ExactLikelihood, nn.Module):
         return sampling.Encoding(self.input_shift, self.input_scale)
 
     def network_input(self, x: torch.Tensor) -> torch.Tensor:
-        """x as the network sees it (see ``encoding``)."""
-        return self.encoding(x)
+        """x as the network sees it (``encoding``'s arithmetic, without building one each step)."""
+        return (x - self.input_shift) / self.input_scale if self.standardises else x
 
     @torch.no_grad()
     def fit_inputs(self, train: torch.Tensor, labels: torch.Tensor | None = None) -> None:

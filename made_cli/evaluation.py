@@ -9,7 +9,7 @@ import torch
 
 from .distributed import SINGLE, Dist
 from .errors import UsageError
-from .interface import DensityModel
+from .interface import DensityModel, Progress
 
 __all__ = ["Terms", "evaluate_nll", "evaluate_terms", "labels_for", "tf32"]
 
@@ -36,10 +36,11 @@ def evaluate_terms(
     group: Dist = SINGLE,
     labels: torch.Tensor | None = None,
     terms: Terms | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, float]:
     """Means per example of per-row terms (``nll`` among them, in nats): the model's
     ``validation_terms`` unless ``terms`` says otherwise (given the batch, its labels and its
-    rows' places in the split).
+    rows' places in the split). ``progress`` hears (rows done, rows) after each batch.
 
     A class-conditional model is evaluated given ``labels``. In a process group each rank takes
     every world-th row and the sums are added up, so all ranks get the same numbers.
@@ -59,6 +60,8 @@ def evaluate_terms(
             y = None if row_labels is None else row_labels[i : i + batch_size].to(device)
             for key, value in terms(batch, y, index[i : i + batch_size]).items():
                 totals[key] = totals.get(key, 0.0) + float(value.sum())
+            if progress is not None:
+                progress(min(i + batch_size, rows.shape[0]), rows.shape[0])
     model.train(was_training)
     keys = sorted(totals)
     sums = group.sum([*(totals[k] for k in keys), float(rows.shape[0])], device)

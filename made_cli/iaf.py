@@ -22,6 +22,7 @@ from torch import nn
 from . import degrees as deg
 from .config import Config, check_seed
 from .errors import BadArgument
+from .evaluation import evaluate_terms
 from .heads import Bernoulli, check_observed, check_rows, standard_normal_log_prob
 from .interface import APPROXIMATE, Completion, Progress
 from .made import MADE
@@ -384,23 +385,16 @@ class IAFVAE(nn.Module):
         seed = 0 if seed is None else seed
         check_seed(seed)
         row_seeds = (seed * 1_000_003) % 2**62 + torch.arange(x.shape[0])
-        sums = {"log_px": 0.0, "elbo": 0.0, "kl": 0.0, "reconstruction": 0.0}
-        for i in range(0, x.shape[0], batch_size):
-            rows = x[i : i + batch_size].to(self._device)
-            out = self.importance_log_prob(rows, k, row_seeds=row_seeds[i : i + batch_size])
-            for key in sums:
-                sums[key] += float(out[key].sum())
-            if progress is not None:
-                progress(min(i + batch_size, x.shape[0]), x.shape[0])
-        n = x.shape[0]
+        drawn = lambda b, _y, rows: self.importance_log_prob(b, k, row_seeds=row_seeds[rows])  # noqa: E731
+        means = evaluate_terms(self, x, batch_size, terms=drawn, progress=progress)
         return {
-            "nll_nats": -sums["log_px"] / n,
+            "nll_nats": -means["log_px"],
             "estimator": f"importance-weighted, K={k} samples per image (a bound that tightens with K)",
             "samples": k,
             "seed": seed,
-            "elbo_nats": sums["elbo"] / n,
-            "reconstruction_nats": sums["reconstruction"] / n,
-            "kl_nats": sums["kl"] / n,
+            "elbo_nats": means["elbo"],
+            "reconstruction_nats": means["reconstruction"],
+            "kl_nats": means["kl"],
         }
 
     def draw(

@@ -25,6 +25,7 @@ __all__ = [
     "load_checkpoint",
     "model_from_checkpoint",
     "recorded_root",
+    "recorded_table",
     "restore_model",
 ]
 
@@ -74,7 +75,12 @@ def model_from_checkpoint(
 ) -> tuple[Config, DensityModel]:
     """The config and the model (in eval mode, on ``device``) a loaded checkpoint holds."""
     config = config_from_dict(state["config"])
-    model = build_model(config, int(state["features"]), int(state.get("classes", 0)))
+    levels = state.get("levels")
+    model = build_model(
+        config, int(state["features"]), int(state.get("classes", 0)),
+        levels=None if levels is None else tuple(int(v) for v in levels),
+        context=int(state.get("context_features", 0)),
+    )  # fmt: skip
     restore_model(model, state, path)
     model.to(device).eval()
     return config, model
@@ -84,6 +90,11 @@ def recorded_root(state: dict[str, Any]) -> str | None:
     """The data root a checkpoint's run read its data from (for runs from before it was kept,
     the data.root their config named, if any)."""
     return state.get("data_root") or (state["config"].get("data") or {}).get("root")
+
+
+def recorded_table(state: dict[str, Any]) -> dict[str, Any] | None:
+    """A table run's schema and split (``data.table_record``), to apply to its file as they were."""
+    return state.get("table")
 
 
 def check_data(features: int, classes: int, model_features: int, model_classes: int, where: str) -> None:

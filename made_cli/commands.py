@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,18 +15,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import check_data, load_checkpoint, recorded_root
+from .checkpoint import check_data, load_checkpoint, recorded_root, recorded_table
 from .config import check_seed, load_config
-from .data import Dataset, dataset_classes, dataset_features, display_values, load_dataset
+from .data import Dataset, data_shape, display_values, load_dataset
 from .errors import BadArgument, UsageError
+from .heads import check_rows
 from .interface import EXACT, SUB_ENSEMBLE, DensityModel, Progress, Verification
 from .kinds import KINDS, build_model, kind_of
+from .models import check_labels
 from .pictures import rows_by_class, save_png
 from .runs import Run, atomic_write_bytes, atomic_write_text, find_runs, read_record
+from .tables import read_table, table_bytes, table_format
 
 __all__ = [
     "OBSERVED_MASKS",
     "CompletionResult",
+    "ScoreResult",
     "complete_run",
     "density_panels",
     "evaluate_run",
@@ -31,6 +38,7 @@ __all__ = [
     "observed_mask",
     "sample_labels",
     "sample_run",
+    "score_run",
     "verify_target",
 ]
 
@@ -43,7 +51,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def _load_data(run: Run) -> Dataset:
     """The run's dataset, checked against what the model was trained on."""
-    dataset = load_dataset(run.config.data, recorded_root(run.checkpoint))
+    dataset = load_dataset(run.config.data, recorded_root(run.checkpoint), recorded_table(run.checkpoint))
     model = run.model
     check_data(dataset.features, dataset.classes, model.features, model.classes, f"the model in {run.dir}")
     return dataset
@@ -67,7 +75,8 @@ def evaluate_run(
     dataset = _load_data(run)
     x = dataset.split(split)
     report: dict[str, Any] = {"run": str(run.dir), "split": split, "examples": int(x.shape[0])}
-    report.update(run.model.evaluate(x, dataset.split_labels(split), batch_size, samples, seed, progress))
+    labels, context = dataset.split_labels(split), dataset.split_context(split)
+    report.update(run.model.evaluate(x, labels, batch_size, samples, seed, progress, context))
     report["bits_per_dim"] = dataset.bits_per_dim(report["nll_nats"], split)
     report["values"] = dataset.values
     if "marginal_nll_nats" in report:  # a class-conditional model's NLL of x alone
@@ -86,8 +95,27 @@ def _as_array(x: torch.Tensor, values: str) -> np.ndarray:
     return x.cpu().numpy().astype(np.uint8 if values in ("binary", "levels") else np.float32)
 
 
-def sample_labels(run: Run, n: int, label: int | None) -> torch.Tensor | None:
-    """Labels for ``n`` samples: ``label`` for all, or the classes in turn; None if unconditional."""
+def class_index(run: Run, label: int | str) -> int:
+    """A class named as the user names it: by its name in the table's label column, or by its
+    index 0..C-1; a usage error for any other."""
+    classes = run.model.classes
+    table = run.table
+    names = table.class_names if table is not None else ()
+    if str(label) in names:
+        return names.index(str(label))
+    try:
+        index = int(label)
+    except ValueError:
+        index = -1
+    if not 0 <= index < classes:
+        known = f"one of {', '.join(names)}" if names else f"between 0 and {classes - 1}"
+        raise BadArgument("label", f"must be {known} (got {label})")
+    return index
+
+
+def sample_labels(run: Run, n: int, label: int | str | None) -> torch.Tensor | None:
+    """Labels for ``n`` samples: ``label`` (an index, or a table's class name) for all, or the
+    classes in turn; None if unconditional."""
     classes = run.model.classes
     if not classes:
         if label is not None:
@@ -95,14 +123,26 @@ def sample_labels(run: Run, n: int, label: int | None) -> torch.Tensor | None:
         return None
     if label is None:
         return torch.arange(n) % classes
-    if not 0 <= label < classes:
-        raise BadArgument("label", f"must be between 0 and {classes - 1} (got {label})")
-    return torch.full((n,), label)
+    return torch.full((n,), class_index(run, label))
 
 
-def sample_run(run: Run, n: int, seed: int, label: int | None = None, means: bool = False) -> dict[str, Path]:
+def sample_context(run: Run, n: int, generator: torch.Generator) -> torch.Tensor | None:
+    """Context columns for ``n`` samples: those of test rows drawn at random (with replacement),
+    so that the samples follow the data's own mix of contexts; None without context columns."""
+    if not run.model.context_features:
+        return None
+    test = _load_data(run).split_context("test")
+    assert test is not None  # the dataset has the model's context columns (_load_data checked)
+    return test[torch.randint(test.shape[0], (n,), generator=generator)]
+
+
+def sample_run(
+    run: Run, n: int, seed: int, label: int | str | None = None, means: bool = False
+) -> dict[str, Path]:
     """Draw ``n`` exact samples; write samples/seed<S>-n<N>[-label<L>|-means].npy, a PNG grid for
-    images, and the labels of a class-conditional model's samples beside them.
+    images, the labels of a class-conditional model's samples beside them, and for a table the
+    samples as a CSV of its columns' values (class names, the context columns they were drawn
+    given: those of random test rows).
 
     A VAE draws z from the prior and decodes in one pass; ``means`` keeps p(x_d = 1 | z)."""
     if n < 1:
@@ -110,14 +150,20 @@ def sample_run(run: Run, n: int, seed: int, label: int | None = None, means: boo
     check_seed(seed)
     labels = sample_labels(run, n, label)
     generator = torch.Generator().manual_seed(seed)
-    x = run.model.draw(n, generator, labels=labels, means=means).cpu()
-    stem = f"seed{seed}-n{n}" + (f"-label{label}" if label is not None else "") + ("-means" if means else "")
+    context = sample_context(run, n, generator)
+    x = run.model.draw(n, generator, labels=labels, means=means, context=context).cpu()
+    named = "" if label is None else "-label" + re.sub(r"[^A-Za-z0-9_.-]", "_", str(label))
+    stem = f"seed{seed}-n{n}{named}" + ("-means" if means else "")
     out = {"npy": run.dir / "samples" / f"{stem}.npy"}
     _save_npy(out["npy"], x.numpy().astype(np.float32) if means else _as_array(x, run.config.data.values))
     if labels is not None:
         out["labels"] = run.dir / "samples" / f"{stem}-labels.npy"
         _save_npy(out["labels"], labels.numpy())
-    if run.model.features == 2 and not run.model.head.discrete:  # a 2-D density: the picture beside
+    table = run.table
+    if table is not None:
+        out["csv"] = out["npy"].with_suffix(".csv")
+        atomic_write_bytes(out["csv"], table_bytes(table.decode(x, labels, context), out["csv"]))
+    if run.model.features == 2 and not run.model.head.discrete and context is None:  # a 2-D density
         out["png"] = out["npy"].with_suffix(".png")
         panels = density_panels(run.model, x, None if labels is None else sorted(set(labels.tolist())))
         title = f"class {label}" if label is not None else None
@@ -255,7 +301,9 @@ def complete_run(
     observed = observed_mask(mask, d, run.image_shape, k, generator, fraction).to(device)
     labels = dataset.split_labels("test") if run.model.classes else None  # given to a conditional model
     labels = None if labels is None else labels[indices].to(device)
-    done = run.model.complete_rows(originals, observed, labels, per_image, generator, rounds)
+    context = dataset.split_context("test")
+    context = None if context is None else context[indices].to(device)
+    done = run.model.complete_rows(originals, observed, labels, per_image, generator, rounds, context)
     cond = done.conditional
     exact_rows = torch.tensor([s == EXACT for s in done.status], dtype=torch.bool, device=cond.device)
     missing = (~observed).sum(1).float()
@@ -307,6 +355,148 @@ def complete_run(
     )
 
 
+@dataclass(frozen=True)
+class ScoreResult:
+    path: Path  # the scores written
+    rows: int
+    estimator: str  # how log p(x) was computed
+    mean: float  # of log p(x) over the rows, in nats
+    low: float
+    high: float
+    threshold: float | None = None  # --flag-below: the validation split's Q-quantile of log p(x)
+    flagged: int | None = None  # rows scoring below it
+
+
+SCORE_COLUMN, FLAG_COLUMN, SAMPLES_COLUMN = "log_prob", "outlier", "importance_samples"
+
+
+def _score_rows(run: Run, path: Path) -> tuple[Any, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(the file's rows as a pyarrow table to copy through, x (N, D), labels, context) for a table
+    run (columns matched by name, any order) or an npz (array ``x``, or its one array; optional
+    ``labels``)."""
+    import pyarrow as pa
+
+    schema = run.table
+    if table_format(path) is not None:
+        if schema is None:
+            raise UsageError(f"the model in {run.dir} was not trained on a table: score an .npz of its rows")
+        table = read_table(path)
+        labels_given = schema.label is not None and schema.label.name in table.column_names
+        rows = schema.encode(table, path, labels=labels_given)
+        return table, rows.x, rows.labels, rows.context
+    if path.suffix.lower() != ".npz":
+        raise UsageError(f"{path}: score a table (.csv, .tsv, .parquet) or an .npz (got '{path.suffix}')")
+    if schema is not None:
+        raise UsageError(f"the model in {run.dir} was trained on a table: score a table with its columns")
+    if not path.is_file():
+        raise UsageError(f"file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: np.asarray(f[k]) for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        why = "not a valid .npz file" if "allow_pickle" in str(e) else str(e)
+        raise UsageError(f"cannot read {path} as .npz: {why}") from None
+    data = [k for k in arrays if k != "labels"]
+    key = "x" if "x" in arrays else (data[0] if len(data) == 1 else None)
+    if key is None:
+        raise UsageError(f"{path}: name the rows 'x' (it holds {', '.join(sorted(arrays)) or 'no arrays'})")
+    x = arrays[key]
+    if x.ndim != 2 or x.shape[0] == 0 or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise UsageError(f"{path}: '{key}' must be a non-empty numeric (N, D) array, got {x.dtype} {x.shape}")
+    labels = None
+    if "labels" in arrays:
+        y = arrays["labels"]
+        if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer):
+            raise UsageError(f"{path}: 'labels' must be ({x.shape[0]},) integers")
+        labels = torch.from_numpy(y.astype(np.int64))
+    return pa.table({"row": np.arange(x.shape[0])}), torch.from_numpy(x.astype(np.float32)), labels, None
+
+
+@torch.no_grad()
+def _log_probs(
+    run: Run, x: torch.Tensor, labels: torch.Tensor | None, context: torch.Tensor | None, batch_size: int
+) -> torch.Tensor:
+    """log p(x) (N,) in batches, row r's noise (if the estimate draws any) seeded by r; a
+    class-conditional model without labels sums the label out."""
+    model: Any = run.model
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        rows = torch.arange(i, min(i + batch_size, x.shape[0]))
+        b = x[rows].to(device)
+        c = None if context is None else context[rows].to(device)
+        if model.classes and labels is None:
+            out.append(model.marginal_log_prob(b, c, rows=rows).double().cpu())
+        else:
+            y = None if labels is None else labels[rows].to(device)
+            out.append(model.log_prob(b, y, c, rows=rows).double().cpu())
+    return torch.cat(out)
+
+
+def score_run(
+    run: Run,
+    path: Path,
+    out: Path | None = None,
+    flag_below: float | None = None,
+    batch_size: int | None = None,
+) -> ScoreResult:
+    """log p(x) in nats of every row of ``path``, written with the file's own columns (copied
+    through) as CSV, TSV or Parquet by ``out``'s extension (default <run>/scores/<stem>.csv).
+
+    ``flag_below`` Q adds a boolean ``outlier`` column: rows below the Q-quantile of the
+    validation split's log p(x), computed the same way. A class-conditional model is scored given
+    the file's labels when it has them, with the label summed out otherwise.
+    """
+    if flag_below is not None and not 0.0 < flag_below < 1.0:
+        raise BadArgument("flag_below", f"must be between 0 and 1 (got {flag_below})")
+    out = run.dir / "scores" / f"{path.stem}.csv" if out is None else out
+    if table_format(out) is None:
+        raise BadArgument("out", f"must end in .csv, .tsv or .parquet (got {out})")
+    if out.exists() and out.resolve() == path.resolve():
+        raise BadArgument("out", f"is the file being scored ({path}); write the scores elsewhere")
+    batch_size = run.config.train.eval_batch_size if batch_size is None else batch_size
+    table, x, labels, context = _score_rows(run, path)
+    model: Any = run.model
+    check_data(x.shape[1], model.classes, model.features, 0, f"the model in {run.dir}")
+    if labels is not None and not model.classes:
+        labels = None  # an npz's labels, for a model that takes none
+    try:
+        check_rows(x, model.features, model.head)
+        if labels is not None:
+            check_labels(labels, model.classes, x.shape[0])
+    except ValueError as e:
+        raise UsageError(f"{path}: {e}") from None
+    scores = _log_probs(run, x, labels, context, batch_size)
+    for name in (SCORE_COLUMN, FLAG_COLUMN, SAMPLES_COLUMN):
+        if name in table.column_names:
+            raise UsageError(f"{path} already has a column {name!r}; rename it to keep it apart from scores")
+    table = table.append_column(SCORE_COLUMN, _arrow(scores.numpy()))
+    estimator = model.estimator if labels is not None or not model.classes else model.marginal_estimator
+    k = getattr(model, "importance_samples", None)
+    if k is not None:  # a VAE's score is an estimate: its K goes with every row
+        table = table.append_column(SAMPLES_COLUMN, _arrow(np.full(x.shape[0], k)))
+    threshold = flagged = None
+    if flag_below is not None:
+        dataset = _load_data(run)
+        valid_labels = dataset.split_labels("valid") if labels is not None else None
+        reference = _log_probs(run, dataset.valid, valid_labels, dataset.split_context("valid"), batch_size)
+        threshold = float(torch.quantile(reference, flag_below))
+        below = (scores < threshold).numpy()
+        flagged = int(below.sum())
+        table = table.append_column(FLAG_COLUMN, _arrow(below))
+    atomic_write_bytes(out, table_bytes(table, out))
+    return ScoreResult(
+        path=out, rows=x.shape[0], estimator=estimator, mean=float(scores.mean()), low=float(scores.min()),
+        high=float(scores.max()), threshold=threshold, flagged=flagged,
+    )  # fmt: skip
+
+
+def _arrow(values: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    return pa.array(values)
+
+
 def verify_target(target: Path | None, points: int) -> tuple[str, Verification, Path | None]:
     """Verify a run's model, or a freshly built model for a config file; returns (what, the
     checks as table rows, the run directory or None for a config)."""
@@ -314,8 +504,9 @@ def verify_target(target: Path | None, points: int) -> tuple[str, Verification, 
 
     if target is not None and target.suffix in (".yaml", ".yml"):
         cfg = load_config(target)
-        classes = dataset_classes(cfg.data) if cfg.model.condition_on == "label" else 0
-        model = build_model(cfg, dataset_features(cfg.data), classes)
+        shape = data_shape(cfg.data)
+        classes = shape.classes if cfg.model.condition_on == "label" else 0
+        model = build_model(cfg, shape.features, classes, levels=shape.levels, context=shape.context)
         what = f"config {target} (untrained)"
         run_dir = None
     else:

@@ -37,15 +37,17 @@ __all__ = [
 # needs no torch.
 Ordering = Literal["natural", "reverse", "random"]
 HiddenDegrees = Literal["random", "even"]  # random as in the paper; even: spread evenly
-HeadName = Literal["bernoulli", "gaussian", "mog", "categorical"]
-DatasetName = Literal["binarized_mnist", "mnist", "fashion_mnist", "npz", "synthetic", "toy"]
+HeadName = Literal["bernoulli", "gaussian", "mog", "categorical", "auto"]
+DatasetName = Literal["binarized_mnist", "mnist", "fashion_mnist", "npz", "synthetic", "toy", "table"]
 ToyShape = Literal["moons"]
 ModelKindName = Literal["made", "iaf_vae", "maf"]
 Binarize = Literal["dynamic", "static", "threshold"]
-Values = Literal["binary", "levels", "logit", "real"]
-# What each head models, and which datasets can give it (the rest is a config error).
-_HEAD_VALUES = {"bernoulli": ("binary",), "categorical": ("levels",), "gaussian": ("logit", "real"),
-                "mog": ("logit", "real")}  # fmt: skip
+Values = Literal["binary", "levels", "logit", "real", "mixed"]  # mixed: a table's, column by column
+# What each head models, and which datasets can give it (the rest is a config error). On a table,
+# model.head names the law of its real columns (auto: a mixture of model.components Gaussians);
+# its discrete columns are always categorical over their own categories.
+_HEAD_VALUES = {"bernoulli": ("binary",), "categorical": ("levels",), "gaussian": ("logit", "real", "mixed"),
+                "mog": ("logit", "real", "mixed"), "auto": ("mixed",)}  # fmt: skip
 _DATASET_VALUES = {
     "binarized_mnist": ("binary",),
     "mnist": ("binary", "levels", "logit"),
@@ -53,6 +55,7 @@ _DATASET_VALUES = {
     "npz": ("binary", "levels", "real"),
     "synthetic": ("binary",),
     "toy": ("real",),
+    "table": ("mixed",),
 }
 
 
@@ -60,7 +63,7 @@ _DATASET_VALUES = {
 class DataConfig:
     name: DatasetName = "binarized_mnist"
     root: str | None = None  # else $MADE_DATA_DIR, else ~/.cache/made
-    path: str | None = None  # npz only: the file
+    path: str | None = None  # npz, table: the file (.npz; .csv, .tsv or .parquet)
     binarize: Binarize = "static"  # mnist, fashion_mnist with values binary: how grey becomes bits
     # binary: 0/1; levels: integers 0..levels-1 (grey quantised); logit: grey dequantised and
     # mapped to logit space (real); real: an npz's values as they are
@@ -69,6 +72,16 @@ class DataConfig:
     features: int = 12  # synthetic only: dimensions
     size: int = 5000  # synthetic, toy: training rows (validation and test get a fifth each)
     shape: ToyShape = "moons"  # toy only: the 2-D density (moons: two half circles, labelled)
+    # table only: the modelled columns (default: every numeric column not named below), the
+    # label column (classes for condition_on: label), continuous context columns (the model is
+    # p(x | c)), a column of train/valid/test per row (default: a seeded 80/10/10 split), and the
+    # most distinct values an integer or text column may have to be discrete (categorical)
+    columns: tuple[str, ...] = ()
+    label_column: str | None = None
+    context_columns: tuple[str, ...] = ()
+    split_column: str | None = None
+    max_levels: int = 256
+    seed: int = 0  # table: seeds the 80/10/10 split when there is no split column
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,8 @@ class ModelConfig:
     hidden_degrees: HiddenDegrees = "random"
     num_masks: int = 1
     direct: bool = True  # direct input-output connections
-    head: HeadName = "bernoulli"  # bernoulli | categorical | gaussian | mog (mixture of Gaussians)
+    # bernoulli | categorical | gaussian | mog (mixture of Gaussians); a table: auto, gaussian or mog
+    head: HeadName = "bernoulli"
     components: int = 5  # head: mog, or a flow's base: mog
     condition_on: Literal["none", "label"] = "none"  # label: class-conditional, labels at degree 0
 
@@ -141,6 +155,7 @@ _POSITIVE = {
     "train.batch_size",
     "train.patience",
     "train.eval_batch_size",
+    "data.max_levels",
 }
 
 
@@ -155,12 +170,14 @@ def _validate(cfg: Config) -> None:
         raise UsageError(f"train.lr must be a positive number (got {cfg.train.lr})")
     if not (math.isfinite(cfg.train.weight_decay) and cfg.train.weight_decay >= 0):
         raise UsageError(f"train.weight_decay must be a number >= 0 (got {cfg.train.weight_decay})")
-    if not 0 <= cfg.seed < 2**63:
-        raise UsageError(f"seed must be between 0 and 2**63 - 1 (got {cfg.seed})")
+    for key, seed in (("seed", cfg.seed), ("data.seed", cfg.data.seed)):
+        if not 0 <= seed < 2**63:
+            raise UsageError(f"{key} must be between 0 and 2**63 - 1 (got {seed})")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name):
         raise UsageError(f"name may use letters, digits, '_', '.', '-' only (got {cfg.name!r})")
     if cfg.data.name == "npz" and not cfg.data.path:
         raise UsageError("data.path must name the .npz file when data.name is npz")
+    _validate_table(cfg)
     _validate_iaf(cfg)
     _validate_values(cfg)
     _validate_flow(cfg)
@@ -179,11 +196,14 @@ def _validate_values(cfg: Config) -> None:
             f"data.values: {data.values} is not available for {data.name} "
             f"(it offers {', '.join(_DATASET_VALUES[data.name])})"
         )
+    if model.head == "auto" and data.values != "mixed" and model.kind == "made":
+        raise UsageError("model.head: auto is for tables (data.name: table): each column gets its own law")
     if data.values not in _HEAD_VALUES[model.head] and model.kind != "maf":  # a flow: _validate_flow
         fitting = [h for h, values in _HEAD_VALUES.items() if data.values in values]
+        modelled = " or ".join(v for v in _HEAD_VALUES[model.head] if v != "mixed")  # tables aside
         raise UsageError(
-            f"model.head: {model.head} models {' or '.join(_HEAD_VALUES[model.head])} data, but "
-            f"data.values is {data.values}; use model.head: {' or '.join(fitting)}"
+            f"model.head: {model.head} models {modelled} data, but data.values is {data.values}; "
+            f"use model.head: {' or '.join(fitting)}"
         )
     if data.values == "levels" and not 2 <= data.levels <= 256:
         raise UsageError(f"data.levels must be between 2 and 256 (got {data.levels})")
@@ -191,6 +211,45 @@ def _validate_values(cfg: Config) -> None:
         raise UsageError(
             "binarized_mnist (Larochelle's files) has no labels; for a class-conditional model use "
             "data.name: mnist (binarize: static)"
+        )
+
+
+def _validate_table(cfg: Config) -> None:
+    """A table's file and columns: named once each, and only for data.name: table."""
+    data = cfg.data
+    named = {
+        "data.columns": bool(data.columns),
+        "data.label_column": data.label_column is not None,
+        "data.context_columns": bool(data.context_columns),
+        "data.split_column": data.split_column is not None,
+    }
+    if data.name != "table":
+        given = [key for key, set_ in named.items() if set_]
+        if given:
+            raise UsageError(f"{given[0]} is for data.name: table (this config has data.name: {data.name})")
+        return
+    if cfg.model.kind == "iaf_vae":
+        raise UsageError("model.kind: iaf_vae models binary images; a table takes model.kind: made or maf")
+    if not data.path:
+        raise UsageError("data.path must name the table (.csv, .tsv or .parquet) when data.name is table")
+    roles = [*data.columns, *data.context_columns, data.label_column, data.split_column]
+    seen = [name for name in roles if name is not None]
+    twice = sorted({name for name in seen if seen.count(name) > 1})
+    if twice:
+        raise UsageError(
+            f"column {twice[0]!r} is named twice among data.columns, data.label_column, "
+            "data.context_columns and data.split_column (each column has one role)"
+        )
+    if data.max_levels < 2:
+        raise UsageError(f"data.max_levels must be at least 2 (got {data.max_levels})")
+    if cfg.model.condition_on == "label" and data.label_column is None:
+        raise UsageError(
+            "model.condition_on: label on a table needs data.label_column (the column of classes)"
+        )
+    if data.label_column is not None and cfg.model.condition_on != "label":
+        raise UsageError(
+            f"data.label_column: {data.label_column} is used by model.condition_on: label (this config "
+            "has condition_on: none; to model the column itself, put it in data.columns)"
         )
 
 
@@ -217,6 +276,8 @@ def _validate_iaf(cfg: Config) -> None:
             raise UsageError(f"{key}: {value} is not available for model.kind: iaf_vae (it needs {only})")
     if cfg.data.values != "binary":
         raise UsageError(f"model.kind: iaf_vae models binary data (data.values is {cfg.data.values})")
+    if cfg.data.context_columns:
+        raise UsageError("data.context_columns is not available for model.kind: iaf_vae (use made or maf)")
 
 
 def _validate_flow(cfg: Config) -> None:
@@ -224,16 +285,16 @@ def _validate_flow(cfg: Config) -> None:
     model = cfg.model
     if model.kind != "maf":
         return
-    if cfg.data.values not in ("real", "logit"):
+    if cfg.data.values not in ("real", "logit", "mixed"):
         raise UsageError(
             f"model.kind: maf models real values, but data.values is {cfg.data.values} (a flow "
-            "takes data.values: logit from mnist or fashion_mnist, real from npz or toy)"
+            "takes data.values: logit from mnist or fashion_mnist, real from npz or toy, and tables)"
         )
     if model.num_masks != 1:
         raise UsageError(
             f"model.num_masks: {model.num_masks} is not available for model.kind: maf (it needs 1)"
         )
-    if model.head not in ("bernoulli", "gaussian"):  # bernoulli: the default, left unset
+    if model.head not in ("bernoulli", "gaussian", "auto"):  # bernoulli, auto: defaults, left unset
         hint = " (for a mixture-of-Gaussians base, set flow.base: mog)" if model.head == "mog" else ""
         raise UsageError(
             f"model.head: {model.head} is not available for model.kind: maf: its layers are Gaussian{hint}"
@@ -261,7 +322,7 @@ def _type_name(tp: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(map(str, typing.get_args(tp)))
     if origin is tuple:
-        return "a list of integers"
+        return "a list of strings" if typing.get_args(tp)[0] is str else "a list of integers"
     if origin in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
@@ -288,10 +349,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise bad
         return value
     if origin is tuple:
-        items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+        item = typing.get_args(tp)[0]
+        one = isinstance(value, item) and not isinstance(value, bool)
+        items = [value] if one else value
         if not isinstance(items, (list, tuple)):
             raise bad
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        if not all(isinstance(v, item) and not isinstance(v, bool) for v in items):
             raise bad
         return tuple(items)
     if tp is bool:
@@ -356,8 +419,10 @@ def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> 
     cfg = _from_mapping(Config, data, "")
     offered = _DATASET_VALUES[cfg.data.name]
     if "values" not in (data.get("data") or {}) and cfg.data.values not in offered:
-        # a source with one kind of values (toy: reals) needs no data.values
+        # a source with one kind of values (toy: reals; a table: its columns') needs no data.values
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, values=offered[0]))
+    if cfg.data.name == "table" and "head" not in (data.get("model") or {}):  # each column its own law
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, head="auto"))
     for section, kind in _SECTIONS.items():
         if cfg.model.kind != kind and data.get(section):
             raise UsageError(
@@ -401,15 +466,26 @@ def _applies(cfg: Config, key: str) -> bool:
     made = model.kind == "made"
     return {
         "data.root": data.name in _ROOT_DATASETS,
-        "data.path": data.name == "npz",
+        "data.path": data.name in ("npz", "table"),
         "data.binarize": data.name in ("mnist", "fashion_mnist") and data.values == "binary",
         "data.levels": data.values == "levels",
         "data.features": data.name == "synthetic",
         "data.size": data.name in ("synthetic", "toy"),
         "data.shape": data.name == "toy",
+        **dict.fromkeys(
+            (
+                "data.columns",
+                "data.label_column",
+                "data.context_columns",
+                "data.split_column",
+                "data.max_levels",
+                "data.seed",
+            ),
+            data.name == "table",
+        ),
         "model.num_masks": made,
         "model.head": made,
-        "model.components": (made and model.head == "mog")
+        "model.components": (made and model.head in ("mog", "auto"))
         or (model.kind == "maf" and cfg.flow.base == "mog"),
         "model.condition_on": model.kind != "iaf_vae",
     }.get(key, True)

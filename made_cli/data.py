@@ -1,8 +1,10 @@
-"""Datasets as compact tensors: binarized MNIST (.amat), torchvision's MNIST family, .npz, synthetic."""
+"""Datasets as compact tensors: binarized MNIST (.amat), torchvision's MNIST family, .npz, tables,
+synthetic and toy sets."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import tempfile
@@ -11,6 +13,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,14 +21,15 @@ import torch.nn.functional as F
 
 from .config import DataConfig
 from .errors import UsageError
+from .tables import SPLIT_NAMES, TableSchema, infer_schema, read_table, split_rows
 
 __all__ = [
     "BINARIZED_MNIST_URL",
     "LOGIT_ALPHA",
+    "DataShape",
     "Dataset",
     "data_root",
-    "dataset_classes",
-    "dataset_features",
+    "data_shape",
     "display_values",
     "load_dataset",
     "logit_log_det",
@@ -33,6 +37,7 @@ __all__ = [
     "synthetic_distribution",
     "synthetic_entropy",
     "synthetic_log_prob",
+    "table_record",
     "toy_rows",
 ]
 
@@ -63,6 +68,13 @@ class Dataset:
     classes: int = 0
     values: str = "binary"
     root: str | None = None  # the data root it was read from, for the sources that have one
+    # a table's: per column its categories (0: real), continuous context per split, the schema
+    # that encoded it, and each file row's split (0 train, 1 valid, 2 test)
+    levels: tuple[int, ...] | None = None
+    context: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    table: TableSchema | None = None
+    split_codes: np.ndarray | None = None
+    sha256: str | None = None
 
     @property
     def features(self) -> int:
@@ -81,6 +93,16 @@ class Dataset:
             return None
         return self.labels[("train", "valid", "test").index(name)]
 
+    def split_context(self, name: str) -> torch.Tensor | None:
+        """A table's context columns (N, C) on a split; None without context columns."""
+        if self.context is None:
+            return None
+        return self.context[("train", "valid", "test").index(name)]
+
+    @property
+    def context_features(self) -> int:
+        return 0 if self.context is None else self.context[0].shape[1]
+
     def bits_per_dim(self, nll_nats: float, split: str) -> float | None:
         """Bits per dimension of the data as stored, from an NLL in the model's space.
 
@@ -89,7 +111,9 @@ class Dataset:
         MAF paper). Plain reals: no such unit exists, so None.
         """
         d = self.features
-        if self.values == "real":
+        if self.values == "mixed" and self.levels is not None and all(self.levels):
+            return nll_nats / (d * math.log(2))  # a table of discrete columns only
+        if self.values in ("real", "mixed"):
             return None
         if self.values == "logit":
             nll_nats = nll_nats - float(logit_log_det(self.split(split)).mean()) + d * math.log(256)
@@ -127,8 +151,14 @@ def data_root(cfg: DataConfig, recorded: str | None = None) -> Path | None:
     return Path(DEFAULT_ROOT).expanduser().resolve()
 
 
-def load_dataset(cfg: DataConfig, recorded_root: str | None = None) -> Dataset:
-    """Load (downloading if needed) the dataset a config names; ``recorded_root``: see ``data_root``."""
+def load_dataset(
+    cfg: DataConfig, recorded_root: str | None = None, recorded_table: dict[str, Any] | None = None
+) -> Dataset:
+    """Load (downloading if needed) the dataset a config names; ``recorded_root``: see ``data_root``.
+
+    ``recorded_table``: a trained run's table schema and split (``Dataset.table_record``), applied
+    to the file as they are instead of decided afresh.
+    """
     root = data_root(cfg, recorded_root)
     if cfg.name == "binarized_mnist":
         assert root is not None
@@ -139,6 +169,9 @@ def load_dataset(cfg: DataConfig, recorded_root: str | None = None) -> Dataset:
     if cfg.name == "npz":
         assert cfg.path is not None  # checked by the config
         return _npz(Path(cfg.path).expanduser(), cfg)
+    if cfg.name == "table":
+        assert cfg.path is not None  # checked by the config
+        return _table(Path(cfg.path).expanduser(), cfg, recorded_table)
     if cfg.name == "synthetic":
         return _synthetic(cfg.features, cfg.size)
     if cfg.name == "toy":
@@ -146,28 +179,26 @@ def load_dataset(cfg: DataConfig, recorded_root: str | None = None) -> Dataset:
     raise UsageError(f"unknown dataset {cfg.name!r}")
 
 
-def dataset_features(cfg: DataConfig) -> int:
-    """Dimensions of a dataset, without loading it when the name alone says."""
+@dataclass(frozen=True)
+class DataShape:
+    """What a model is built for besides its config (``kinds.build_model``'s arguments)."""
+
+    features: int
+    classes: int = 0  # label classes; 0: no labels
+    levels: tuple[int, ...] | None = None  # a table's: per column its categories, 0 for real
+    context: int = 0  # a table's context columns
+
+
+def data_shape(cfg: DataConfig) -> DataShape:
+    """The shape of a dataset, without loading it when the name alone says."""
     if cfg.name in ("binarized_mnist", "mnist", "fashion_mnist"):
-        return MNIST_PIXELS
+        return DataShape(MNIST_PIXELS, 0 if cfg.name == "binarized_mnist" else 10)
     if cfg.name == "synthetic":
-        return cfg.features
+        return DataShape(cfg.features, _SYNTHETIC_COMPONENTS)
     if cfg.name == "toy":
-        return 2
-    return load_dataset(cfg).features
-
-
-def dataset_classes(cfg: DataConfig) -> int:
-    """Number of label classes (0: no labels), without loading the data when the name says."""
-    if cfg.name in ("mnist", "fashion_mnist"):
-        return 10
-    if cfg.name == "synthetic":
-        return _SYNTHETIC_COMPONENTS
-    if cfg.name == "toy":
-        return _TOY_CLASSES[cfg.shape]
-    if cfg.name == "binarized_mnist":
-        return 0
-    return load_dataset(cfg).classes
+        return DataShape(2, _TOY_CLASSES[cfg.shape])
+    d = load_dataset(cfg)
+    return DataShape(d.features, d.classes, d.levels, d.context_features)
 
 
 def display_values(x: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
@@ -282,9 +313,6 @@ def _square_shape(features: int) -> tuple[int, int] | None:
 
 
 # -- user data -------------------------------------------------------------------------------
-_SPLITS = ("train", "valid", "test")
-
-
 def _npz(path: Path, cfg: DataConfig) -> Dataset:
     """User data: arrays train, test, optional valid, and optional <split>_labels (integers)."""
     if not path.is_file():
@@ -306,7 +334,7 @@ def _npz(path: Path, cfg: DataConfig) -> Dataset:
         for suffix in ("", "_labels") if with_labels else ("",):
             whole = arrays[f"train{suffix}"]
             arrays[f"valid{suffix}"], arrays[f"train{suffix}"] = whole[cut:], whole[:cut]
-    splits = {key: torch.from_numpy(_check_values(path, key, arrays[key], cfg)) for key in _SPLITS}
+    splits = {key: torch.from_numpy(_check_values(path, key, arrays[key], cfg)) for key in SPLIT_NAMES}
     dims = {t.shape[1] for t in splits.values()}
     if len(dims) != 1:
         raise UsageError(f"{path}: train, valid and test have different widths {sorted(dims)}")
@@ -314,6 +342,54 @@ def _npz(path: Path, cfg: DataConfig) -> Dataset:
     return Dataset(
         **splits, image_shape=_square_shape(dims.pop()), labels=labels, classes=classes, values=cfg.values
     )
+
+
+def _table(path: Path, cfg: DataConfig, recorded: dict[str, Any] | None) -> Dataset:
+    """A table (see tables.py): its schema and split decided here for a new run, or the run's own."""
+    table = read_table(path)
+    digest = file_digest(path)
+    if recorded is None:
+        schema, codes = infer_schema(table, cfg, path), split_rows(table, cfg, path)
+    else:
+        if recorded.get("sha256") not in (None, digest):
+            raise UsageError(
+                f"{path} has changed since the run was trained on it (its SHA-256 differs), so the "
+                "run's split would pick other rows; score new rows with: made score RUN FILE"
+            )
+        schema = TableSchema.from_dict(recorded["schema"])
+        codes = np.asarray(torch.as_tensor(recorded["split"]).numpy(), dtype=np.uint8)
+    rows = schema.encode(table, path)
+    parts = [torch.from_numpy(codes == i) for i in range(len(SPLIT_NAMES))]
+
+    def per_split(t: torch.Tensor | None) -> Any:
+        return None if t is None else tuple(t[part] for part in parts)
+
+    classes = schema.label.levels if schema.label is not None else 0
+    return Dataset(
+        *per_split(rows.x), image_shape=None, labels=per_split(rows.labels), classes=classes, values="mixed",
+        levels=schema.levels, context=per_split(rows.context), table=schema, split_codes=codes, sha256=digest,
+    )  # fmt: skip
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def table_record(dataset: Dataset) -> dict[str, Any] | None:
+    """What a checkpoint keeps of a table (plain data and one tensor): its schema, its split and
+    the file's SHA-256 (a changed file is refused rather than split anew)."""
+    if dataset.table is None or dataset.split_codes is None:
+        return None
+    return {
+        "schema": dataset.table.to_dict(),
+        "split": torch.from_numpy(dataset.split_codes.copy()),
+        "sha256": dataset.sha256,
+    }
 
 
 def _check_values(path: Path, key: str, a: np.ndarray, cfg: DataConfig) -> np.ndarray:
@@ -342,7 +418,7 @@ def _label_classes(path: Path, arrays: dict[str, np.ndarray]) -> int:
     given = {k for k in arrays if k.endswith("_labels")}
     if not given:
         return 0
-    wanted = {f"{k}_labels" for k in _SPLITS if k in arrays}
+    wanted = {f"{k}_labels" for k in SPLIT_NAMES if k in arrays}
     if given != wanted:
         raise UsageError(
             f"{path}: labels must come for every split it has ({', '.join(sorted(wanted))}), "
@@ -363,7 +439,7 @@ def _label_classes(path: Path, arrays: dict[str, np.ndarray]) -> int:
 
 def _npz_labels(arrays: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The checked labels of each split as int64 (``_label_classes`` vetted them)."""
-    out = [torch.from_numpy(arrays[f"{key}_labels"].astype(np.int64)) for key in _SPLITS]
+    out = [torch.from_numpy(arrays[f"{key}_labels"].astype(np.int64)) for key in SPLIT_NAMES]
     return out[0], out[1], out[2]
 
 

@@ -13,8 +13,10 @@ from .interface import DensityModel, Progress
 
 __all__ = ["Terms", "evaluate_nll", "evaluate_terms", "labels_for", "tf32"]
 
-# per-row terms of a batch (B,) given its labels and the rows' places in the split
-Terms = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], dict[str, torch.Tensor]]
+# per-row terms of a batch (B,) given its labels, the rows' places in the split and its context
+Terms = Callable[
+    [torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor]
+]
 
 
 @contextmanager
@@ -37,13 +39,15 @@ def evaluate_terms(
     labels: torch.Tensor | None = None,
     terms: Terms | None = None,
     progress: Progress | None = None,
+    context: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Means per example of per-row terms (``nll`` among them, in nats): the model's
-    ``validation_terms`` unless ``terms`` says otherwise (given the batch, its labels and its
-    rows' places in the split). ``progress`` hears (rows done, rows) after each batch.
+    ``validation_terms`` unless ``terms`` says otherwise (given the batch, its labels, its
+    rows' places in the split and its context). ``progress`` hears (rows done, rows) after each batch.
 
-    A class-conditional model is evaluated given ``labels``. In a process group each rank takes
-    every world-th row and the sums are added up, so all ranks get the same numbers.
+    A class-conditional model is evaluated given ``labels``, a model with context columns given
+    ``context`` (N, C). In a process group each rank takes every world-th row and the sums are
+    added up, so all ranks get the same numbers.
     """
     terms = terms or model.validation_terms
     was_training = model.training
@@ -53,12 +57,14 @@ def evaluate_terms(
     index = torch.arange(x.shape[0])[group.rank :: group.world]  # rows' places in the split
     row_labels = labels_for(model, labels)
     row_labels = None if row_labels is None else row_labels[group.rank :: group.world]
+    row_context = None if context is None else context[group.rank :: group.world]
     totals: dict[str, float] = {}
     with tf32(False):  # reported likelihoods in full fp32, whatever training used
         for i in range(0, rows.shape[0], batch_size):
             batch = rows[i : i + batch_size].to(device)
             y = None if row_labels is None else row_labels[i : i + batch_size].to(device)
-            for key, value in terms(batch, y, index[i : i + batch_size]).items():
+            c = None if row_context is None else row_context[i : i + batch_size].to(device)
+            for key, value in terms(batch, y, index[i : i + batch_size], c).items():
                 totals[key] = totals.get(key, 0.0) + float(value.sum())
             if progress is not None:
                 progress(min(i + batch_size, rows.shape[0]), rows.shape[0])
@@ -75,10 +81,11 @@ def evaluate_nll(
     group: Dist = SINGLE,
     labels: torch.Tensor | None = None,
     terms: Terms | None = None,
+    context: torch.Tensor | None = None,
 ) -> float:
     """Mean negative log-likelihood in nats per example, with the model's full estimator
     (for a VAE: -ELBO, which bounds it from above); see ``evaluate_terms``."""
-    return evaluate_terms(model, x, batch_size, group, labels, terms)["nll"]
+    return evaluate_terms(model, x, batch_size, group, labels, terms, context=context)["nll"]
 
 
 def labels_for(model: DensityModel, labels: torch.Tensor | None) -> torch.Tensor | None:

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from .config import HeadName
 
 __all__ = [
-    "Bernoulli", "Categorical", "Gaussian", "Head", "HeadName", "MixtureOfGaussians", "check_observed",
-    "check_rows", "make_head", "standard_normal_log_prob",
+    "Bernoulli", "Categorical", "ColumnHeads", "Gaussian", "Head", "HeadName", "MixtureOfGaussians",
+    "check_observed", "check_rows", "make_head", "standard_normal_log_prob",
 ]  # fmt: skip
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -108,6 +108,15 @@ class Head:
 
     def describe(self) -> str:
         return self.name
+
+    def baseline(self) -> Head:
+        """The head whose fit to each marginal alone is the baseline a model must beat."""
+        return self
+
+    def column(self, d: int) -> Head:
+        """The law of dimension ``d`` alone, for drawing it: the same for every dimension, except
+        in a table's ``ColumnHeads``."""
+        return self
 
     def invalid_values(self, x: torch.Tensor) -> str | None:
         """Why ``x`` holds values this head does not model (None if it holds none): a Bernoulli
@@ -218,6 +227,114 @@ class MixtureOfGaussians(Head):
     def describe(self) -> str:
         return f"mixture of {self.components} Gaussians"
 
+    def baseline(self) -> Head:
+        return Gaussian()  # a mixture fitted to a marginal would need EM; its single Gaussian does
+
+
+class _Leading(Head):
+    """A head that reads the first ``params`` of padded parameters (a ``ColumnHeads`` column)."""
+
+    def __init__(self, head: Head, params: int) -> None:
+        self.inner, self.params = head, params
+        self.name, self.discrete = head.name, head.discrete
+        self.params_per_dim, self.noise_per_dim = params, head.noise_per_dim
+
+    def draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.inner.draw(params[:, : self.params], u[:, : self.inner.noise_per_dim])
+
+
+class ColumnHeads(Head):
+    """A table's columns, each with its own law: categorical over a discrete column's L
+    categories (codes 0..L-1), ``real`` (a Gaussian or a mixture) for a real column.
+
+    log p(x) stays exact: a sum of log-probabilities and log-densities. The MADE gives every
+    column the same number P of parameters, the widest column's; a column reads the first of
+    them (a categorical column of L < P categories has its other logits at -inf).
+    """
+
+    name = "columns"
+
+    def __init__(self, levels: list[int] | tuple[int, ...], real: Head) -> None:
+        if not levels or any(level == 1 or level < 0 for level in levels):
+            raise ValueError("levels: per column 0 (real) or at least 2 categories")
+        self.levels, self.real = tuple(int(v) for v in levels), real
+        self.discrete_dims = [d for d, level in enumerate(self.levels) if level]
+        self.real_dims = [d for d, level in enumerate(self.levels) if not level]
+        self.max_levels = max(self.levels)
+        self.params_per_dim = max(self.max_levels, real.params_per_dim if self.real_dims else 0)
+        self.noise_per_dim = max(1 if self.discrete_dims else 0, real.noise_per_dim if self.real_dims else 0)
+        self.discrete = not self.real_dims
+        self._categorical = Categorical(self.max_levels) if self.discrete_dims else None
+        # -inf for the logits beyond each discrete column's categories (L_max, D_discrete)
+        present = torch.arange(self.max_levels)[:, None] < torch.tensor(
+            [self.levels[d] for d in self.discrete_dims]
+        )
+        self._absent = torch.where(present, 0.0, -torch.inf)
+        self._order = torch.tensor(self.discrete_dims + self.real_dims).argsort()  # parts -> columns
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x[..., self.discrete_dims], x[..., self.real_dims]
+
+    def log_prob_parts(self, params: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p of the discrete columns (B, D_discrete), log densities of the real ones (B, D_real))."""
+        x_disc, x_real = self._split(x)
+        p_disc, p_real = self._split(params)
+        if self.discrete_dims:
+            logits = p_disc[:, : self.max_levels] + self._absent.to(params)
+            disc = F.log_softmax(logits, dim=1).gather(1, x_disc.long()[:, None]).squeeze(1)
+        else:
+            disc = x.new_zeros(x.shape[0], 0)
+        real = (
+            self.real.log_prob(p_real[:, : self.real.params_per_dim], x_real)
+            if self.real_dims
+            else (x.new_zeros(x.shape[0], 0))
+        )
+        return disc, real
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        disc, real = self.log_prob_parts(params, x)
+        return torch.cat([disc, real], 1)[:, self._order.to(x.device)]
+
+    def column(self, d: int) -> Head:
+        if self.levels[d]:
+            return _Leading(Categorical(self.levels[d]), self.levels[d])
+        return _Leading(self.real, self.real.params_per_dim)
+
+    def draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        raise TypeError("a table's columns each have their own law: draw through column(d)")
+
+    def init_bias(self, train: torch.Tensor) -> torch.Tensor:
+        bias = torch.zeros(self.params_per_dim, train.shape[1], dtype=train.dtype)
+        for d in self.discrete_dims:
+            level = self.levels[d]
+            bias[:level, d] = Categorical(level).init_bias(train[:, d : d + 1])[:, 0]
+        if self.real_dims:
+            bias[: self.real.params_per_dim, self.real_dims] = self.real.init_bias(train[:, self.real_dims])
+        return bias
+
+    def baseline(self) -> Head:
+        """The head whose marginal fit is the independent baseline: one Gaussian per real column."""
+        real = Gaussian() if isinstance(self.real, MixtureOfGaussians) else self.real
+        return ColumnHeads(self.levels, real)
+
+    def describe(self) -> str:
+        parts = []
+        if self.discrete_dims:
+            levels = sorted({self.levels[d] for d in self.discrete_dims})
+            span = f"{levels[0]}" if len(levels) == 1 else f"{levels[0]}-{levels[-1]}"
+            parts.append(f"{len(self.discrete_dims)} categorical ({span} categories)")
+        if self.real_dims:
+            parts.append(f"{len(self.real_dims)} {self.real.describe()}")
+        return "per column: " + ", ".join(parts)
+
+    def invalid_values(self, x: torch.Tensor) -> str | None:
+        if not bool(torch.isfinite(x).all()):
+            return "values must be finite"
+        levels = torch.tensor(self.levels, dtype=x.dtype, device=x.device)
+        discrete = levels > 0
+        ok = ~discrete | ((x == x.round()) & (x >= 0) & (x < levels))
+        return None if bool(ok.all()) else "a discrete column's values must be its codes 0..L-1"
+
 
 def check_rows(x: torch.Tensor, features: int, head: Head | None, what: str = "x") -> None:
     """A ValueError unless ``x`` is (rows, features) of values ``head`` models (any values
@@ -235,8 +352,15 @@ def check_observed(observed: torch.Tensor, x: torch.Tensor) -> None:
         raise ValueError(f"observed must be a bool tensor of x's shape {tuple(x.shape)}")
 
 
-def make_head(name: str, levels: int = 2, components: int = 1) -> Head:
-    """The head a config names; ``levels`` for categorical, ``components`` for mog."""
+def make_head(
+    name: str, levels: int = 2, components: int = 1, columns: list[int] | tuple[int, ...] | None = None
+) -> Head:
+    """The head a config names; ``levels`` for categorical, ``components`` for mog. For a table,
+    ``columns`` gives each column's categories (0: real), and ``name`` the real columns' law
+    (auto: a mixture of ``components`` Gaussians)."""
+    if columns is not None:
+        real = Gaussian() if name == "gaussian" else MixtureOfGaussians(components)
+        return ColumnHeads(columns, real)
     if name == "bernoulli":
         return Bernoulli()
     if name == "categorical":

@@ -76,6 +76,7 @@ class IAFVAE(nn.Module):
     """
 
     classes = 0
+    context_features = 0
 
     def __init__(
         self,
@@ -146,9 +147,11 @@ class IAFVAE(nn.Module):
 
     # -- the densities -------------------------------------------------------------------------
     @torch.no_grad()
-    def fit_inputs(self, train: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+    def fit_inputs(
+        self, train: torch.Tensor, labels: torch.Tensor | None = None, context: torch.Tensor | None = None
+    ) -> None:
         """Start the decoder from the training marginals (the bias of its last layer); the
-        data's labels, if any, play no part."""
+        data's labels, if any, play no part (the config refuses context columns)."""
         bias = self.head.init_bias(train).reshape(-1)
         self.decoder[-1].bias.copy_(bias.to(self.decoder[-1].bias))
 
@@ -236,6 +239,7 @@ class IAFVAE(nn.Module):
         steps_per_epoch: int,
         labels: torch.Tensor | None = None,
         noise: torch.Generator | None = None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The training loss per row (B,): -(log p(x|z) - beta KL), one draw from ``noise``."""
         return -self.objective(x, self.beta(step, steps_per_epoch), noise)
@@ -270,7 +274,11 @@ class IAFVAE(nn.Module):
 
     @torch.no_grad()
     def validation_terms(
-        self, x: torch.Tensor, labels: torch.Tensor | None = None, rows: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-row (B,) ELBO terms with one draw each; ``nll`` is -ELBO.
 
@@ -331,13 +339,19 @@ class IAFVAE(nn.Module):
         return {"log_px": running - math.log(samples), "elbo": rec - kl, "kl": kl, "reconstruction": rec}
 
     def log_prob(
-        self, x: torch.Tensor, labels: torch.Tensor | None = None, samples: int | None = None
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+        samples: int | None = None,
     ) -> torch.Tensor:
         """log p(x) (B,): the importance-weighted estimate with ``samples`` draws per row
-        (default: ``importance_samples``), each row's draws seeded by the row's place in ``x``."""
-        if labels is not None:
-            raise ValueError("this model is not conditioned on labels")
-        seeds = torch.arange(x.shape[0])
+        (default: ``importance_samples``), each row's draws seeded by its place ``rows`` (B,)
+        (default: its place in ``x``), so a row's estimate does not depend on its batch."""
+        if labels is not None or context is not None:
+            raise ValueError("this model is not conditioned on labels or context columns")
+        seeds = torch.arange(x.shape[0]) if rows is None else rows.cpu()
         return self.importance_log_prob(x, samples or self.importance_samples, row_seeds=seeds)["log_px"]
 
     @torch.no_grad()
@@ -375,6 +389,7 @@ class IAFVAE(nn.Module):
         samples: int | None = None,
         seed: int | None = None,
         progress: Progress | None = None,
+        context: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         """-log p(x) by importance sampling with K draws from q(z | x) per image, and the ELBO
         terms from the same draws. Row r draws from its own stream (from ``seed`` and r), so the
@@ -385,7 +400,7 @@ class IAFVAE(nn.Module):
         seed = 0 if seed is None else seed
         check_seed(seed)
         row_seeds = (seed * 1_000_003) % 2**62 + torch.arange(x.shape[0])
-        drawn = lambda b, _y, rows: self.importance_log_prob(b, k, row_seeds=row_seeds[rows])  # noqa: E731
+        drawn = lambda b, _y, rows, _c: self.importance_log_prob(b, k, row_seeds=row_seeds[rows])  # noqa: E731
         means = evaluate_terms(self, x, batch_size, terms=drawn, progress=progress)
         return {
             "nll_nats": -means["log_px"],
@@ -398,7 +413,12 @@ class IAFVAE(nn.Module):
         }
 
     def draw(
-        self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None, means: bool = False
+        self,
+        n: int,
+        generator: torch.Generator,
+        labels: torch.Tensor | None = None,
+        means: bool = False,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return self.sample(n, generator=generator, means=means)
 
@@ -413,6 +433,7 @@ class IAFVAE(nn.Module):
         per_row: int,
         generator: torch.Generator,
         rounds: int | None = None,
+        context: torch.Tensor | None = None,
     ) -> Completion:
         """Iterative imputation: approximate, since q(z | x) is not the exact posterior."""
         rounds = IMPUTATION_ROUNDS if rounds is None else rounds
@@ -429,7 +450,9 @@ class IAFVAE(nn.Module):
         )
 
 
-def build_iaf_vae(cfg: Config, features: int, classes: int = 0) -> IAFVAE:
+def build_iaf_vae(
+    cfg: Config, features: int, classes: int = 0, levels: tuple[int, ...] | None = None, context: int = 0
+) -> IAFVAE:
     """The VAE a config describes (model.kind: iaf_vae): model.* for each step's MADE, iaf.* the rest."""
     m, v = cfg.model, cfg.iaf
     return IAFVAE(

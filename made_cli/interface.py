@@ -50,7 +50,7 @@ class Verification:
 
 
 class DensityModel(Protocol):
-    """A model the trainer trains and every command uses (MADEModel, IAFVAE).
+    """A model the trainer trains and every command uses (MADEModel, MAF, IAFVAE).
 
     It owns its training schedule (a MADE's mask of the step, a VAE's KL weight): the trainer
     only hands it the step.
@@ -58,6 +58,7 @@ class DensityModel(Protocol):
 
     features: int  # dimensions of x
     classes: int  # label classes it is conditioned on; 0 for none
+    context_features: int  # continuous context columns it is conditioned on (c at degree 0); 0 for none
     head: Head  # the law of each dimension its outputs parameterise (the baseline fits it alone)
 
     @property
@@ -65,8 +66,11 @@ class DensityModel(Protocol):
         """How its validation and test numbers are computed, printed beside each."""
         ...
 
-    def fit_inputs(self, train: torch.Tensor, labels: torch.Tensor | None = None) -> None:
-        """Set what comes from the training split (input statistics, output biases, p(y))."""
+    def fit_inputs(
+        self, train: torch.Tensor, labels: torch.Tensor | None = None, context: torch.Tensor | None = None
+    ) -> None:
+        """Set what comes from the training split (input statistics, output biases, p(y), the
+        context columns' scaling)."""
         ...
 
     def forward(
@@ -76,6 +80,7 @@ class DensityModel(Protocol):
         steps_per_epoch: int,
         labels: torch.Tensor | None = None,
         noise: torch.Generator | None = None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The training loss per row (B,) at a step, whose mean is minimised."""
         ...
@@ -89,7 +94,11 @@ class DensityModel(Protocol):
         ...
 
     def validation_terms(
-        self, x: torch.Tensor, labels: torch.Tensor | None = None, rows: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-row numbers the trainer averages on a split; ``nll`` decides early stopping."""
         ...
@@ -106,16 +115,30 @@ class DensityModel(Protocol):
         samples: int | None = None,
         seed: int | None = None,
         progress: Progress | None = None,
+        context: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         """`made evaluate`'s report on rows x: ``nll_nats``, ``estimator`` and any other terms."""
         ...
 
-    def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """log p(x) (B,) in nats (a density for real values): exact, or the kind's estimate."""
+    def log_prob(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """log p(x) (B,) in nats (a density for real values): exact, or the kind's estimate.
+        ``rows`` (B,): each row's place, which seeds whatever noise its estimate draws (a VAE's
+        importance samples, a flow's dequantisation); default: its place in x."""
         ...
 
     def draw(
-        self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None, means: bool = False
+        self,
+        n: int,
+        generator: torch.Generator,
+        labels: torch.Tensor | None = None,
+        means: bool = False,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``n`` samples (n, D); ``means`` asks for the conditional means where the kind has them."""
         ...
@@ -132,6 +155,7 @@ class DensityModel(Protocol):
         per_row: int,
         generator: torch.Generator,
         rounds: int | None = None,
+        context: torch.Tensor | None = None,
     ) -> Completion:
         """Each row completed ``per_row`` times (rows repeat in place, row-major)."""
         ...

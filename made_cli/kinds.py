@@ -26,7 +26,7 @@ class ModelKind:
     """What the rest of the toolkit needs to know of a model kind, besides its models."""
 
     name: str
-    build: Callable[[Config, int, int], DensityModel]  # (config, features, classes)
+    build: Callable[..., DensityModel]  # (config, features, classes, levels=, context=): see build_model
     verify: Callable[[Any, int], Verification]  # (model, points): `made verify-ar`'s checks
     summary: Callable[[Mapping[str, Any]], str]  # a saved config (plain data) in a few words
     describe: Callable[[Config, Any], str]  # (config, model): the "model:" line of training
@@ -110,6 +110,9 @@ def kind_of(name: str) -> ModelKind:
     return KINDS[name]
 
 
-def build_model(cfg: Config, features: int, classes: int = 0) -> DensityModel:
-    """The model a config describes, for data of ``features`` dimensions and ``classes`` labels."""
-    return kind_of(cfg.model.kind).build(cfg, features, classes)
+def build_model(
+    cfg: Config, features: int, classes: int = 0, levels: tuple[int, ...] | None = None, context: int = 0
+) -> DensityModel:
+    """The model a config describes, for data of ``features`` dimensions and ``classes`` labels;
+    for a table, each column's categories ``levels`` (0: a real column) and ``context`` columns."""
+    return kind_of(cfg.model.kind).build(cfg, features, classes, levels=levels, context=context)

@@ -27,10 +27,9 @@ from .made import MADE
 from .models import (
     ExactLikelihood,
     MADEModel,
-    check_labels,
     context_classes,
+    given_context,
     input_standardisation,
-    label_context,
     label_log_prior,
 )
 
@@ -40,6 +39,7 @@ __all__ = ["ALPHA_BOUND", "MAF", "AffineInverse", "BatchNormLayer", "MAFLayer", 
 # overflow however training goes (a factor of at most e^7, about 1100, per layer).
 ALPHA_BOUND = 7.0
 _FIT_ROWS = 5000  # rows per pass when the MoG base is fitted to the transformed training split
+_DEQUANTISE_SEED = 0x5EED  # row r of an evaluation dequantises with the stream seeded by this + r
 
 
 def bounded_alpha(raw: torch.Tensor) -> torch.Tensor:
@@ -142,8 +142,14 @@ class MAF(ExactLikelihood, nn.Module):
     """A masked autoregressive flow with a standard normal or a MADE MoG base (model.kind: maf).
 
     Implements the ``DensityModel`` protocol. With ``classes`` it is p(x | y): the one-hot label
-    enters every MADE (and the MoG base) at degree 0. ``head`` is the per-dimension Gaussian
-    that the trainer's independent baseline fits.
+    enters every MADE (and the MoG base) at degree 0, as do ``context_features`` context columns.
+    ``head`` is the per-dimension Gaussian that the trainer's independent baseline fits.
+
+    A table's discrete columns (``levels``: per column its categories, 0 for real) are
+    dequantised: the flow models code + u, u ~ U[0, 1), a density whose log at one draw of u is
+    in expectation a lower bound on the log-probability of the codes (Theis et al. 2016).
+    Training draws u afresh each step; evaluation draws row r's u from a stream seeded by r.
+    Samples are floored back to codes.
     """
 
     input_shift: torch.Tensor
@@ -164,6 +170,9 @@ class MAF(ExactLikelihood, nn.Module):
         base: str = "normal",
         components: int = 5,
         seed: int = 0,
+        context_features: int = 0,
+        levels: Sequence[int] | None = None,
+        per_column: bool = False,
     ) -> None:
         super().__init__()
         if layers < 1:
@@ -178,7 +187,7 @@ class MAF(ExactLikelihood, nn.Module):
         for t in range(layers + (base == "mog")):  # the MoG base's MADE continues the pattern
             params = 2 if t < layers else 3 * components
             made = MADE(
-                features, hidden, context=classes, params_per_dim=params, direct=direct,
+                features, hidden, context=classes + context_features, params_per_dim=params, direct=direct,
                 ordering=first, hidden_degrees=hidden_degrees, seed=seed + t,
             )  # fmt: skip
             if nets and flow_ordering != "random":
@@ -188,11 +197,21 @@ class MAF(ExactLikelihood, nn.Module):
             nets.append(made)
         self.layers = nn.ModuleList(MAFLayer(made) for made in nets[:layers])
         self.norms = nn.ModuleList(BatchNormLayer(features) for _ in range(layers) if batch_norm)
-        self.base = MADEModel(nets[-1], MixtureOfGaussians(components), classes) if base == "mog" else None
+        self.base = None
+        if base == "mog":
+            self.base = MADEModel(nets[-1], MixtureOfGaussians(components), classes, context_features)
         self.register_buffer("input_shift", torch.zeros(features))
         self.register_buffer("input_scale", torch.ones(features))
         if classes:  # p(y) from the training labels, to sum the label out
             self.register_buffer("label_log_prior", torch.full((classes,), -math.log(classes)))
+        self._register_context(context_features)
+        self.per_column = per_column
+        levels = [0] * features if levels is None else list(levels)
+        if len(levels) != features:
+            raise ValueError("levels: one per column")
+        # not saved: they come from the table's schema, which the run keeps
+        self.register_buffer("levels", torch.tensor(levels, dtype=torch.float32), persistent=False)
+        self.discrete_columns = sum(1 for level in levels if level)
 
     @property
     def features(self) -> int:
@@ -203,10 +222,21 @@ class MAF(ExactLikelihood, nn.Module):
         return self.input_shift.dtype
 
     @property
+    def _device(self) -> torch.device:
+        return self.input_shift.device
+
+    @property
     def estimator(self) -> str:
         base = ", MoG base" if self.base is not None else ""
         label = ", given the label" if self.classes else ""
-        return f"exact, MAF of {len(self.layers)} layers{base}{label}"
+        context = given_context(self.context_features)
+        if self.discrete_columns:
+            return (
+                f"MAF of {len(self.layers)} layers{base}{label}{context}: exact density of the rows with "
+                f"their {self.discrete_columns} discrete columns dequantised by uniform noise, one draw per "
+                "row (in expectation a lower bound on log p)"
+            )
+        return f"exact, MAF of {len(self.layers)} layers{base}{label}{context}"
 
     def describe(self) -> str:
         made = self.layers[0].made
@@ -228,16 +258,37 @@ class MAF(ExactLikelihood, nn.Module):
     def check_input(self, x: torch.Tensor, what: str = "x") -> None:
         check_rows(x, self.features, self.head, what)
 
-    def context(self, labels: torch.Tensor | int | None, rows: int) -> torch.Tensor | None:
-        return label_context(labels, self.classes, rows, self.input_shift.device, self._dtype)
+    def dequantise(
+        self, x: torch.Tensor, rows: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """x with U[0, 1) noise added to the discrete columns' codes (x itself when there are
+        none): from ``generator``, else row r from its own stream seeded by ``rows[r]``
+        (default: its place in x), so a row's value does not depend on its batch."""
+        if not self.discrete_columns:
+            return x
+        if generator is not None:
+            u = torch.rand(x.shape, generator=generator, dtype=x.dtype)
+        else:
+            places = torch.arange(x.shape[0]) if rows is None else rows.cpu()
+            g = torch.Generator()
+            draws = [
+                torch.rand(x.shape[1], generator=g.manual_seed(_DEQUANTISE_SEED + int(r)), dtype=x.dtype)
+                for r in places.tolist()
+            ]
+            u = torch.stack(draws) if draws else x.new_zeros(x.shape)
+        return x + u.to(x.device) * (self.levels > 0)
 
     @torch.no_grad()
-    def fit_inputs(self, train: torch.Tensor, labels: torch.Tensor | None = None) -> None:
-        """The standardising map and p(y) from the training split; a MoG base's input encoding
-        and output biases from the split as the untrained flow maps it."""
+    def fit_inputs(
+        self, train: torch.Tensor, labels: torch.Tensor | None = None, context: torch.Tensor | None = None
+    ) -> None:
+        """The standardising map, p(y) and the context columns' scaling from the training split;
+        a MoG base's input encoding and output biases from the split as the untrained flow maps it."""
         if self.classes and labels is not None:
             self.label_log_prior.copy_(label_log_prior(labels, self.classes))
-        shift, scale = input_standardisation(train)
+        self._fit_context(context)
+        train = self.dequantise(train, generator=torch.Generator().manual_seed(_DEQUANTISE_SEED))
+        shift, scale = input_standardisation(train, self.per_column)
         self.input_shift.copy_(shift)
         self.input_scale.copy_(scale)
         if self.base is not None:  # no gradient here: batch norm reads its saved statistics
@@ -247,8 +298,9 @@ class MAF(ExactLikelihood, nn.Module):
                 y = None
                 if self.classes:  # fitted without labels: any class does for a start
                     y = labels[i : i + _FIT_ROWS] if labels is not None else 0
-                parts.append(self.transform_dims(rows, y)[0])
-            self.base.fit_inputs(torch.cat(parts), labels)
+                c = None if context is None else context[i : i + _FIT_ROWS]
+                parts.append(self.transform_dims(rows, y, context=c)[0])
+            self.base.fit_inputs(torch.cat(parts), labels, context)
 
     # -- the flow --------------------------------------------------------------------------
     def transform_dims(
@@ -256,10 +308,11 @@ class MAF(ExactLikelihood, nn.Module):
         x: torch.Tensor,
         labels: torch.Tensor | int | None = None,
         inputs: list[torch.Tensor] | None = None,
+        context: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(u (B, D), log|du/dx| split per dimension (B, D)): the terms sum to log|det du/dx|.
         ``inputs``, if given, receives each layer's input."""
-        c = self.context(labels, x.shape[0])
+        c = self.condition(labels, context, x.shape[0])
         h = (x - self.input_shift) / self.input_scale
         log_det = (-self.input_scale.log()).expand_as(h)
         for t, layer in enumerate(self.layers):
@@ -273,43 +326,60 @@ class MAF(ExactLikelihood, nn.Module):
         return h, log_det
 
     def transform(
-        self, x: torch.Tensor, labels: torch.Tensor | int | None = None
+        self, x: torch.Tensor, labels: torch.Tensor | int | None = None, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Data to base space: (u (B, D), log|det du/dx| (B,))."""
+        """Data to base space: (u (B, D), log|det du/dx| (B,)) (x as the flow models it:
+        dequantised, if it has discrete columns)."""
         self.check_input(x)
-        check_labels(labels, self.classes, x.shape[0])
-        u, log_det = self.transform_dims(x, labels)
+        self.check_condition(labels, context, x.shape[0])
+        u, log_det = self.transform_dims(x, labels, context=context)
         return u, log_det.sum(-1)
 
-    def base_log_prob_dims(self, u: torch.Tensor, labels: torch.Tensor | int | None = None) -> torch.Tensor:
+    def base_log_prob_dims(
+        self, u: torch.Tensor, labels: torch.Tensor | int | None = None, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """log p(u_d | u_<d) (B, D) under the base."""
         if self.base is None:
             return standard_normal_log_prob(u)
-        return self.base.log_prob_dims(u, 0, labels)
+        return self.base.log_prob_dims(u, 0, labels, context)
 
-    def log_prob_dims(self, x: torch.Tensor, labels: torch.Tensor | int | None = None) -> torch.Tensor:
-        """Per-dimension terms (B, D) that sum to log p(x). Where every MADE has one ordering,
-        term d is log p(x_d | x_<d) in it: the chain rule that exact completion reads."""
-        u, log_det = self.transform_dims(x, labels)
-        return self.base_log_prob_dims(u, labels) + log_det
+    def log_prob_dims(
+        self, x: torch.Tensor, labels: torch.Tensor | int | None = None, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Per-dimension terms (B, D) that sum to log p(x) (x as the flow models it). Where every
+        MADE has one ordering, term d is log p(x_d | x_<d) in it: the chain rule that exact
+        completion reads."""
+        u, log_det = self.transform_dims(x, labels, context=context)
+        return self.base_log_prob_dims(u, labels, context) + log_det
 
-    def log_prob(self, x: torch.Tensor, labels: torch.Tensor | int | None = None) -> torch.Tensor:
-        """log p(x) (B,) in nats: a density."""
+    def log_prob(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | int | None = None,
+        context: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """log p(x) (B,) in nats: a density. Discrete columns are dequantised first, row r with
+        the noise of its place ``rows[r]`` (see ``dequantise``)."""
         self.check_input(x)
-        check_labels(labels, self.classes, x.shape[0])
-        return self.log_prob_dims(x, labels).sum(-1)
+        self.check_condition(labels, context, x.shape[0])
+        return self.log_prob_dims(self.dequantise(x, rows), labels, context).sum(-1)
 
     @torch.no_grad()
     def inverse(
-        self, u: torch.Tensor, labels: torch.Tensor | int | None = None, fast: bool = True
+        self,
+        u: torch.Tensor,
+        labels: torch.Tensor | int | None = None,
+        fast: bool = True,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Base space to data: the x (B, D) whose ``transform`` is u. ``fast`` inverts each
         layer degree-scheduled; ``fast=False`` runs its network once per dimension (the oracle)."""
         check_rows(u, self.features, self.head, "u")
-        check_labels(labels, self.classes, u.shape[0])
+        self.check_condition(labels, context, u.shape[0])
         fill = torch.ones_like(u, dtype=torch.bool)
         known = [torch.zeros_like(u)] * len(self.layers)
-        return self._invert(u, self.context(labels, u.shape[0]), fill, known, fast)
+        return self._invert(u, self.condition(labels, context, u.shape[0]), fill, known, fast)
 
     def _invert(
         self,
@@ -335,17 +405,21 @@ class MAF(ExactLikelihood, nn.Module):
         generator: torch.Generator | None = None,
         labels: torch.Tensor | int | None = None,
         fast: bool = True,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``n`` exact samples (n, D): base draws carried through ``inverse``. A class-conditional
-        flow needs ``labels``: one for all rows, or (n,)."""
-        check_labels(labels, self.classes, n)
+        """``n`` exact samples (n, D): base draws carried through ``inverse``, discrete columns
+        floored back to their codes. A class-conditional flow needs ``labels``: one for all rows,
+        or (n,); a flow with context columns ``context`` (n, C)."""
+        self.check_condition(labels, context, n)
         if self.base is None:
-            u = torch.randn(n, self.features, generator=generator, dtype=self._dtype).to(
-                self.input_shift.device
-            )
+            u = torch.randn(n, self.features, generator=generator, dtype=self._dtype).to(self._device)
         else:
-            u = self.base.sample(n, generator=generator, labels=labels, fast=fast)
-        return self.inverse(u, labels, fast)
+            u = self.base.sample(n, generator=generator, labels=labels, fast=fast, context=context)
+        x = self.inverse(u, labels, fast, context)
+        if not self.discrete_columns:
+            return x
+        codes = torch.minimum(x.floor().clamp_min(0), (self.levels - 1).clamp_min(0))
+        return torch.where(self.levels > 0, codes, x)
 
     # -- completion --------------------------------------------------------------------------
     def incomplete_reason(self, observed: torch.Tensor) -> str | None:
@@ -354,6 +428,11 @@ class MAF(ExactLikelihood, nn.Module):
         Exact when every MADE generates the observed dimensions first: then u_observed depends
         on x_observed alone and p(x) factorises into p(x_observed) p(x_missing | x_observed).
         """
+        if self.discrete_columns:
+            return (
+                "a flow that dequantises discrete columns models code + noise, not the codes: its "
+                "completions would not follow p(missing | observed); complete with model.kind: made"
+            )
         ranks = self._ranks()
         exact = sampling.exact_members(ranks, observed).all(1)
         if bool(exact.all()):
@@ -378,6 +457,7 @@ class MAF(ExactLikelihood, nn.Module):
         generator: torch.Generator | None = None,
         labels: torch.Tensor | int | None = None,
         fast: bool = True,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B, D) with the dimensions not ``observed`` drawn from p(missing | observed), exactly;
         a ValueError when the flow cannot (see ``incomplete_reason``)."""
@@ -385,34 +465,39 @@ class MAF(ExactLikelihood, nn.Module):
         observed = observed.to(x.device)
         x = torch.where(observed, x, torch.zeros_like(x))
         self.check_input(x, "x (its observed values)")
-        check_labels(labels, self.classes, x.shape[0])
+        self.check_condition(labels, context, x.shape[0])
         why = self.incomplete_reason(observed)
         if why is not None:
             raise ValueError(why)
         # Each layer's input at the observed dimensions: they depend on observed values alone.
         known: list[torch.Tensor] = []
-        h, _ = self.transform_dims(x, labels, known)
+        h, _ = self.transform_dims(x, labels, known, context)
         if self.base is None:
             fresh = torch.randn(h.shape, generator=generator, dtype=self._dtype).to(h.device)
             u = torch.where(observed, h, fresh)
         else:
-            u = self.base.complete(h, observed, generator, fast=fast, labels=labels)[0]
-        return torch.where(
-            observed, x, self._invert(u, self.context(labels, x.shape[0]), ~observed, known, fast)
-        )
+            u = self.base.complete(h, observed, generator, fast=fast, labels=labels, context=context)[0]
+        c = self.condition(labels, context, x.shape[0])
+        return torch.where(observed, x, self._invert(u, c, ~observed, known, fast))
 
     @torch.no_grad()
     def conditional_log_prob(
-        self, x: torch.Tensor, observed: torch.Tensor, labels: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        observed: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """log p(x_missing | x_observed) (B,) where exact (see ``incomplete_reason``), else NaN:
         the chain-rule terms of the missing dimensions."""
         self.check_input(x)
         check_observed(observed, x)
-        check_labels(labels, self.classes, x.shape[0])
+        self.check_condition(labels, context, x.shape[0])
         observed = observed.to(x.device)
         exact = sampling.exact_members(self._ranks(), observed).all(1)
-        terms = self.log_prob_dims(x, labels)
+        if self.discrete_columns:
+            exact = torch.zeros_like(exact)
+        terms = self.log_prob_dims(x, labels, context)
         return torch.where(exact, (terms * ~observed).sum(-1), torch.nan)
 
     # -- training (the DensityModel protocol) ---------------------------------------------------
@@ -423,17 +508,25 @@ class MAF(ExactLikelihood, nn.Module):
         steps_per_epoch: int,
         labels: torch.Tensor | None = None,
         noise: torch.Generator | None = None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """-log p(x) (B,): the training loss (batch norm on the batch's statistics)."""
-        return -self.log_prob_dims(x, labels).sum(-1)
+        """-log p(x) (B,): the training loss (batch norm on the batch's statistics), discrete
+        columns dequantised with fresh noise from ``noise``."""
+        x = self.dequantise(x, generator=noise or torch.Generator().manual_seed(step))
+        return -self.log_prob_dims(x, labels, context).sum(-1)
 
     # -- the commands (the DensityModel protocol) --------------------------------------------------
     def draw(
-        self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None, means: bool = False
+        self,
+        n: int,
+        generator: torch.Generator,
+        labels: torch.Tensor | None = None,
+        means: bool = False,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if means:
             raise BadArgument("means", "is for VAE runs: a flow's samples are base draws carried through it")
-        return self.sample(n, generator=generator, labels=labels)
+        return self.sample(n, generator=generator, labels=labels, context=context)
 
     def sampler_name(self, means: bool = False) -> str:
         return f"{self.estimator}: base draws inverted layer by layer, degree-scheduled"
@@ -446,6 +539,7 @@ class MAF(ExactLikelihood, nn.Module):
         per_row: int,
         generator: torch.Generator,
         rounds: int | None = None,
+        context: torch.Tensor | None = None,
     ) -> Completion:
         """Exact completion where every layer generates the observed part first; refused otherwise."""
         if rounds is not None:
@@ -458,15 +552,22 @@ class MAF(ExactLikelihood, nn.Module):
             observed.repeat_interleave(per_row, 0),
             generator=generator,
             labels=None if labels is None else labels.repeat_interleave(per_row, 0),
+            context=None if context is None else context.repeat_interleave(per_row, 0),
         )
-        return Completion(values, [EXACT] * x.shape[0], self.conditional_log_prob(x, observed, labels))
+        return Completion(
+            values, [EXACT] * x.shape[0], self.conditional_log_prob(x, observed, labels, context)
+        )
 
 
-def build_maf(cfg: Config, features: int, classes: int = 0) -> MAF:
-    """The flow a config describes (model.kind: maf), for ``features`` dimensions and ``classes`` labels."""
+def build_maf(
+    cfg: Config, features: int, classes: int = 0, levels: tuple[int, ...] | None = None, context: int = 0
+) -> MAF:
+    """The flow a config describes (model.kind: maf), for ``features`` dimensions, ``classes``
+    labels and, for a table, each column's categories ``levels`` (0: real) and ``context`` columns."""
     m, f = cfg.model, cfg.flow
     return MAF(
         features, m.hidden, layers=f.layers, classes=context_classes(cfg, classes),
         direct=m.direct, ordering=m.ordering, flow_ordering=f.ordering, hidden_degrees=m.hidden_degrees,
         batch_norm=f.batch_norm, base=f.base, components=m.components, seed=cfg.seed,
+        context_features=context, levels=levels, per_column=levels is not None,
     )  # fmt: skip

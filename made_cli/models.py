@@ -13,14 +13,14 @@ from torch import nn
 from . import sampling
 from .config import Config
 from .errors import BadArgument, UsageError
-from .evaluation import evaluate_nll
-from .heads import Bernoulli, Head, check_observed, check_rows, make_head
+from .evaluation import evaluate_nll, evaluate_terms
+from .heads import Bernoulli, ColumnHeads, Head, check_observed, check_rows, make_head
 from .interface import APPROXIMATE, EXACT, SUB_ENSEMBLE, Completion, Progress
 from .made import MADE
 
 __all__ = [
-    "ExactLikelihood", "MADEModel", "build_made", "check_labels", "context_classes", "input_standardisation",
-    "label_context", "label_log_prior", "label_marginal",
+    "ExactLikelihood", "MADEModel", "build_made", "check_context", "check_labels", "context_classes",
+    "given_context", "input_standardisation", "label_context", "label_log_prior", "label_marginal",
 ]  # fmt: skip
 
 
@@ -45,16 +45,42 @@ def check_labels(labels: torch.Tensor | int | None, classes: int, rows: int | No
         raise ValueError(f"labels must be in 0..{classes - 1}")
 
 
-def input_standardisation(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def check_context(context: torch.Tensor | None, features: int, rows: int | None = None) -> None:
+    """Context columns fit a model conditioned on ``features`` of them (0: none): present exactly
+    when it is, (rows, features), finite; else a ValueError that says which."""
+    if not features:
+        if context is not None:
+            raise ValueError("this model has no context columns")
+        return
+    if context is None:
+        raise ValueError(f"this model is conditioned on {features} context columns: pass context")
+    if context.dim() != 2 or context.shape[1] != features or (rows is not None and context.shape[0] != rows):
+        want = f"({rows}, {features})" if rows is not None else f"(rows, {features})"
+        raise ValueError(f"context must be {want}, got shape {tuple(context.shape)}")
+    if not bool(torch.isfinite(context).all()):
+        raise ValueError("context values must be finite")
+
+
+def given_context(features: int) -> str:
+    """What an estimator's name adds for a model with context columns."""
+    return "" if not features else f", given {features} context column" + ("s" if features > 1 else "")
+
+
+def input_standardisation(train: torch.Tensor, per_column: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(shift (D,), scale (D,)) that standardise a network's input, from the training split.
 
-    Centred per dimension but with one scale shared by all: a per-dimension scale blows up
-    dimensions that barely vary in training (on 8-level MNIST, test pixels reached |z| = 775
-    and 78 images cost over 1000 nats each; a MAF on logit MNIST with per-pixel scales gave one
-    validation image 2.5e7 nats, its rare pixel at z = 11 and then expanded by every layer).
+    Centred per dimension but, for images, with one scale shared by all: a per-dimension scale
+    blows up dimensions that barely vary in training (on 8-level MNIST, test pixels reached
+    |z| = 775 and 78 images cost over 1000 nats each; a MAF on logit MNIST with per-pixel scales
+    gave one validation image 2.5e7 nats, its rare pixel at z = 11 and then expanded by every
+    layer). A table's columns have units of their own (a price, an age): ``per_column`` scales
+    each by its own standard deviation.
     """
-    scale = train.std().clamp_min(1e-3) if train.numel() > 1 else torch.ones((), dtype=train.dtype)
-    return train.mean(0), scale.expand(train.shape[1])
+    if train.shape[0] < 2:
+        return train.mean(0), torch.ones(train.shape[1], dtype=train.dtype, device=train.device)
+    if per_column:
+        return train.mean(0), train.std(0).clamp_min(1e-3)
+    return train.mean(0), train.std().clamp_min(1e-3).expand(train.shape[1])
 
 
 def label_log_prior(labels: torch.Tensor, classes: int) -> torch.Tensor:
@@ -96,6 +122,48 @@ class ExactLikelihood:
     ``estimator``, ``classes`` and (when conditional) a ``label_log_prior`` buffer."""
 
     classes: int
+    context_features: int
+
+    # -- what the MADEs are given at degree 0: labels and context columns -------------------------
+    def _register_context(self, features: int) -> None:
+        """Buffers that standardise the context columns (set by ``_fit_context``, saved)."""
+        self.context_features = features
+        if features:
+            module: Any = self
+            module.register_buffer("context_shift", torch.zeros(features))
+            module.register_buffer("context_scale", torch.ones(features))
+
+    @torch.no_grad()
+    def _fit_context(self, context: torch.Tensor | None) -> None:
+        if self.context_features and context is not None:
+            module: Any = self
+            shift, scale = input_standardisation(context.to(module.context_shift), per_column=True)
+            module.context_shift.copy_(shift)
+            module.context_scale.copy_(scale)
+
+    def check_condition(
+        self, labels: torch.Tensor | int | None, context: torch.Tensor | None, rows: int | None = None
+    ) -> None:
+        """Labels and context columns fit the model (see ``check_labels``, ``check_context``)."""
+        check_labels(labels, self.classes, rows)
+        check_context(context, self.context_features, rows)
+
+    def condition(
+        self, labels: torch.Tensor | int | None, context: torch.Tensor | None, rows: int
+    ) -> torch.Tensor | None:
+        """What every MADE of the model sees at degree 0 (rows, classes + C): the one-hot label
+        and the standardised context columns; None for an unconditional model."""
+        module: Any = self
+        device, dtype = module._device, module._dtype
+        parts = []
+        if self.classes:
+            parts.append(label_context(labels, self.classes, rows, device, dtype))
+        if self.context_features:
+            if context is None:
+                raise ValueError(f"this model is conditioned on {self.context_features} context columns")
+            given = context.to(device, dtype).expand(rows, -1)
+            parts.append((given - module.context_shift) / module.context_scale)
+        return torch.cat(parts, 1) if len(parts) > 1 else (parts[0] if parts else None)
 
     def schedule_terms(self, step: int, steps_per_epoch: int) -> dict[str, float]:
         """Nothing to record: the exact likelihood has no schedule (a MADE ensemble's member is
@@ -111,11 +179,15 @@ class ExactLikelihood:
 
     @torch.no_grad()
     def validation_terms(
-        self, x: torch.Tensor, labels: torch.Tensor | None = None, rows: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-row (B,) numbers the trainer averages on a split; ``nll`` decides early stopping.
-        (``rows``, the batch's indices in the split, matter only to models that draw noise.)"""
-        return {"nll": -self.log_prob(x, labels)}  # type: ignore[attr-defined]
+        ``rows``, the batch's indices in the split, seed the noise of models that draw any."""
+        return {"nll": -self.log_prob(x, labels, context, rows=rows)}  # type: ignore[attr-defined]
 
     def evaluate(
         self,
@@ -125,6 +197,7 @@ class ExactLikelihood:
         samples: int | None = None,
         seed: int | None = None,
         progress: Progress | None = None,
+        context: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         """The exact NLL of rows x; a class-conditional model's also with the label summed out,
         comparable with unconditional runs."""
@@ -132,11 +205,12 @@ class ExactLikelihood:
             raise BadArgument(("samples", "seed"), "are for VAE runs; this model's likelihood is exact")
         model: Any = self
         report: dict[str, Any] = {
-            "nll_nats": evaluate_nll(model, x, batch_size, labels=labels), "estimator": model.estimator,
-        }  # fmt: skip
+            "nll_nats": evaluate_nll(model, x, batch_size, labels=labels, context=context),
+            "estimator": model.estimator,
+        }
         if self.classes:
-            summed_out = lambda b, _y, _i: {"nll": -self.marginal_log_prob(b)}  # noqa: E731
-            marginal = evaluate_nll(model, x, batch_size, labels=labels, terms=summed_out)
+            summed_out = lambda b, _y, i, c: {"nll": -self.marginal_log_prob(b, c, rows=i)}  # noqa: E731
+            marginal = evaluate_nll(model, x, batch_size, labels=labels, terms=summed_out, context=context)
             report.update(marginal_nll_nats=marginal, marginal_estimator=self.marginal_estimator)
         return report
 
@@ -146,13 +220,16 @@ class ExactLikelihood:
         estimator: str = self.estimator  # type: ignore[attr-defined]
         return estimator.replace("given the label", f"label summed out over {self.classes} classes")
 
-    def marginal_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+    def marginal_log_prob(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """log p(x) (B,) with the label summed out (see ``label_marginal``)."""
         if not self.classes:
             raise ValueError("only a class-conditional model has a label to sum out")
         model: Any = self
         model.check_input(x)
-        return label_marginal(model.log_prob, x, model.label_log_prior)
+        given = lambda b, y: model.log_prob(b, y, context, rows=rows)  # noqa: E731
+        return label_marginal(given, x, model.label_log_prior)
 
 
 class MADEModel(ExactLikelihood, nn.Module):
@@ -164,13 +241,24 @@ class MADEModel(ExactLikelihood, nn.Module):
     every unit may see it.
     """
 
-    def __init__(self, net: MADE, head: Head | None = None, classes: int = 0) -> None:
+    def __init__(
+        self,
+        net: MADE,
+        head: Head | None = None,
+        classes: int = 0,
+        context_features: int = 0,
+        per_column: bool = False,
+    ) -> None:
         super().__init__()
         self.head = head or Bernoulli()
-        if net.params_per_dim != self.head.params_per_dim or net.context != classes:
-            raise ValueError("the MADE's parameters per dimension or context do not fit the head and labels")
+        if net.params_per_dim != self.head.params_per_dim or net.context != classes + context_features:
+            raise ValueError(
+                "the MADE's parameters per dimension or context do not fit the head, labels and context"
+            )
         self.net = net
         self.classes = classes
+        self.per_column = per_column  # a table: each input column scaled by its own spread
+        self._register_context(context_features)
         if classes:  # p(y) from the training labels (``fit_inputs``), to sum the label out
             self.register_buffer("label_log_prior", torch.full((classes,), -math.log(classes)))
         self.standardises = not isinstance(self.head, Bernoulli)
@@ -195,20 +283,13 @@ class MADEModel(ExactLikelihood, nn.Module):
         """How log p(x) is computed, named in every NLL the toolkit reports."""
         k = self.num_masks
         name = "exact, single mask" if k == 1 else f"exact, {k}-mask mixture"
-        return name + (", given the label" if self.classes else "")
+        context = given_context(self.context_features)
+        return name + (", given the label" if self.classes else "") + context
 
     def check_input(self, x: torch.Tensor, what: str = "x") -> None:
         """``x`` is (rows, D) and holds values the head models, else a ValueError that says so
         (instead of a shape error deep in torch, or a number that means nothing)."""
         check_rows(x, self.features, self.head, what)
-
-    def check_labels(self, labels: torch.Tensor | int | None, rows: int | None = None) -> None:
-        """See ``check_labels``: called where labels enter (log_prob, sample, complete)."""
-        check_labels(labels, self.classes, rows)
-
-    def context(self, labels: torch.Tensor | int | None, rows: int) -> torch.Tensor | None:
-        """The MADE's context (B, classes): one-hot labels (see ``check_labels``)."""
-        return label_context(labels, self.classes, rows, self.net.ranks.device, self._dtype)
 
     @property
     def encoding(self) -> sampling.Encoding:
@@ -222,17 +303,20 @@ class MADEModel(ExactLikelihood, nn.Module):
         return (x - self.input_shift) / self.input_scale if self.standardises else x
 
     @torch.no_grad()
-    def fit_inputs(self, train: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+    def fit_inputs(
+        self, train: torch.Tensor, labels: torch.Tensor | None = None, context: torch.Tensor | None = None
+    ) -> None:
         """Start from the data: input standardisation and output biases from the marginals,
-        and the label frequencies (add-one smoothed) of a class-conditional model (uniform
-        when no labels are given).
+        the label frequencies (add-one smoothed) of a class-conditional model (uniform when no
+        labels are given), and the context columns' standardisation.
 
         Inputs are standardised as ``input_standardisation`` says.
         """
         if self.classes and labels is not None:
             self.label_log_prior.copy_(label_log_prior(labels, self.classes))
+        self._fit_context(context)
         if self.standardises:
-            shift, scale = input_standardisation(train)
+            shift, scale = input_standardisation(train, self.per_column)
             self.input_shift.copy_(shift)
             self.input_scale.copy_(scale)
         bias = self.head.init_bias(train).reshape(-1)  # (P * D,): output p * D + d
@@ -243,16 +327,26 @@ class MADEModel(ExactLikelihood, nn.Module):
         self.net.set_member(member)
         return self.net(self.network_input(x), c)
 
-    def log_prob_dims(self, x: torch.Tensor, member: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def log_prob_dims(
+        self,
+        x: torch.Tensor,
+        member: int,
+        labels: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """log p_k(x_d | x_<d) for every dimension (B, D), under member ``member``."""
-        c = self.context(labels, x.shape[0])
+        c = self.condition(labels, context, x.shape[0])
         return self.head.log_prob(self.params(x, member, c), x)
 
     def log_prob_member(
-        self, x: torch.Tensor, member: int, labels: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        member: int,
+        labels: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """log p_k(x) (B,) under one member."""
-        return self.log_prob_dims(x, member, labels).sum(-1)
+        return self.log_prob_dims(x, member, labels, context).sum(-1)
 
     # -- training (the DensityModel protocol) ---------------------------------------------------
     def forward(
@@ -262,10 +356,11 @@ class MADEModel(ExactLikelihood, nn.Module):
         steps_per_epoch: int,
         labels: torch.Tensor | None = None,
         noise: torch.Generator | None = None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """-log p_k(x) (B,) under the step's member, the K masks in turn: the training loss,
         through DistributedDataParallel when distributed. The exact likelihood draws no noise."""
-        return -self.log_prob_member(x, step % self.num_masks, labels)
+        return -self.log_prob_member(x, step % self.num_masks, labels, context)
 
     def made_nets(self) -> list[MADE]:
         """Every MADE in the model."""
@@ -273,11 +368,16 @@ class MADEModel(ExactLikelihood, nn.Module):
 
     # -- the commands (the DensityModel protocol) --------------------------------------------------
     def draw(
-        self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None, means: bool = False
+        self,
+        n: int,
+        generator: torch.Generator,
+        labels: torch.Tensor | None = None,
+        means: bool = False,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if means:
             raise BadArgument("means", "is for VAE runs: a MADE's samples are drawn pixel by pixel")
-        return self.sample(n, generator=generator, labels=labels)
+        return self.sample(n, generator=generator, labels=labels, context=context)
 
     def sampler_name(self, means: bool = False) -> str:
         return self.estimator
@@ -290,6 +390,7 @@ class MADEModel(ExactLikelihood, nn.Module):
         per_row: int,
         generator: torch.Generator,
         rounds: int | None = None,
+        context: torch.Tensor | None = None,
     ) -> Completion:
         """Exact ancestral completion where the ordering generates the observed part first."""
         if rounds is not None:
@@ -299,23 +400,79 @@ class MADEModel(ExactLikelihood, nn.Module):
             observed.repeat_interleave(per_row, 0),
             generator=generator,
             labels=None if labels is None else labels.repeat_interleave(per_row, 0),
+            context=None if context is None else context.repeat_interleave(per_row, 0),
         )
         members = sampling.exact_members(self.net.ranks, observed.to(x.device))  # (B, K)
         status = [EXACT if row.all() else SUB_ENSEMBLE if row.any() else APPROXIMATE for row in members]
-        return Completion(values, status, self.conditional_log_prob(x, observed, labels))
+        return Completion(values, status, self.conditional_log_prob(x, observed, labels, context))
 
-    def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """log p(x) (B,) in nats (a density for real-valued heads): the mixture over all members."""
+    def log_prob(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """log p(x) (B,) in nats (a density for real-valued heads): the mixture over all members.
+        (``rows`` seed noise in the kinds that draw any; this likelihood draws none.)"""
         self.check_input(x)
-        self.check_labels(labels, x.shape[0])
+        self.check_condition(labels, context, x.shape[0])
         if self.num_masks == 1:
-            return self.log_prob_member(x, 0, labels)
-        per = torch.stack([self.log_prob_member(x, k, labels) for k in range(self.num_masks)])  # (K, B)
+            return self.log_prob_member(x, 0, labels, context)
+        per = torch.stack(
+            [self.log_prob_member(x, k, labels, context) for k in range(self.num_masks)]
+        )  # (K, B)
         return torch.logsumexp(per, 0) - math.log(self.num_masks)
 
     @torch.no_grad()
+    def log_prob_parts(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, context: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """A table's log p(x) (B,) in parts that sum to it: ``discrete`` (log-probabilities of the
+        discrete columns' conditionals) and ``continuous`` (log-densities of the real ones'); an
+        ensemble weighs each member's parts by its responsibility p(k | x) and adds ``mixture``,
+        sum_k p(k | x) log(p(x) / p_k(x)) = H(p(k | x)) - log K (<= 0)."""
+        if not isinstance(self.head, ColumnHeads):
+            raise ValueError("only a model of a table (a per-column head) splits log p(x) into parts")
+        self.check_input(x)
+        self.check_condition(labels, context, x.shape[0])
+        c = self.condition(labels, context, x.shape[0])
+        per = [self.head.log_prob_parts(self.params(x, k, c), x) for k in range(self.num_masks)]
+        disc = torch.stack([d.sum(-1) for d, _ in per])  # (K, B)
+        real = torch.stack([r.sum(-1) for _, r in per])
+        weights = torch.softmax(disc + real, 0)  # p(k | x)
+        parts = {"discrete": (weights * disc).sum(0), "continuous": (weights * real).sum(0)}
+        if self.num_masks > 1:
+            total = torch.logsumexp(disc + real, 0) - math.log(self.num_masks)
+            parts["mixture"] = total - parts["discrete"] - parts["continuous"]
+        return parts
+
+    def evaluate(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None,
+        batch_size: int,
+        samples: int | None = None,
+        seed: int | None = None,
+        progress: Progress | None = None,
+        context: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        """The exact NLL (see ``ExactLikelihood.evaluate``); for a table, also its discrete and
+        continuous parts (``log_prob_parts``)."""
+        report = super().evaluate(x, labels, batch_size, samples, seed, progress, context)
+        if isinstance(self.head, ColumnHeads):
+            parts = lambda b, y, _i, c: {k: -v for k, v in self.log_prob_parts(b, y, c).items()}  # noqa: E731
+            means = evaluate_terms(self, x, batch_size, labels=labels, terms=parts, context=context)
+            report.update({f"{k}_nll_nats": v for k, v in means.items()})
+        return report
+
+    @torch.no_grad()
     def conditional_log_prob(
-        self, x: torch.Tensor, observed: torch.Tensor, labels: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        observed: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """log p(x_missing | x_observed) (B,); NaN for rows where it is not exact.
 
@@ -324,10 +481,12 @@ class MADEModel(ExactLikelihood, nn.Module):
         """
         self.check_input(x)
         check_observed(observed, x)
-        self.check_labels(labels, x.shape[0])
+        self.check_condition(labels, context, x.shape[0])
         observed = observed.to(x.device)
         exact = sampling.exact_members(self.net.ranks, observed).all(1)
-        dims = torch.stack([self.log_prob_dims(x, k, labels) for k in range(self.num_masks)])  # (K, B, D)
+        dims = torch.stack(
+            [self.log_prob_dims(x, k, labels, context) for k in range(self.num_masks)]
+        )  # (K, B, D)
         joint = torch.logsumexp(dims.sum(-1), 0)
         marginal = torch.logsumexp((dims * observed).sum(-1), 0)
         return torch.where(exact, joint - marginal, torch.nan)
@@ -345,20 +504,27 @@ class MADEModel(ExactLikelihood, nn.Module):
         uniforms: torch.Tensor | None = None,
         fast: bool = True,
         labels: torch.Tensor | int | None = None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Draw ``n`` exact samples (n, D); with an ensemble each row picks a member at random.
 
         ``fast`` uses the degree-scheduled sampler; ``fast=False`` runs one full forward pass
         per dimension (slow, the reference it is tested against). A class-conditional model
-        needs ``labels``: one for all rows, or (n,).
+        needs ``labels``: one for all rows, or (n,); a model with context columns ``context`` (n, C).
         """
-        empty = torch.zeros(n, self.features, device=self.net.ranks.device, dtype=self._dtype)
+        empty = torch.zeros(n, self.features, device=self._device, dtype=self._dtype)
         nothing = torch.zeros_like(empty, dtype=torch.bool)
-        return self.complete(empty, nothing, generator, uniforms, fast=fast, labels=labels)[0]
+        return self.complete(empty, nothing, generator, uniforms, fast=fast, labels=labels, context=context)[
+            0
+        ]
 
     @property
     def _dtype(self) -> torch.dtype:
         return self.net.output.weight.dtype
+
+    @property
+    def _device(self) -> torch.device:
+        return self.net.ranks.device
 
     @torch.no_grad()
     def complete(
@@ -369,6 +535,7 @@ class MADEModel(ExactLikelihood, nn.Module):
         uniforms: torch.Tensor | None = None,
         fast: bool = True,
         labels: torch.Tensor | int | None = None,
+        context: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample the dimensions not ``observed`` (bool (B, D)) given the observed ones.
 
@@ -378,13 +545,13 @@ class MADEModel(ExactLikelihood, nn.Module):
         check_observed(observed, x)
         observed = observed.to(x.device)
         self.check_input(torch.where(observed, x, torch.zeros_like(x)), "x (its observed values)")
-        self.check_labels(labels, x.shape[0])
+        self.check_condition(labels, context, x.shape[0])
         x = torch.where(observed, x, torch.zeros_like(x))
-        c = self.context(labels, x.shape[0])  # (B, C) or None
+        c = self.condition(labels, context, x.shape[0])  # (B, classes + C) or None
         if uniforms is None:
             uniforms = self.noise(x.shape[0], generator)
         members, exact = sampling.choose_members(
-            self.net.ranks, observed, lambda k: self.log_prob_dims(x, k, labels), generator
+            self.net.ranks, observed, lambda k: self.log_prob_dims(x, k, labels, context), generator
         )
         out = x.clone()
         for k in members.unique().tolist():
@@ -409,15 +576,18 @@ def context_classes(cfg: Config, classes: int) -> int:
     return classes
 
 
-def build_made(cfg: Config, features: int, classes: int = 0) -> MADEModel:
-    """The MADE a config describes (model.kind: made), for ``features`` dimensions and ``classes`` labels."""
+def build_made(
+    cfg: Config, features: int, classes: int = 0, levels: tuple[int, ...] | None = None, context: int = 0
+) -> MADEModel:
+    """The MADE a config describes (model.kind: made), for ``features`` dimensions, ``classes``
+    labels and, for a table, each column's categories ``levels`` (0: real) and ``context`` columns."""
     m = cfg.model
-    head = make_head(m.head, levels=cfg.data.levels, components=m.components)
-    context = context_classes(cfg, classes)
+    head = make_head(m.head, levels=cfg.data.levels, components=m.components, columns=levels)
+    n_classes = context_classes(cfg, classes)
     net = MADE(
         features,
         m.hidden,
-        context=context,
+        context=n_classes + context,
         params_per_dim=head.params_per_dim,
         direct=m.direct,
         ordering=m.ordering,
@@ -425,4 +595,4 @@ def build_made(cfg: Config, features: int, classes: int = 0) -> MADEModel:
         num_masks=m.num_masks,
         seed=cfg.seed,
     )
-    return MADEModel(net, head, context)
+    return MADEModel(net, head, n_classes, context, per_column=levels is not None)

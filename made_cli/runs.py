@@ -23,6 +23,7 @@ from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import Config, config_to_yaml
 from .errors import UsageError
 from .interface import DensityModel
+from .tables import TableSchema
 
 __all__ = [
     "LOGGER",
@@ -158,6 +159,12 @@ class Run:
     def image_shape(self) -> tuple[int, int] | None:
         shape = self.checkpoint.get("image_shape")
         return tuple(shape) if shape else None  # type: ignore[return-value]
+
+    @property
+    def table(self) -> TableSchema | None:
+        """The schema of the table the run was trained on (None for other data)."""
+        record = self.checkpoint.get("table")
+        return None if record is None else TableSchema.from_dict(record["schema"])
 
 
 def load_run(path: str | Path | None = None, which: str = "best", device: str | torch.device = "cpu") -> Run:

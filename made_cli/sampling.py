@@ -123,7 +123,7 @@ def ancestral_naive(
         rows = fill[:, d]
         if not rows.any():
             continue
-        value = head.draw(net(encoding(x), c)[:, :, d], uniforms[:, d])
+        value = head.column(d).draw(net(encoding(x), c)[:, :, d], uniforms[:, d])
         x[:, d] = torch.where(rows, value, x[:, d])
     return x
 
@@ -214,7 +214,7 @@ def ancestral_fast(
             col = h_last + order[start]
             d = order[start]
             params = torch.addmm(bias[d], z[:, :reads], w_params[d]) if hidden_only else z @ w_params[d]
-            value = head.draw(params, uniforms[start])
+            value = head.column(d).draw(params, uniforms[start])
             if not every_row[start]:
                 value = torch.where(needed[:, start], value, out[:, d])
             out[:, d] = value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import io
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -29,14 +31,15 @@ from .checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
     recorded_root,
+    recorded_table,
     restore_model,
 )
 from .config import Config, config_from_dict, config_to_dict
-from .data import Dataset, load_dataset
+from .data import Dataset, load_dataset, table_record
 from .distributed import SINGLE, Dist
 from .errors import BadArgument, Interrupted, MadeError, UsageError
 from .evaluation import evaluate_terms, labels_for, tf32
-from .heads import Bernoulli, Gaussian, Head, MixtureOfGaussians
+from .heads import Bernoulli, Head
 from .interface import DensityModel
 from .kinds import build_model, kind_of
 from .runs import (
@@ -86,16 +89,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _baseline_head(head: Head) -> Head:
-    """The head whose marginal fit is the baseline: a mixture's is its single Gaussian."""
-    return Gaussian() if isinstance(head, MixtureOfGaussians) else head
-
-
 def independent_baseline_nll(
     train: torch.Tensor, test: torch.Tensor, head: Head | None = None, batch_size: int = 500
 ) -> float:
     """NLL of the head fitted to each training marginal on its own: the bar any MADE must beat."""
-    head = _baseline_head(head or Bernoulli())
+    head = (head or Bernoulli()).baseline()
     params = head.init_bias(train)[None]  # (1, P, D)
     total = 0.0
     for i in range(0, test.shape[0], batch_size):  # (B, P, D) at once can be gigabytes
@@ -125,15 +123,17 @@ def train_step(
     group: Dist = SINGLE,
     labels: torch.Tensor | None = None,
     noise: torch.Generator | None = None,
+    context: torch.Tensor | None = None,
 ) -> float:
     """One Adam step on the model's training loss; returns the loss, skips the update if not finite.
 
     ``model`` is a model or its DistributedDataParallel wrapper; it owns its schedule (a MADE's
     mask of the step, a VAE's KL weight), so it is given the step. In a group the loss is
     averaged over ranks first, so that all of them step or stop together. ``noise`` feeds
-    whatever the loss draws (a VAE's posterior samples).
+    whatever the loss draws (a VAE's posterior samples, a flow's dequantisation); ``context``:
+    the batch's context columns, for a model conditioned on them.
     """
-    loss = model(x, step, steps_per_epoch, labels, noise).mean()
+    loss = model(x, step, steps_per_epoch, labels, noise, context).mean()
     value = group.sum([loss.item()], x.device)[0] / group.world
     if math.isfinite(value):
         optimizer.zero_grad(set_to_none=True)
@@ -234,6 +234,7 @@ class Trainer:
         recorded_root: str | None = None,
         command: str | None = None,
         overrides: list[str] | None = None,
+        recorded_table: dict[str, Any] | None = None,
     ) -> None:
         config = _with_absolute_paths(config)
         self.group, self.command, self.overrides = group, command, list(overrides or [])
@@ -242,14 +243,19 @@ class Trainer:
         torch.manual_seed(config.seed)
         if not group.main:
             group.barrier()  # rank 0 downloads the data first; the others then read it
-        self.dataset: Dataset = load_dataset(config.data, recorded_root)
+        self.dataset: Dataset = load_dataset(config.data, recorded_root, recorded_table)
         if group.main:
             group.barrier()
         self.kind = kind_of(config.model.kind)
-        self.model = build_model(config, self.dataset.features, self.dataset.classes).to(self.device)
-        train_labels = self.dataset.split_labels("train")
+        d = self.dataset
+        self.model = build_model(
+            config, d.features, d.classes, levels=d.levels, context=d.context_features
+        ).to(self.device)
+        train_labels, train_context = d.split_labels("train"), d.split_context("train")
         self.model.fit_inputs(
-            self.dataset.train.to(self.device), None if train_labels is None else train_labels.to(self.device)
+            d.train.to(self.device),
+            None if train_labels is None else train_labels.to(self.device),
+            None if train_context is None else train_context.to(self.device),
         )
         self.optimizer = make_optimizer(self.model, config.train.lr, config.train.weight_decay)
         # Epoch e's order is a function of (seed, e): a half-done epoch is redrawn exactly.
@@ -271,6 +277,9 @@ class Trainer:
             "features": d.features,
             "classes": d.classes,
             "image_shape": list(d.image_shape) if d.image_shape else None,
+            "levels": list(d.levels) if d.levels is not None else None,  # a table's column types
+            "context_features": d.context_features,
+            "table": table_record(d),  # a table's schema and split, applied as they are from now on
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             **dataclasses.asdict(self.state),
@@ -315,7 +324,7 @@ class Trainer:
         log.info(
             f"data: {cfg.data.name} ({d.values}), {d.train.shape[0]}/{d.valid.shape[0]}/"
             f"{d.test.shape[0]} rows of {d.features} dimensions; independent "
-            f"{_baseline_head(model.head).describe()} "
+            f"{model.head.baseline().describe()} "
             f"baseline {baseline:.2f} nats on valid"
         )
         n_params = sum(p.numel() for p in model.parameters())
@@ -380,6 +389,12 @@ class Trainer:
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             remove_stale_temps(self.run_dir)
             write_config(self.run_dir, self.config)
+            if (
+                self.dataset.split_codes is not None
+            ):  # the table's split, for the user (the checkpoint keeps it)
+                buffer = io.BytesIO()
+                np.save(buffer, self.dataset.split_codes)
+                atomic_write_bytes(self.run_dir / "split.npy", buffer.getvalue())
             record_invocation(
                 self.run_dir, self.command, self.overrides, self.device, group.world, self.dataset.root
             )
@@ -388,6 +403,8 @@ class Trainer:
         train_x = self.dataset.train.to(device)
         train_y = labels_for(model, self.dataset.split_labels("train"))
         train_y = None if train_y is None else train_y.to(device)
+        train_c = self.dataset.split_context("train")
+        train_c = None if train_c is None else train_c.to(device)
         n, bs = len(self.sampler), cfg.batch_size  # this rank's rows per epoch
         n_batches = self._steps_per_epoch()
         start = time.perf_counter() - (st.metrics[-1]["seconds"] if st.metrics else 0.0)
@@ -417,11 +434,12 @@ class Trainer:
                         self._stop_for_signal(signum)
                     rows = order[st.batch * bs : (st.batch + 1) * bs]
                     x, y = train_x[rows], None if train_y is None else train_y[rows]
+                    c = None if train_c is None else train_c[rows]
                     self.noise.manual_seed(_step_seed(self.config.seed, group.rank, st.step))
                     if self.dataset.dynamic:
                         x = (torch.rand(x.shape, generator=self.noise).to(device) < x).float()
                     loss_value = train_step(
-                        step_module, self.optimizer, x, st.step, n_batches, group, y, self.noise
+                        step_module, self.optimizer, x, st.step, n_batches, group, y, self.noise, c
                     )
                     if not math.isfinite(loss_value):
                         raise self._diverged(f"the training loss became {loss_value}")
@@ -486,7 +504,9 @@ class Trainer:
         """``validation_terms`` of ``model`` on a split (``nll`` in nats, ``bpd``), agreed across ranks."""
         d = self.dataset
         x, y = d.split(split), d.split_labels(split)
-        terms = evaluate_terms(model, x, self.config.train.eval_batch_size, self.group, y)
+        terms = evaluate_terms(
+            model, x, self.config.train.eval_batch_size, self.group, y, context=d.split_context(split)
+        )
         nll = terms.pop("nll")
         return {"nll": nll, "bpd": d.bits_per_dim(nll, split), **terms}
 
@@ -572,10 +592,9 @@ def resume(
     if state["finished"] and (config.train.epochs > old["epochs"] or config.train.patience > old["patience"]):
         state["finished"] = False  # asked for more: reopen a finished run
         state["metrics"] = [m for m in state["metrics"] if m["split"] != "test"]
-    recorded = recorded_root(state)
     trainer = Trainer(
-        config, run_dir, device, console, group, recorded_root=recorded, command=command,
-        overrides=overrides,
+        config, run_dir, device, console, group, recorded_root=recorded_root(state), command=command,
+        overrides=overrides, recorded_table=recorded_table(state),
     )  # fmt: skip
     trainer.load_state_dict(state)
     log.info(f"resuming {run_dir} at epoch {trainer.state.epoch}, batch {trainer.state.batch}")

@@ -29,9 +29,9 @@ def test_evaluate_passes_take_the_configs_eval_batch_size(tmp_path: Path, monkey
     seen = []
     real = run.model.log_prob
 
-    def spy(x, labels=None):
+    def spy(x, *args, **kwargs):
         seen.append(x.shape[0])
-        return real(x, labels)
+        return real(x, *args, **kwargs)
 
     monkeypatch.setattr(run.model, "log_prob", spy)
     report = commands.evaluate_run(run, "test")

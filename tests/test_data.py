@@ -190,4 +190,4 @@ def test_two_moons_splits_labels_and_shape() -> None:
     again = data.load_dataset(DataConfig(name="toy", size=2000, values="real"))
     assert torch.equal(again.train, ds.train)  # the set is a property of its config
     toy = DataConfig(name="toy")
-    assert data.dataset_features(toy) == 2 and data.dataset_classes(toy) == 2
+    assert data.data_shape(toy) == data.DataShape(2, 2)

@@ -125,11 +125,11 @@ def test_sigint_mid_epoch_saves_the_batch_position_and_resume_is_exact(tmp_path,
     real = MADEModel.log_prob_member
     calls = {"n": 0}
 
-    def interrupt_at_step_437(self, x, member, labels=None):
+    def interrupt_at_step_437(self, x, member, labels=None, context=None):
         calls["n"] += self.training  # count training steps, not evaluation passes
         if calls["n"] == 437 and self.training:  # epoch 2, batch 137 of 300
             os.kill(os.getpid(), signal.SIGINT)
-        return real(self, x, member, labels)
+        return real(self, x, member, labels, context)
 
     monkeypatch.setattr(MADEModel, "log_prob_member", interrupt_at_step_437)
     with pytest.raises(Interrupted) as info:
@@ -201,9 +201,9 @@ def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_exits_1(tmp_path, mon
     real = MADEModel.log_prob_member
     calls = {"n": 0}
 
-    def nan_at_step_400(self, x, member, labels=None):
+    def nan_at_step_400(self, x, member, labels=None, context=None):
         calls["n"] += self.training
-        out = real(self, x, member, labels)
+        out = real(self, x, member, labels, context)
         return out * float("nan") if calls["n"] >= 400 and self.training else out
 
     monkeypatch.setattr(MADEModel, "log_prob_member", nan_at_step_400)
@@ -275,9 +275,11 @@ def test_an_interrupt_never_saves_nan_parameters(tmp_path, monkeypatch):
     real = train_module.train_step
     calls = {"n": 0}
 
-    def nan_weights_then_sigint(model, optimizer, x, step, steps_per_epoch, group, labels=None, noise=None):
+    def nan_weights_then_sigint(
+        model, optimizer, x, step, steps_per_epoch, group, labels=None, noise=None, context=None
+    ):
         calls["n"] += 1
-        loss = real(model, optimizer, x, step, steps_per_epoch, group, labels, noise)
+        loss = real(model, optimizer, x, step, steps_per_epoch, group, labels, noise, context)
         if calls["n"] == 350:  # a finite loss, but the step broke the weights
             with torch.no_grad():
                 next(model.parameters()).fill_(float("nan"))
@@ -296,11 +298,11 @@ def test_resuming_mid_epoch_with_another_world_size_is_refused(tmp_path, monkeyp
     real = MADEModel.log_prob_member
     calls = {"n": 0}
 
-    def interrupt(self, x, member, labels=None):
+    def interrupt(self, x, member, labels=None, context=None):
         calls["n"] += self.training
         if calls["n"] == 50 and self.training:
             os.kill(os.getpid(), signal.SIGINT)
-        return real(self, x, member, labels)
+        return real(self, x, member, labels, context)
 
     monkeypatch.setattr(MADEModel, "log_prob_member", interrupt)
     with pytest.raises(Interrupted):

@@ -1,6 +1,10 @@
 """Write the example table of README's table session: card transactions, and new ones to score.
 
-    python scripts/example_table.py examples/           # transactions.csv, new.csv
+    python scripts/example_table.py examples/                      # transactions.csv, new.csv
+    python scripts/example_table.py examples/ --true-nll RUN       # the true law's test NLL
+
+``--true-nll RUN`` prints the NLL in nats of the run's test rows under the law that made them
+(given the channel, as a class-conditional model is), the floor a model of the table can reach.
 
 transactions.csv: an ``id``, the ``channel`` (online or store: the label), the ``merchant`` type
 (text), the ``hour`` of day (an integer), the number of ``items`` (an integer) and the ``amount``
@@ -12,6 +16,7 @@ hour and items do not go together), marked in a ``planted`` column that the mode
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +52,50 @@ def transactions(n: int, rng: np.random.Generator, first_id: int = 0) -> dict[st
     }
 
 
+def _normal_cdf(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+
+
+def true_log_prob(data: dict[str, np.ndarray]) -> np.ndarray:
+    """log p(merchant, hour, items, amount | channel) per row under the law of ``transactions``
+    (the amount's rounding to cents is ignored: a bin of 0.01 against spreads of dollars)."""
+    names = list(MERCHANTS)
+    weights = np.array([0.35, 0.2, 0.25, 0.12, 0.08])
+    merchant = np.array([names.index(m) for m in data["merchant"]])
+    median, busy, online = (np.array([MERCHANTS[m][i] for m in names]) for i in range(3))
+    is_online = data["channel"] == "online"
+    joint = weights[None] * np.where(is_online[:, None], online[None], 1 - online[None])  # (N, M)
+    log_p = np.log(joint[np.arange(len(merchant)), merchant] / joint.sum(1))
+    spread = np.where(is_online, 5.0, 2.5)
+    hour = data["hour"].astype(float)
+    upper = np.where(hour == 23, np.inf, (hour + 0.5 - busy[merchant]) / spread)
+    lower = np.where(hour == 0, -np.inf, (hour - 0.5 - busy[merchant]) / spread)
+    log_p += np.log(_normal_cdf(upper) - _normal_cdf(lower))
+    rate = np.where(merchant == 0, 6.0, 0.6)
+    k = data["items"] - 1
+    pmf = np.exp(k * np.log(rate) - rate - np.vectorize(math.lgamma)(k + 1.0))
+    poisson = lambda j, r: math.exp(j * math.log(r) - r - math.lgamma(j + 1))  # noqa: E731
+    below = np.array([sum(poisson(j, r) for j in range(19)) for r in rate])  # P(items < 20)
+    log_p += np.log(np.where(data["items"] == 20, 1 - below, pmf))
+    mu = np.log(median[merchant] * data["items"] ** 0.8)
+    z = (np.log(data["amount"]) - mu) / 0.35
+    log_p += -0.5 * z**2 - math.log(0.35 * math.sqrt(2 * math.pi)) - np.log(data["amount"])
+    return log_p
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="where transactions.csv and new.csv go")
     parser.add_argument("--rows", type=int, default=20000, help="rows of transactions.csv")
+    parser.add_argument("--true-nll", type=Path, metavar="RUN", help="the true law's NLL of RUN's test rows")
     args = parser.parse_args()
+    if args.true_nll is not None:
+        table = pcsv.read_csv(args.folder / "transactions.csv")
+        test = np.load(args.true_nll / "split.npy") == 2
+        data = {name: np.asarray(table[name])[test] for name in table.column_names}
+        nll = -true_log_prob(data).mean()
+        print(f"true law: test NLL {nll:.3f} nats on {test.sum()} rows, given the channel")
+        return
     args.folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     pcsv.write_csv(pa.table(transactions(args.rows, rng)), args.folder / "transactions.csv")

@@ -81,6 +81,40 @@ def test_a_run_keeps_only_its_own_kinds_section() -> None:
         ),
         ("", ["model.condition_on=label"], "binarized_mnist (Larochelle's files) has no labels"),
         ("", ["model.head=mog", "model.components=0"], "model.components must be at least 1"),
+        ("", ["data.columns=[a]"], "data.columns is for data.name: table"),
+        ("", ["data.name=table"], "data.path must name the table"),
+        (
+            "",
+            ["data.name=table", "data.path=t.csv", "data.columns=[a, 3]"],
+            "data.columns must be a list of strings",
+        ),
+        (
+            "",
+            ["data.name=table", "data.path=t.csv", "model.kind=iaf_vae"],
+            "a table takes model.kind: made or maf",
+        ),
+        ("", ["data.name=npz", "data.path=x.npz", "model.head=auto"], "model.head: auto is for tables"),
+        (
+            "",
+            ["data.name=table", "data.path=t.csv", "model.head=bernoulli"],
+            "use model.head: gaussian or mog or auto",
+        ),
+        ("", ["data.name=table", "data.path=t.csv", "model.condition_on=label"], "needs data.label_column"),
+        (
+            "",
+            ["data.name=table", "data.path=t.csv", "data.label_column=y"],
+            "is used by model.condition_on: label",
+        ),
+        (
+            "",
+            ["data.name=table", "data.path=t.csv", "data.columns=[a, b]", "data.context_columns=[b]"],
+            "column 'b' is named twice",
+        ),
+        (
+            "",
+            ["data.name=table", "data.path=t.csv", "data.max_levels=1"],
+            "data.max_levels must be at least 2",
+        ),
     ],
 )
 def test_bad_configs_give_one_clear_line(tmp_path: Path, text, overrides, message) -> None:
@@ -97,3 +131,17 @@ def test_missing_config_file_or_a_directory(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(UsageError, match="is a directory"):
         load_config(tmp_path)
+
+
+def test_a_table_needs_no_values_and_defaults_to_a_head_per_column() -> None:
+    cfg = load_config(None, ["data.name=table", "data.path=t.csv", "data.columns=[a, b]"])
+    assert cfg.data.values == "mixed" and cfg.model.head == "auto" and cfg.data.columns == ("a", "b")
+    shown = config_to_yaml(cfg)
+    assert "columns" in shown and "max_levels" in shown and "levels:" not in shown.replace("max_levels", "")
+    assert (
+        load_config(None, ["data.name=table", "data.path=t.csv", "model.head=gaussian"]).model.head
+        == "gaussian"
+    )
+    flow = load_config(None, ["data.name=table", "data.path=t.csv", "model.kind=maf"])
+    assert flow.model.head == "auto" and config_from_dict(config_to_dict(flow)) == flow
+    assert "columns" not in config_to_yaml(load_config(None))  # keys of a table only for a table

@@ -414,34 +414,37 @@ def complete(
         loaded = load_run(run, device=resolve_device(device))
         fraction = 0.5 if fraction is None else fraction
         result = complete_run(loaded, n, per_image, seed, chosen, fraction, rounds)
+        images, pixels = ("images", "pixels") if loaded.image_shape else ("rows", "values")  # or a table's
         lines: list[str] = []
         k = len(result.indices)
         lines.append(
-            f"completed {k} test images x {per_image}, observed: {result.mask} (seed {seed}), "
+            f"completed {k} test {images} x {per_image}, observed: {result.mask} (seed {seed}), "
             f"{result.missing:.0f} dimensions sampled each"
         )
         if result.exact_images:
             bits = "" if result.conditional_bpd is None else f" ({result.conditional_bpd:.4f} bits/dim)"
-            which = "all images" if result.exact_images == k else f"the {result.exact_images} exact images"
+            exact = result.exact_images
+            which = f"all {images}" if exact == k else f"the {exact} exact {images}"
             lines.append(
                 f"conditional NLL of the true missing part: {result.conditional_nll:.2f} nats per "
-                f"image{bits} over {which} [exact: the ordering generates the observed pixels first]"
+                f"{images[:-1]}{bits} over {which} [exact: the ordering generates the observed "
+                f"{pixels} first]"
             )
         if result.sub_ensemble_images:
             lines.append(
-                f"{result.sub_ensemble_images} of {k} images completed exactly from the ensemble "
-                "members that generate their observed pixels first, which is not the conditional "
+                f"{result.sub_ensemble_images} of {k} {images} completed exactly from the ensemble "
+                f"members that generate their observed {pixels} first, which is not the conditional "
                 "of the whole mixture (no conditional NLL for them)"
             )
         approximate = k - result.exact_images - result.sub_ensemble_images
         if result.approximate_by:
             by = result.approximate_by
-            lines.append(f"approximate completion for all {k} images: {by} (no conditional NLL)")
+            lines.append(f"approximate completion for all {k} {images}: {by} (no conditional NLL)")
         elif approximate:
             lines.append(
-                f"approximate completion for {approximate} of {k} images: no ordering of the model "
-                "generates their observed pixels first, so missing pixels drawn earlier ignore "
-                "observed pixels that come later (no conditional NLL for them)"
+                f"approximate completion for {approximate} of {k} {images}: no ordering of the model "
+                f"generates their observed {pixels} first, so missing {pixels} drawn earlier ignore "
+                f"observed {pixels} that come later (no conditional NLL for them)"
             )
         lines += [f"wrote {path}" for path in result.paths.values()]
         _log_lines(loaded.dir, "complete", lines)

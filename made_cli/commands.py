@@ -325,6 +325,17 @@ def complete_run(
         exact=exact_rows.cpu()[:, None].expand(k, per_image).numpy(),
     )
     atomic_write_bytes(paths["npz"], buffer.getvalue())
+    table = run.table
+    if table is not None:  # each test row, then its completions, in the columns' own values
+        rows = torch.cat([originals.cpu()[:, None], completions], 1).reshape(-1, d)
+        y = None if labels is None else labels.cpu().repeat_interleave(1 + per_image)
+        c = None if context is None else context.cpu().repeat_interleave(1 + per_image, 0)
+        decoded = table.decode(rows, y, c)
+        drawn = ["original", *(f"completion {j + 1}" for j in range(per_image))]
+        decoded = decoded.add_column(0, "test_row", _arrow(indices.repeat_interleave(1 + per_image).numpy()))
+        decoded = decoded.add_column(1, "version", _arrow(np.array(drawn * k)))
+        paths["csv"] = stem.with_suffix(".csv")
+        atomic_write_bytes(paths["csv"], table_bytes(decoded, paths["csv"]))
     if run.image_shape:
         shown = display_values(torch.cat([originals.cpu()[:, None], completions], 1), run.config.data)
         rgb = shown[:, :, None].expand(-1, -1, 3, -1).clone()  # (n, 1 + per_image, 3, D)

@@ -443,3 +443,15 @@ def test_sample_takes_a_class_by_name_and_refuses_an_unknown_one(shop_run: Path)
     assert set(np.asarray(table["channel"])) == {"store"}
     bad = runner.invoke(app, ["sample", str(shop_run), "--label", "phone"])
     assert bad.exit_code == 2 and "--label must be one of online, store (got phone)" in bad.stderr
+
+
+def test_complete_writes_a_tables_completions_in_its_own_values(shop_run: Path) -> None:
+    result = runner.invoke(app, ["complete", str(shop_run), "--mask", "top", "--n", "4", "--per-image", "2"])
+    assert result.exit_code == 0 and "completed 4 test rows x 2" in result.output, result.output
+    assert "exact: the ordering generates the observed values first" in result.output
+    table = read_table(shop_run / "completions" / "top-seed0-n4.csv")
+    assert table.column_names == ["test_row", "version", "kind", "items", "amount", "channel"]
+    versions = np.asarray(table["version"]).reshape(4, 3)
+    assert (versions == ["original", "completion 1", "completion 2"]).all()
+    kinds = np.asarray(table["kind"]).reshape(4, 3)  # the observed first column is kept
+    assert (kinds == kinds[:, :1]).all() and set(kinds.ravel()) <= {"food", "fuel", "toys"}

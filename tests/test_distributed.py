@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -17,6 +20,7 @@ from made_cli.config import load_config
 from made_cli.train import Trainer, train
 
 from .conftest import REPO
+from .test_tables import _shop
 
 OVERRIDES = ["data.name=synthetic", "data.features=10", "data.size=2000", "model.hidden=[24]",
              "model.ordering=random", "model.num_masks=2", "train.epochs=2",
@@ -24,6 +28,10 @@ OVERRIDES = ["data.name=synthetic", "data.features=10", "data.size=2000", "model
 # a flow: each rank's batches move its batch-norm statistics, which must still agree
 FLOW = ["data.name=toy", "data.size=2000", "model.kind=maf", "model.hidden=[24]", "flow.layers=2",
         "train.epochs=2", "train.batch_size=50"]  # fmt: skip
+# a table: labels and context columns go with each rank's rows
+TABLE = ["data.name=table", "data.path={tmp}/t.csv", "data.columns=[kind, items, amount]",
+         "data.label_column=channel", "data.context_columns=[hour]", "model.condition_on=label",
+         "model.hidden=[24]", "train.epochs=2", "train.batch_size=50"]  # fmt: skip
 
 
 def _free_port() -> int:
@@ -56,8 +64,13 @@ def _worker(rank: int, world: int, port: int, root: str, overrides: list[str]) -
     torch.distributed.destroy_process_group()
 
 
-@pytest.mark.parametrize("overrides", [OVERRIDES, FLOW], ids=["made", "maf"])
+@pytest.mark.parametrize("overrides", [OVERRIDES, FLOW, TABLE], ids=["made", "maf", "table"])
 def test_two_cpu_ranks_agree_on_parameters_and_only_rank_0_writes(tmp_path: Path, overrides) -> None:
+    if overrides is TABLE:
+        data = _shop(1000)
+        data["hour"] = np.random.default_rng(1).integers(0, 24, 1000)
+        pcsv.write_csv(pa.table(data), tmp_path / "t.csv")
+        overrides = [o.format(tmp=tmp_path) for o in overrides]
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), overrides), nprocs=2, join=True)
     assert (tmp_path / "rank0" / "checkpoints" / "last.pt").is_file()
     assert not (tmp_path / "rank1").exists()

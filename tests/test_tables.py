@@ -48,13 +48,15 @@ def _write(path: Path, data: dict[str, np.ndarray] | pa.Table) -> Path:
     return path
 
 
-def _config(tmp_path: Path, path: Path, *extra: str) -> Path:
+def _config(tmp_path: Path, path: Path, context: str = "") -> Path:
+    """A config of the shop table: three columns given the channel (and ``context`` columns)."""
     config = tmp_path / f"{path.stem}-{path.suffix[1:]}.yaml"
     config.write_text(
         "name: shop\nseed: 0\n"
-        f"data: {{name: table, path: {path}, columns: [kind, items, amount], label_column: channel}}\n"
+        f"data: {{name: table, path: {path}, columns: [kind, items, amount], label_column: channel, "
+        f"context_columns: [{context}]}}\n"
         "model: {hidden: [24], condition_on: label, components: 3}\n"
-        "train: {epochs: 2, batch_size: 50, lr: 0.01}\n" + "".join(f"{line}\n" for line in extra)
+        "train: {epochs: 2, batch_size: 50, lr: 0.01}\n"
     )
     return config
 
@@ -455,3 +457,12 @@ def test_complete_writes_a_tables_completions_in_its_own_values(shop_run: Path) 
     assert (versions == ["original", "completion 1", "completion 2"]).all()
     kinds = np.asarray(table["kind"]).reshape(4, 3)  # the observed first column is kept
     assert (kinds == kinds[:, :1]).all() and set(kinds.ravel()) <= {"food", "fuel", "toys"}
+
+
+def test_verify_ar_checks_a_table_model_with_its_context(tmp_path: Path) -> None:
+    data = _shop(300)
+    data["hour"] = np.random.default_rng(1).integers(0, 24, 300)
+    config = _config(tmp_path, _write(tmp_path / "v.csv", data), context="hour")
+    for target in (config, _train(config, tmp_path / "run")):
+        result = runner.invoke(app, ["verify-ar", str(target)])
+        assert result.exit_code == 0 and "all 1 mask(s) satisfy the autoregressive property" in result.output

@@ -27,3 +27,34 @@ def test_paper_table_runs_its_configs_and_writes_markdown(tmp_path, tiny_config)
     table = out.read_text()
     assert "| tiny-1mask | 16x16 | 1 |" in table and "exact, single mask" in table
     assert "1 / 1" in table  # best epoch / epochs run
+
+
+def test_example_table_writes_its_files_and_its_true_law_is_normalised(tmp_path) -> None:
+    import importlib.util
+
+    import numpy as np
+    import pyarrow.csv as pcsv
+
+    script = REPO / "scripts" / "example_table.py"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path), "--rows", "500"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table = pcsv.read_csv(tmp_path / "transactions.csv")
+    assert table.column_names == ["id", "channel", "merchant", "hour", "items", "amount"]
+    assert pcsv.read_csv(tmp_path / "new.csv").num_rows == 1000
+    spec = importlib.util.spec_from_file_location("example_table", script)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    # sum over merchants, hours and items, integrate over the amount: 1 for each channel
+    amount = np.geomspace(0.5, 5e4, 4001)
+    for channel in ("online", "store"):
+        total = 0.0
+        for merchant in example.MERCHANTS:
+            for hour in range(24):
+                items = np.repeat(np.arange(1, 21), len(amount))
+                n = len(items)
+                rows = {"channel": np.full(n, channel), "merchant": np.full(n, merchant),
+                        "hour": np.full(n, hour), "items": items, "amount": np.tile(amount, 20)}  # fmt: skip
+                density = np.exp(example.true_log_prob(rows)).reshape(20, len(amount))
+                total += np.trapezoid(density, amount, axis=1).sum()
+        assert abs(total - 1) < 1e-3, (channel, total)

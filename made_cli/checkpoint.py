@@ -75,10 +75,10 @@ def model_from_checkpoint(
 ) -> tuple[Config, DensityModel]:
     """The config and the model (in eval mode, on ``device``) a loaded checkpoint holds."""
     config = config_from_dict(state["config"])
-    levels = state.get("levels")
+    levels = state.get("column_levels")
     model = build_model(
         config, int(state["features"]), int(state.get("classes", 0)),
-        levels=None if levels is None else tuple(int(v) for v in levels),
+        column_levels=None if levels is None else tuple(int(v) for v in levels),
         context=int(state.get("context_features", 0)),
     )  # fmt: skip
     restore_model(model, state, path)
@@ -103,6 +103,4 @@ def check_data(features: int, classes: int, model_features: int, model_classes: 
     if features != model_features:
         raise UsageError(f"the data has {features} dimensions but {where} was trained on {model_features}")
     if model_classes and classes != model_classes:
-        raise UsageError(
-            f"the data has {classes} label classes but {where} was trained on {model_classes}"
-        )
+        raise UsageError(f"the data has {classes} label classes but {where} was trained on {model_classes}")

@@ -216,8 +216,9 @@ def train(
                             cfg, target, dev, console=console, group=group, command=command, overrides=extra
                         )
                 except MadeError as e:
-                    with _off_console():  # _boundary prints it on stderr
-                        log.info(str(e) if isinstance(e, Interrupted) else f"error: {e}")
+                    if not isinstance(e, UsageError):  # refused input leaves the run as it was
+                        with _off_console():  # _boundary prints it on stderr
+                            log.info(str(e) if isinstance(e, Interrupted) else f"error: {e}")
                     raise
                 finally:
                     group.close()
@@ -488,13 +489,14 @@ def score(
         file = Path(run_or_file[-1])
         loaded = load_run(run_path, device=resolve_device(device))
         result = score_run(loaded, file, out, flag_below)
+        rows = f"{result.rows} row" + ("s" if result.rows != 1 else "")
         lines = [
-            f"scored {result.rows} rows of {file}: log p(x) mean {result.mean:.2f}, min {result.low:.2f}, "
+            f"scored {rows} of {file}: log p(x) mean {result.mean:.2f}, min {result.low:.2f}, "
             f"max {result.high:.2f} nats [{result.estimator}]"
         ]
         if result.threshold is not None:
             lines.append(
-                f"outlier: {result.flagged} of {result.rows} rows below {result.threshold:.2f} nats, the "
+                f"outlier: {result.flagged} of {rows} below {result.threshold:.2f} nats, the "
                 f"{flag_below:g}-quantile of the validation split's log p(x)"
             )
         _log_lines(loaded.dir, "score", [*lines, f"wrote {result.path}"])
@@ -607,8 +609,10 @@ def _provenance(record: dict[str, object]) -> dict[str, str]:
     for i, entry in enumerate(invocations):
         tag = "trained" if i == 0 else f"resumed ({i})"
         commit = entry.get("git_commit")
-        source = "not a git checkout" if not commit else str(commit)[:12] + (
-            " with local changes" if entry.get("git_dirty") else ""
+        source = (
+            "not a git checkout"
+            if not commit
+            else str(commit)[:12] + (" with local changes" if entry.get("git_dirty") else "")
         )
         out[f"{tag}"] = f"{entry.get('when')}: {entry.get('command') or '(from Python)'}"
         out[f"{tag} with"] = (

@@ -96,20 +96,22 @@ def _as_array(x: torch.Tensor, values: str) -> np.ndarray:
 
 
 def class_index(run: Run, label: int | str) -> int:
-    """A class named as the user names it: by its name in the table's label column, or by its
-    index 0..C-1; a usage error for any other."""
+    """A class as the user names it: a table's by its name in the label column (an integer label
+    column's classes are named by their values, not their places), any other run's by its index
+    0..C-1; a usage error otherwise."""
     classes = run.model.classes
-    table = run.table
-    names = table.class_names if table is not None else ()
-    if str(label) in names:
+    schema = run.table_schema
+    if schema is not None:
+        names = schema.class_names
+        if str(label) not in names:
+            raise BadArgument("label", f"must be one of {', '.join(names)} (got {label})")
         return names.index(str(label))
     try:
         index = int(label)
     except ValueError:
         index = -1
     if not 0 <= index < classes:
-        known = f"one of {', '.join(names)}" if names else f"between 0 and {classes - 1}"
-        raise BadArgument("label", f"must be {known} (got {label})")
+        raise BadArgument("label", f"must be between 0 and {classes - 1} (got {label})")
     return index
 
 
@@ -131,7 +133,10 @@ def sample_context(run: Run, n: int, generator: torch.Generator) -> torch.Tensor
     so that the samples follow the data's own mix of contexts; None without context columns."""
     if not run.model.context_features:
         return None
-    test = _load_data(run).split_context("test")
+    try:
+        test = _load_data(run).split_context("test")
+    except UsageError as e:
+        raise UsageError(f"a model of context columns samples given its test rows' context: {e}") from None
     assert test is not None  # the dataset has the model's context columns (_load_data checked)
     return test[torch.randint(test.shape[0], (n,), generator=generator)]
 
@@ -155,28 +160,33 @@ def sample_run(
     named = "" if label is None else "-label" + re.sub(r"[^A-Za-z0-9_.-]", "_", str(label))
     stem = f"seed{seed}-n{n}{named}" + ("-means" if means else "")
     out = {"npy": run.dir / "samples" / f"{stem}.npy"}
+    # everything is computed before anything is written: a failure leaves the run as it was
+    table = run.table_schema
+    csv_path = out["npy"].with_suffix(".csv")
+    csv = None if table is None else table_bytes(table.decode(x, labels, context), csv_path)
+    title = f"class {label}" if label is not None else None
+    picture: tuple[torch.Tensor, int, dict[str, Any]] | None = None  # save_png's cells, columns, options
+    if run.model.features == 2 and not run.model.head.discrete and context is None:  # a 2-D density
+        if table is None or not any(table.column_levels):  # (a table's discrete column has no density grid)
+            panels = density_panels(run.model, x, None if labels is None else sorted(set(labels.tolist())))
+            picture = (panels, 2, {"headings": ["model density", f"{n} samples"], "title": title})
+    elif run.image_shape:
+        shown = display_values(x, run.config.data).view(n, *run.image_shape)
+        if labels is not None and label is None:  # the classes in turn: a row per class, labelled
+            cells, ncol, names = rows_by_class(shown, labels)
+            picture = (cells, ncol, {"row_labels": names})
+        else:
+            picture = (shown, math.ceil(math.sqrt(n)), {"title": title})
     _save_npy(out["npy"], x.numpy().astype(np.float32) if means else _as_array(x, run.config.data.values))
     if labels is not None:
         out["labels"] = run.dir / "samples" / f"{stem}-labels.npy"
         _save_npy(out["labels"], labels.numpy())
-    table = run.table
-    if table is not None:
-        out["csv"] = out["npy"].with_suffix(".csv")
-        atomic_write_bytes(out["csv"], table_bytes(table.decode(x, labels, context), out["csv"]))
-    if run.model.features == 2 and not run.model.head.discrete and context is None:  # a 2-D density
+    if csv is not None:
+        out["csv"] = csv_path
+        atomic_write_bytes(csv_path, csv)
+    if picture is not None:
         out["png"] = out["npy"].with_suffix(".png")
-        panels = density_panels(run.model, x, None if labels is None else sorted(set(labels.tolist())))
-        title = f"class {label}" if label is not None else None
-        save_png(out["png"], panels, 2, headings=["model density", f"{n} samples"], title=title)
-    elif run.image_shape:
-        out["png"] = out["npy"].with_suffix(".png")
-        shown = display_values(x, run.config.data).view(n, *run.image_shape)
-        if labels is not None and label is None:  # the classes in turn: a row per class, labelled
-            cells, ncol, names = rows_by_class(shown, labels)
-            save_png(out["png"], cells, ncol, row_labels=names)
-        else:
-            title = f"class {label}" if label is not None else None
-            save_png(out["png"], shown, math.ceil(math.sqrt(n)), title=title)
+        save_png(out["png"], picture[0], picture[1], **picture[2])
     return out
 
 
@@ -325,7 +335,7 @@ def complete_run(
         exact=exact_rows.cpu()[:, None].expand(k, per_image).numpy(),
     )
     atomic_write_bytes(paths["npz"], buffer.getvalue())
-    table = run.table
+    table = run.table_schema
     if table is not None:  # each test row, then its completions, in the columns' own values
         rows = torch.cat([originals.cpu()[:, None], completions], 1).reshape(-1, d)
         y = None if labels is None else labels.cpu().repeat_interleave(1 + per_image)
@@ -387,7 +397,7 @@ def _score_rows(run: Run, path: Path) -> tuple[Any, torch.Tensor, torch.Tensor |
     ``labels``)."""
     import pyarrow as pa
 
-    schema = run.table
+    schema = run.table_schema
     if table_format(path) is not None:
         if schema is None:
             raise UsageError(f"the model in {run.dir} was not trained on a table: score an .npz of its rows")
@@ -463,11 +473,19 @@ def score_run(
     out = run.dir / "scores" / f"{path.stem}.csv" if out is None else out
     if table_format(out) is None:
         raise BadArgument("out", f"must end in .csv, .tsv or .parquet (got {out})")
+    if out.is_dir():
+        raise BadArgument("out", f"is a folder ({out}); name the file to write")
     if out.exists() and out.resolve() == path.resolve():
         raise BadArgument("out", f"is the file being scored ({path}); write the scores elsewhere")
     batch_size = run.config.train.eval_batch_size if batch_size is None else batch_size
     table, x, labels, context = _score_rows(run, path)
     model: Any = run.model
+    k = getattr(model, "importance_samples", None)  # a VAE's score is an estimate: K goes with each row
+    added = [SCORE_COLUMN, *([SAMPLES_COLUMN] if k is not None else [])]
+    added += [FLAG_COLUMN] if flag_below is not None else []
+    for name in added:
+        if name in table.column_names:
+            raise UsageError(f"{path} already has a column {name!r}; rename it to keep it apart from scores")
     check_data(x.shape[1], model.classes, model.features, 0, f"the model in {run.dir}")
     if labels is not None and not model.classes:
         labels = None  # an npz's labels, for a model that takes none
@@ -478,17 +496,18 @@ def score_run(
     except ValueError as e:
         raise UsageError(f"{path}: {e}") from None
     scores = _log_probs(run, x, labels, context, batch_size)
-    for name in (SCORE_COLUMN, FLAG_COLUMN, SAMPLES_COLUMN):
-        if name in table.column_names:
-            raise UsageError(f"{path} already has a column {name!r}; rename it to keep it apart from scores")
     table = table.append_column(SCORE_COLUMN, _arrow(scores.numpy()))
-    estimator = model.estimator if labels is not None or not model.classes else model.marginal_estimator
-    k = getattr(model, "importance_samples", None)
-    if k is not None:  # a VAE's score is an estimate: its K goes with every row
+    conditional = labels is not None or not model.classes
+    estimator = model.log_prob_estimator if conditional else model.marginal_estimator
+    if k is not None:
         table = table.append_column(SAMPLES_COLUMN, _arrow(np.full(x.shape[0], k)))
     threshold = flagged = None
     if flag_below is not None:
-        dataset = _load_data(run)
+        try:
+            dataset = _load_data(run)
+        except UsageError as e:
+            why = f"compares with the run's validation rows, which cannot be read: {e}"
+            raise BadArgument("flag_below", why) from None
         valid_labels = dataset.split_labels("valid") if labels is not None else None
         reference = _log_probs(run, dataset.valid, valid_labels, dataset.split_context("valid"), batch_size)
         threshold = float(torch.quantile(reference, flag_below))
@@ -517,7 +536,9 @@ def verify_target(target: Path | None, points: int) -> tuple[str, Verification, 
         cfg = load_config(target)
         shape = data_shape(cfg.data)
         classes = shape.classes if cfg.model.condition_on == "label" else 0
-        model = build_model(cfg, shape.features, classes, levels=shape.levels, context=shape.context)
+        model = build_model(
+            cfg, shape.features, classes, column_levels=shape.column_levels, context=shape.context
+        )
         what = f"config {target} (untrained)"
         run_dir = None
     else:
@@ -531,7 +552,7 @@ def verify_target(target: Path | None, points: int) -> tuple[str, Verification, 
 
 
 def _checkpoint_status(run_dir: Path) -> str:
-    """"ok" if the checkpoint commands use (best, else last) loads, "none", or why it does not."""
+    """Whether the checkpoint the commands use (best, else last) loads: "ok", "none", or why not."""
     checkpoints = run_dir / "checkpoints"
     path = next((checkpoints / f for f in ("best.pt", "last.pt") if (checkpoints / f).is_file()), None)
     if path is None:

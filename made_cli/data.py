@@ -70,9 +70,9 @@ class Dataset:
     root: str | None = None  # the data root it was read from, for the sources that have one
     # a table's: per column its categories (0: real), continuous context per split, the schema
     # that encoded it, and each file row's split (0 train, 1 valid, 2 test)
-    levels: tuple[int, ...] | None = None
+    column_levels: tuple[int, ...] | None = None
     context: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-    table: TableSchema | None = None
+    table_schema: TableSchema | None = None
     split_codes: np.ndarray | None = None
     sha256: str | None = None
 
@@ -91,13 +91,13 @@ class Dataset:
     def split_labels(self, name: str) -> torch.Tensor | None:
         if self.labels is None:
             return None
-        return self.labels[("train", "valid", "test").index(name)]
+        return self.labels[SPLIT_NAMES.index(name)]
 
     def split_context(self, name: str) -> torch.Tensor | None:
         """A table's context columns (N, C) on a split; None without context columns."""
         if self.context is None:
             return None
-        return self.context[("train", "valid", "test").index(name)]
+        return self.context[SPLIT_NAMES.index(name)]
 
     @property
     def context_features(self) -> int:
@@ -111,7 +111,7 @@ class Dataset:
         MAF paper). Plain reals: no such unit exists, so None.
         """
         d = self.features
-        if self.values == "mixed" and self.levels is not None and all(self.levels):
+        if self.values == "mixed" and self.column_levels is not None and all(self.column_levels):
             return nll_nats / (d * math.log(2))  # a table of discrete columns only
         if self.values in ("real", "mixed"):
             return None
@@ -185,7 +185,7 @@ class DataShape:
 
     features: int
     classes: int = 0  # label classes; 0: no labels
-    levels: tuple[int, ...] | None = None  # a table's: per column its categories, 0 for real
+    column_levels: tuple[int, ...] | None = None  # a table's: per column its categories, 0 for real
     context: int = 0  # a table's context columns
 
 
@@ -198,7 +198,7 @@ def data_shape(cfg: DataConfig) -> DataShape:
     if cfg.name == "toy":
         return DataShape(2, _TOY_CLASSES[cfg.shape])
     d = load_dataset(cfg)
-    return DataShape(d.features, d.classes, d.levels, d.context_features)
+    return DataShape(d.features, d.classes, d.column_levels, d.context_features)
 
 
 def display_values(x: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
@@ -346,9 +346,10 @@ def _npz(path: Path, cfg: DataConfig) -> Dataset:
 
 def _table(path: Path, cfg: DataConfig, recorded: dict[str, Any] | None) -> Dataset:
     """A table (see tables.py): its schema and split decided here for a new run, or the run's own."""
-    table = read_table(path)
+    schema = None if recorded is None else TableSchema.from_dict(recorded["schema"])
+    table = read_table(path, () if schema is None else schema.text_columns)
     digest = file_digest(path)
-    if recorded is None:
+    if schema is None:
         schema, codes = infer_schema(table, cfg, path), split_rows(table, cfg, path)
     else:
         if recorded.get("sha256") not in (None, digest):
@@ -356,7 +357,6 @@ def _table(path: Path, cfg: DataConfig, recorded: dict[str, Any] | None) -> Data
                 f"{path} has changed since the run was trained on it (its SHA-256 differs), so the "
                 "run's split would pick other rows; score new rows with: made score RUN FILE"
             )
-        schema = TableSchema.from_dict(recorded["schema"])
         codes = np.asarray(torch.as_tensor(recorded["split"]).numpy(), dtype=np.uint8)
     rows = schema.encode(table, path)
     parts = [torch.from_numpy(codes == i) for i in range(len(SPLIT_NAMES))]
@@ -366,8 +366,9 @@ def _table(path: Path, cfg: DataConfig, recorded: dict[str, Any] | None) -> Data
 
     classes = schema.label.levels if schema.label is not None else 0
     return Dataset(
-        *per_split(rows.x), image_shape=None, labels=per_split(rows.labels), classes=classes, values="mixed",
-        levels=schema.levels, context=per_split(rows.context), table=schema, split_codes=codes, sha256=digest,
+        *per_split(rows.x), image_shape=None, labels=per_split(rows.labels), classes=classes,
+        values="mixed", column_levels=schema.column_levels, context=per_split(rows.context),
+        table_schema=schema, split_codes=codes, sha256=digest,
     )  # fmt: skip
 
 
@@ -383,10 +384,10 @@ def file_digest(path: Path) -> str:
 def table_record(dataset: Dataset) -> dict[str, Any] | None:
     """What a checkpoint keeps of a table (plain data and one tensor): its schema, its split and
     the file's SHA-256 (a changed file is refused rather than split anew)."""
-    if dataset.table is None or dataset.split_codes is None:
+    if dataset.table_schema is None or dataset.split_codes is None:
         return None
     return {
-        "schema": dataset.table.to_dict(),
+        "schema": dataset.table_schema.to_dict(),
         "split": torch.from_numpy(dataset.split_codes.copy()),
         "sha256": dataset.sha256,
     }

@@ -95,5 +95,3 @@ def labels_for(model: DensityModel, labels: torch.Tensor | None) -> torch.Tensor
     if labels is None:
         raise UsageError("this model is conditioned on labels, but the data has none")
     return labels
-
-

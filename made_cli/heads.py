@@ -216,10 +216,10 @@ class MixtureOfGaussians(Head):
         # Equal weights, means spread over the marginal's central range: distinct components
         # from the first step, or they would all get the same gradient.
         mean, std = train.mean(0), _spread(train)
-        spread = torch.linspace(-1.0, 1.0, self.components, dtype=train.dtype)[:, None]
+        spread = torch.linspace(-1.0, 1.0, self.components, dtype=train.dtype, device=train.device)[:, None]
         if self.components == 1:
             spread = torch.zeros_like(spread)
-        logits = torch.zeros(self.components, train.shape[1], dtype=train.dtype)
+        logits = torch.zeros(self.components, train.shape[1], dtype=train.dtype, device=train.device)
         means = mean + spread * std
         log_scales = (std / math.sqrt(self.components)).log().expand(self.components, -1)
         return torch.cat([logits, means, log_scales])
@@ -231,7 +231,7 @@ class MixtureOfGaussians(Head):
         return Gaussian()  # a mixture fitted to a marginal would need EM; its single Gaussian does
 
 
-class _Leading(Head):
+class _ColumnView(Head):
     """A head that reads the first ``params`` of padded parameters (a ``ColumnHeads`` column)."""
 
     def __init__(self, head: Head, params: int) -> None:
@@ -297,14 +297,14 @@ class ColumnHeads(Head):
 
     def column(self, d: int) -> Head:
         if self.levels[d]:
-            return _Leading(Categorical(self.levels[d]), self.levels[d])
-        return _Leading(self.real, self.real.params_per_dim)
+            return _ColumnView(Categorical(self.levels[d]), self.levels[d])
+        return _ColumnView(self.real, self.real.params_per_dim)
 
     def draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         raise TypeError("a table's columns each have their own law: draw through column(d)")
 
     def init_bias(self, train: torch.Tensor) -> torch.Tensor:
-        bias = torch.zeros(self.params_per_dim, train.shape[1], dtype=train.dtype)
+        bias = torch.zeros(self.params_per_dim, train.shape[1], dtype=train.dtype, device=train.device)
         for d in self.discrete_dims:
             level = self.levels[d]
             bias[:level, d] = Categorical(level).init_bias(train[:, d : d + 1])[:, 0]
@@ -353,14 +353,14 @@ def check_observed(observed: torch.Tensor, x: torch.Tensor) -> None:
 
 
 def make_head(
-    name: str, levels: int = 2, components: int = 1, columns: list[int] | tuple[int, ...] | None = None
+    name: str, levels: int = 2, components: int = 1, column_levels: list[int] | tuple[int, ...] | None = None
 ) -> Head:
     """The head a config names; ``levels`` for categorical, ``components`` for mog. For a table,
-    ``columns`` gives each column's categories (0: real), and ``name`` the real columns' law
+    ``column_levels`` gives each column's categories (0: real), and ``name`` the real columns' law
     (auto: a mixture of ``components`` Gaussians)."""
-    if columns is not None:
+    if column_levels is not None:
         real = Gaussian() if name == "gaussian" else MixtureOfGaussians(components)
-        return ColumnHeads(columns, real)
+        return ColumnHeads(column_levels, real)
     if name == "bernoulli":
         return Bernoulli()
     if name == "categorical":

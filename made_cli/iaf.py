@@ -338,6 +338,12 @@ class IAFVAE(nn.Module):
         rec, kl = sums["rec"] / samples, sums["kl"] / samples
         return {"log_px": running - math.log(samples), "elbo": rec - kl, "kl": kl, "reconstruction": rec}
 
+    @property
+    def log_prob_estimator(self) -> str:
+        """How ``log_prob`` estimates log p(x) (``made score`` names it)."""
+        k = self.importance_samples
+        return f"importance-weighted, K={k} samples per row (a bound that tightens with K)"
+
     def log_prob(
         self,
         x: torch.Tensor,
@@ -451,7 +457,11 @@ class IAFVAE(nn.Module):
 
 
 def build_iaf_vae(
-    cfg: Config, features: int, classes: int = 0, levels: tuple[int, ...] | None = None, context: int = 0
+    cfg: Config,
+    features: int,
+    classes: int = 0,
+    column_levels: tuple[int, ...] | None = None,
+    context: int = 0,
 ) -> IAFVAE:
     """The VAE a config describes (model.kind: iaf_vae): model.* for each step's MADE, iaf.* the rest."""
     m, v = cfg.model, cfg.iaf

@@ -66,6 +66,11 @@ class DensityModel(Protocol):
         """How its validation and test numbers are computed, printed beside each."""
         ...
 
+    @property
+    def log_prob_estimator(self) -> str:
+        """How ``log_prob`` computes log p(x) (a VAE: by importance sampling, not its -ELBO)."""
+        ...
+
     def fit_inputs(
         self, train: torch.Tensor, labels: torch.Tensor | None = None, context: torch.Tensor | None = None
     ) -> None:

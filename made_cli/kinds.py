@@ -26,7 +26,9 @@ class ModelKind:
     """What the rest of the toolkit needs to know of a model kind, besides its models."""
 
     name: str
-    build: Callable[..., DensityModel]  # (config, features, classes, levels=, context=): see build_model
+    build: Callable[
+        ..., DensityModel
+    ]  # (config, features, classes, column_levels=, context=): see build_model
     verify: Callable[[Any, int], Verification]  # (model, points): `made verify-ar`'s checks
     summary: Callable[[Mapping[str, Any]], str]  # a saved config (plain data) in a few words
     describe: Callable[[Config, Any], str]  # (config, model): the "model:" line of training
@@ -111,8 +113,12 @@ def kind_of(name: str) -> ModelKind:
 
 
 def build_model(
-    cfg: Config, features: int, classes: int = 0, levels: tuple[int, ...] | None = None, context: int = 0
+    cfg: Config,
+    features: int,
+    classes: int = 0,
+    column_levels: tuple[int, ...] | None = None,
+    context: int = 0,
 ) -> DensityModel:
     """The model a config describes, for data of ``features`` dimensions and ``classes`` labels;
-    for a table, each column's categories ``levels`` (0: a real column) and ``context`` columns."""
-    return kind_of(cfg.model.kind).build(cfg, features, classes, levels=levels, context=context)
+    for a table, each column's categories ``column_levels`` (0: a real column) and ``context`` columns."""
+    return kind_of(cfg.model.kind).build(cfg, features, classes, column_levels=column_levels, context=context)

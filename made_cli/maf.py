@@ -11,9 +11,11 @@ about one pass of arithmetic per layer where the peers run the network once per 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,7 +41,17 @@ __all__ = ["ALPHA_BOUND", "MAF", "AffineInverse", "BatchNormLayer", "MAFLayer", 
 # overflow however training goes (a factor of at most e^7, about 1100, per layer).
 ALPHA_BOUND = 7.0
 _FIT_ROWS = 5000  # rows per pass when the MoG base is fitted to the transformed training split
-_DEQUANTISE_SEED = 0x5EED  # row r of an evaluation dequantises with the stream seeded by this + r
+_DEQUANTISE_SEED = 0x5EED  # the training split's noise when fitting the input statistics
+
+
+def _columns(n: int, what: str) -> str:
+    return f"{n} {what} column" + ("s" if n != 1 else "")
+
+
+def _row_seed(row: np.ndarray) -> int:
+    """A seed (< 2**63) from a row's values: its dequantisation stream in evaluation."""
+    digest = hashlib.blake2b(row.tobytes(), digest_size=8, person=b"dequantise").digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def bounded_alpha(raw: torch.Tensor) -> torch.Tensor:
@@ -145,10 +157,11 @@ class MAF(ExactLikelihood, nn.Module):
     enters every MADE (and the MoG base) at degree 0, as do ``context_features`` context columns.
     ``head`` is the per-dimension Gaussian that the trainer's independent baseline fits.
 
-    A table's discrete columns (``levels``: per column its categories, 0 for real) are
+    A table's discrete columns (``column_levels``: per column its categories, 0 for real) are
     dequantised: the flow models code + u, u ~ U[0, 1), a density whose log at one draw of u is
     in expectation a lower bound on the log-probability of the codes (Theis et al. 2016).
-    Training draws u afresh each step; evaluation draws row r's u from a stream seeded by r.
+    Training draws u afresh each step; evaluation draws a row's u from a stream seeded by a hash
+    of the row, so its log p(x) is a function of the row alone.
     Samples are floored back to codes.
     """
 
@@ -171,7 +184,7 @@ class MAF(ExactLikelihood, nn.Module):
         components: int = 5,
         seed: int = 0,
         context_features: int = 0,
-        levels: Sequence[int] | None = None,
+        column_levels: Sequence[int] | None = None,
         per_column: bool = False,
     ) -> None:
         super().__init__()
@@ -206,11 +219,11 @@ class MAF(ExactLikelihood, nn.Module):
             self.register_buffer("label_log_prior", torch.full((classes,), -math.log(classes)))
         self._register_context(context_features)
         self.per_column = per_column
-        levels = [0] * features if levels is None else list(levels)
+        levels = [0] * features if column_levels is None else list(column_levels)
         if len(levels) != features:
-            raise ValueError("levels: one per column")
+            raise ValueError("column_levels: one per column")
         # not saved: they come from the table's schema, which the run keeps
-        self.register_buffer("levels", torch.tensor(levels, dtype=torch.float32), persistent=False)
+        self.register_buffer("column_levels", torch.tensor(levels, dtype=torch.float32), persistent=False)
         self.discrete_columns = sum(1 for level in levels if level)
 
     @property
@@ -232,8 +245,8 @@ class MAF(ExactLikelihood, nn.Module):
         context = given_context(self.context_features)
         if self.discrete_columns:
             return (
-                f"MAF of {len(self.layers)} layers{base}{label}{context}: exact density of the rows with "
-                f"their {self.discrete_columns} discrete columns dequantised by uniform noise, one draw per "
+                f"MAF of {len(self.layers)} layers{base}{label}{context}: exact density of the rows, their "
+                f"{_columns(self.discrete_columns, 'discrete')} dequantised by uniform noise, one draw per "
                 "row (in expectation a lower bound on log p)"
             )
         return f"exact, MAF of {len(self.layers)} layers{base}{label}{context}"
@@ -258,25 +271,23 @@ class MAF(ExactLikelihood, nn.Module):
     def check_input(self, x: torch.Tensor, what: str = "x") -> None:
         check_rows(x, self.features, self.head, what)
 
-    def dequantise(
-        self, x: torch.Tensor, rows: torch.Tensor | None = None, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def dequantise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """x with U[0, 1) noise added to the discrete columns' codes (x itself when there are
-        none): from ``generator``, else row r from its own stream seeded by ``rows[r]``
-        (default: its place in x), so a row's value does not depend on its batch."""
+        none): from ``generator`` (training), else each row's from a stream seeded by a hash of
+        the row itself, so a row's log p(x) depends on nothing else: not its batch, not its
+        place in a file, and two equal rows score the same."""
         if not self.discrete_columns:
             return x
         if generator is not None:
             u = torch.rand(x.shape, generator=generator, dtype=x.dtype)
         else:
-            places = torch.arange(x.shape[0]) if rows is None else rows.cpu()
             g = torch.Generator()
             draws = [
-                torch.rand(x.shape[1], generator=g.manual_seed(_DEQUANTISE_SEED + int(r)), dtype=x.dtype)
-                for r in places.tolist()
+                torch.rand(x.shape[1], generator=g.manual_seed(_row_seed(row)), dtype=x.dtype)
+                for row in x.detach().cpu().double().numpy()
             ]
             u = torch.stack(draws) if draws else x.new_zeros(x.shape)
-        return x + u.to(x.device) * (self.levels > 0)
+        return x + u.to(x.device) * (self.column_levels > 0)
 
     @torch.no_grad()
     def fit_inputs(
@@ -359,11 +370,11 @@ class MAF(ExactLikelihood, nn.Module):
         context: torch.Tensor | None = None,
         rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """log p(x) (B,) in nats: a density. Discrete columns are dequantised first, row r with
-        the noise of its place ``rows[r]`` (see ``dequantise``)."""
+        """log p(x) (B,) in nats: a density. Discrete columns are dequantised first, each row by
+        noise of its own (see ``dequantise``; ``rows`` plays no part)."""
         self.check_input(x)
         self.check_condition(labels, context, x.shape[0])
-        return self.log_prob_dims(self.dequantise(x, rows), labels, context).sum(-1)
+        return self.log_prob_dims(self.dequantise(x), labels, context).sum(-1)
 
     @torch.no_grad()
     def inverse(
@@ -418,8 +429,8 @@ class MAF(ExactLikelihood, nn.Module):
         x = self.inverse(u, labels, fast, context)
         if not self.discrete_columns:
             return x
-        codes = torch.minimum(x.floor().clamp_min(0), (self.levels - 1).clamp_min(0))
-        return torch.where(self.levels > 0, codes, x)
+        codes = torch.minimum(x.floor().clamp_min(0), (self.column_levels - 1).clamp_min(0))
+        return torch.where(self.column_levels > 0, codes, x)
 
     # -- completion --------------------------------------------------------------------------
     def incomplete_reason(self, observed: torch.Tensor) -> str | None:
@@ -560,14 +571,18 @@ class MAF(ExactLikelihood, nn.Module):
 
 
 def build_maf(
-    cfg: Config, features: int, classes: int = 0, levels: tuple[int, ...] | None = None, context: int = 0
+    cfg: Config,
+    features: int,
+    classes: int = 0,
+    column_levels: tuple[int, ...] | None = None,
+    context: int = 0,
 ) -> MAF:
     """The flow a config describes (model.kind: maf), for ``features`` dimensions, ``classes``
-    labels and, for a table, each column's categories ``levels`` (0: real) and ``context`` columns."""
+    labels and, for a table, each column's categories ``column_levels`` (0: real) and ``context`` columns."""
     m, f = cfg.model, cfg.flow
     return MAF(
         features, m.hidden, layers=f.layers, classes=context_classes(cfg, classes),
         direct=m.direct, ordering=m.ordering, flow_ordering=f.ordering, hidden_degrees=m.hidden_degrees,
         batch_norm=f.batch_norm, base=f.base, components=m.components, seed=cfg.seed,
-        context_features=context, levels=levels, per_column=levels is not None,
+        context_features=context, column_levels=column_levels, per_column=column_levels is not None,
     )  # fmt: skip

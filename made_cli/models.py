@@ -141,6 +141,11 @@ class ExactLikelihood:
             module.context_shift.copy_(shift)
             module.context_scale.copy_(scale)
 
+    @property
+    def log_prob_estimator(self) -> str:
+        """How ``log_prob`` computes log p(x) (``made score`` names it): exactly, as validated."""
+        return self.estimator  # type: ignore[attr-defined]
+
     def check_condition(
         self, labels: torch.Tensor | int | None, context: torch.Tensor | None, rows: int | None = None
     ) -> None:
@@ -577,12 +582,16 @@ def context_classes(cfg: Config, classes: int) -> int:
 
 
 def build_made(
-    cfg: Config, features: int, classes: int = 0, levels: tuple[int, ...] | None = None, context: int = 0
+    cfg: Config,
+    features: int,
+    classes: int = 0,
+    column_levels: tuple[int, ...] | None = None,
+    context: int = 0,
 ) -> MADEModel:
     """The MADE a config describes (model.kind: made), for ``features`` dimensions, ``classes``
-    labels and, for a table, each column's categories ``levels`` (0: real) and ``context`` columns."""
+    labels and, for a table, each column's categories ``column_levels`` (0: real) and ``context`` columns."""
     m = cfg.model
-    head = make_head(m.head, levels=cfg.data.levels, components=m.components, columns=levels)
+    head = make_head(m.head, levels=cfg.data.levels, components=m.components, column_levels=column_levels)
     n_classes = context_classes(cfg, classes)
     net = MADE(
         features,
@@ -595,4 +604,4 @@ def build_made(
         num_masks=m.num_masks,
         seed=cfg.seed,
     )
-    return MADEModel(net, head, n_classes, context, per_column=levels is not None)
+    return MADEModel(net, head, n_classes, context, per_column=column_levels is not None)

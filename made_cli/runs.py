@@ -161,7 +161,7 @@ class Run:
         return tuple(shape) if shape else None  # type: ignore[return-value]
 
     @property
-    def table(self) -> TableSchema | None:
+    def table_schema(self) -> TableSchema | None:
         """The schema of the table the run was trained on (None for other data)."""
         record = self.checkpoint.get("table")
         return None if record is None else TableSchema.from_dict(record["schema"])

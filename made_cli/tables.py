@@ -56,9 +56,14 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def read_table(path: Path) -> pa.Table:
+def read_table(path: Path, text_columns: Sequence[str] = ()) -> pa.Table:
     """The table in ``path``, typed by pyarrow's readers; a usage error naming the file (and the
-    line) for a missing, empty, ragged or unreadable file, or one whose extension lies."""
+    line) for a missing, empty, ragged or unreadable file, or one whose extension lies.
+
+    ``text_columns`` are read as text whatever they look like (a trained schema's text columns:
+    a file of new rows whose codes happen to be all digits, "01", stays text). Dictionary
+    (pandas category), decimal and binary columns come back as text and numbers.
+    """
     import pyarrow as pa
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
@@ -79,6 +84,11 @@ def read_table(path: Path) -> pa.Table:
             table = pq.read_table(path)
         except (pa.ArrowException, OSError) as e:
             raise UsageError(f"cannot read {path} as Parquet: {_first_line(e)}") from None
+        table = _normalise(table, path)
+        for name in text_columns:
+            if name in table.column_names and not _is_text(table.column(name).type):
+                index = table.column_names.index(name)
+                table = table.set_column(index, name, table.column(name).cast(pa.string()))
     else:
         if head == _PARQUET_MAGIC:
             raise UsageError(f"{path} is a Parquet file, but its extension says {fmt}; rename it to .parquet")
@@ -92,8 +102,15 @@ def read_table(path: Path) -> pa.Table:
             return "skip"
 
         parse = pcsv.ParseOptions(delimiter="\t" if fmt == "TSV" else ",", invalid_row_handler=keep_first)
+        # an empty text cell is a missing value, as an empty number is (not a category "")
+        convert = pcsv.ConvertOptions(
+            strings_can_be_null=True, column_types=dict.fromkeys(text_columns, pa.string())
+        )
         try:  # one thread: pyarrow then knows the line number of a ragged row
-            table = pcsv.read_csv(path, read_options=pcsv.ReadOptions(use_threads=False), parse_options=parse)
+            table = pcsv.read_csv(
+                path, read_options=pcsv.ReadOptions(use_threads=False), parse_options=parse,
+                convert_options=convert,
+            )  # fmt: skip
         except (pa.ArrowException, OSError) as e:
             message = _first_line(e)
             if "Empty CSV file" in message:
@@ -105,6 +122,7 @@ def read_table(path: Path) -> pa.Table:
                 f"{path}: line {row.number} has {row.actual_columns} fields, but the header has "
                 f"{row.expected_columns}"
             )
+        table = _normalise(table, path)
     names = table.column_names
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -114,9 +132,38 @@ def read_table(path: Path) -> pa.Table:
     return table
 
 
-def _where(path: Path, row: int) -> str:
-    """A row (0-based) as the user finds it: its number, and its line in a text file."""
-    return f"row {row + 1}" + ("" if table_format(path) == "Parquet" else f" (line {row + 2})")
+def _normalise(table: pa.Table, path: Path) -> pa.Table:
+    """Columns of the types a model reads: dictionaries (pandas categories) decoded, decimals as
+    float64, every kind of string as plain text, binary checked to be UTF-8 text."""
+    import pyarrow as pa
+
+    for index, name in enumerate(table.column_names):
+        col = table.column(index)
+        t = col.type
+        if pa.types.is_dictionary(t):
+            col, t = col.cast(t.value_type), t.value_type
+        if pa.types.is_decimal(t):
+            col = col.cast(pa.float64())
+        elif pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t):
+            col = col.cast(pa.string())
+        elif pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            for i, v in enumerate(col.to_pylist()):
+                if v is not None:
+                    try:
+                        v.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise UsageError(
+                            f"{path}: column {name!r}, {_where(i)}: {v!r} is not UTF-8 text"
+                        ) from None
+            col = col.cast(pa.string())
+        if col is not table.column(index):
+            table = table.set_column(index, name, col)
+    return table
+
+
+def _where(row: int) -> str:
+    """A row (0-based) as the user finds it: its number, counting from 1 after the header."""
+    return f"row {row + 1}"
 
 
 def _is_text(t: pa.DataType) -> bool:
@@ -140,21 +187,20 @@ def _parses(value: str) -> bool:
 
 
 def _looks_numeric(col: pa.ChunkedArray) -> bool:
-    """A text column most of whose distinct values are numbers: a numeric column with a stray
-    string in it (a reader types the whole column as text then), not a column of categories."""
+    """A text column of numbers with one or two stray strings ("oops", "n/a"): a numeric column
+    that a reader typed as text for their sake, not a column of categories (S, M, L, 8, 10)."""
     import pyarrow.compute as pc
 
     distinct = [v for v in pc.unique(col).to_pylist() if v is not None]
-    return bool(distinct) and 2 * sum(_parses(v) for v in distinct) >= len(distinct)
+    strays = sum(not _parses(v) for v in distinct)
+    return strays <= 2 and len(distinct) - strays >= 2 * max(strays, 1)
 
 
 def _check_present(path: Path, name: str, col: pa.ChunkedArray) -> None:
     """Every row has a value: an empty cell (or NA, NaN, which readers read as missing) is refused."""
     if col.null_count:
         first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-        raise UsageError(
-            f"{path}: column {name!r}, {_where(path, first)}: the value is missing (empty, NA or NaN)"
-        )
+        raise UsageError(f"{path}: column {name!r}, {_where(first)}: the value is missing (empty, NA or NaN)")
 
 
 def _numbers(path: Path, name: str, col: pa.ChunkedArray) -> np.ndarray:
@@ -166,7 +212,7 @@ def _numbers(path: Path, name: str, col: pa.ChunkedArray) -> np.ndarray:
         values = col.to_pylist()
         for i, v in enumerate(values):
             if not _parses(v):
-                raise UsageError(f"{path}: column {name!r}, {_where(path, i)}: {v!r} is not a number")
+                raise UsageError(f"{path}: column {name!r}, {_where(i)}: {v!r} is not a number")
         a = np.array([float(v) for v in values], dtype=np.float64)
     elif _is_number(col.type) or pa.types.is_null(col.type):
         a = col.to_numpy(zero_copy_only=False).astype(np.float64)
@@ -174,7 +220,7 @@ def _numbers(path: Path, name: str, col: pa.ChunkedArray) -> np.ndarray:
         raise UsageError(f"{path}: column {name!r} holds {col.type}, not numbers")
     bad = np.flatnonzero(~np.isfinite(a))
     if bad.size:
-        raise UsageError(f"{path}: column {name!r}, {_where(path, int(bad[0]))}: {a[bad[0]]} is not finite")
+        raise UsageError(f"{path}: column {name!r}, {_where(int(bad[0]))}: {a[bad[0]]} is not finite")
     return a
 
 
@@ -182,12 +228,12 @@ def _numbers(path: Path, name: str, col: pa.ChunkedArray) -> np.ndarray:
 class Column:
     """One column: its name, what its values are, and a discrete column's categories in code order.
 
-    ``kind`` real: numbers modelled by a density; integer or text: discrete, code i is
+    ``kind`` real: numbers modelled by a density; integer, boolean or text: discrete, code i is
     ``categories[i]``.
     """
 
     name: str
-    kind: str  # real | integer | text
+    kind: str  # real | integer | boolean | text
     categories: tuple[Any, ...] = ()
 
     @property
@@ -210,13 +256,8 @@ class Column:
         if self.kind == "real":
             return _numbers(path, self.name, col)
         _check_present(path, self.name, col)
-        if self.kind == "integer":
-            a = _numbers(path, self.name, _as_numbers(col))
-            fractional = np.flatnonzero(a != np.round(a))
-            if fractional.size:
-                i = int(fractional[0])
-                raise UsageError(f"{path}: column {self.name!r}, {_where(path, i)}: {a[i]} is not an integer")
-            values: list[Any] = a.astype(np.int64).tolist()
+        if self.kind in ("integer", "boolean"):
+            values: list[Any] = _integers(path, self.name, col).tolist()
         else:
             values = [str(v) for v in col.to_pylist()]
         codes = {v: i for i, v in enumerate(self.categories)}
@@ -226,7 +267,7 @@ class Column:
             if code is None:
                 shown = ", ".join(map(repr, self.categories[:5])) + (", ..." if self.levels > 5 else "")
                 raise UsageError(
-                    f"{path}: column {self.name!r}, {_where(path, i)}: {v!r} is not one of the column's "
+                    f"{path}: column {self.name!r}, {_where(i)}: {v!r} is not one of the column's "
                     f"{self.levels} categories in training ({shown})"
                 )
             out[i] = code
@@ -247,6 +288,37 @@ def _as_numbers(col: pa.ChunkedArray) -> pa.ChunkedArray:
     return col.cast(pa.int64()) if pa.types.is_boolean(col.type) else col
 
 
+def _integers(path: Path, name: str, col: pa.ChunkedArray) -> np.ndarray:
+    """A column of integers as int64 (N,), exactly (not through float64, which rounds above
+    2**53), refused at the first value that is not an integer."""
+    import pyarrow as pa
+
+    col = _as_numbers(col)
+    if pa.types.is_integer(col.type):
+        _check_present(path, name, col)
+        return col.to_numpy(zero_copy_only=False).astype(np.int64)
+    if _is_text(col.type):
+        _check_present(path, name, col)
+        out = []
+        for i, v in enumerate(col.to_pylist()):
+            try:
+                out.append(int(v))
+            except ValueError:
+                number = float(v) if _parses(v) else math.nan
+                if not (math.isfinite(number) and number == round(number)):
+                    raise UsageError(
+                        f"{path}: column {name!r}, {_where(i)}: {v!r} is not an integer"
+                    ) from None
+                out.append(int(number))
+        return np.array(out, dtype=np.int64)
+    a = _numbers(path, name, col)
+    fractional = np.flatnonzero(a != np.round(a))
+    if fractional.size:
+        i = int(fractional[0])
+        raise UsageError(f"{path}: column {name!r}, {_where(i)}: {a[i]} is not an integer")
+    return a.astype(np.int64)
+
+
 def _infer_column(path: Path, name: str, col: pa.ChunkedArray, max_levels: int) -> Column:
     """The column's kind and categories, from its type and its distinct values."""
     import pyarrow as pa
@@ -259,9 +331,10 @@ def _infer_column(path: Path, name: str, col: pa.ChunkedArray, max_levels: int) 
     if pa.types.is_floating(col.type):
         _numbers(path, name, col)
         kind, distinct = "real", None
-    elif pa.types.is_integer(col.type) or pa.types.is_boolean(col.type):
-        _numbers(path, name, col)
-        distinct = sorted(int(v) for v in pc.unique(_as_numbers(col)).to_pylist())
+    elif pa.types.is_boolean(col.type):
+        distinct, kind = sorted(pc.unique(col).to_pylist()), "boolean"
+    elif pa.types.is_integer(col.type):
+        distinct = sorted(int(v) for v in pc.unique(col).to_pylist())
         kind = "integer" if len(distinct) <= max_levels else "real"
     elif _is_text(col.type):
         distinct = sorted(pc.unique(col).to_pylist())
@@ -302,13 +375,19 @@ class TableSchema:
     context: tuple[str, ...] = ()
 
     @property
-    def levels(self) -> tuple[int, ...]:
+    def column_levels(self) -> tuple[int, ...]:
         """Per modelled column: its number of categories, 0 for a real column."""
         return tuple(c.levels for c in self.columns)
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
+
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        """The columns read as text whatever they look like (see ``read_table``)."""
+        columns = [*self.columns, *([self.label] if self.label is not None else [])]
+        return tuple(c.name for c in columns if c.kind == "text")
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -375,7 +454,12 @@ def _require(table: pa.Table, path: Path, names: Sequence[str]) -> None:
     missing = [n for n in names if n not in table.column_names]
     if missing:
         have = ", ".join(table.column_names[:12]) + (", ..." if table.num_columns > 12 else "")
-        raise UsageError(f"{path} has no column {missing[0]!r} (it has: {have})")
+        fmt = table_format(path)
+        other = {"CSV": ("\t", "tabs", ".tsv"), "TSV": (",", "commas", ".csv")}.get(fmt or "")
+        hint = ""
+        if other and table.num_columns == 1 and other[0] in table.column_names[0]:
+            hint = f"; its header is split by {other[1]}: name it {other[2]}"
+        raise UsageError(f"{path} has no column {missing[0]!r} (it has: {have}){hint}")
 
 
 def infer_schema(table: pa.Table, cfg: DataConfig, path: Path) -> TableSchema:
@@ -424,7 +508,7 @@ def split_rows(table: pa.Table, cfg: DataConfig, path: Path) -> np.ndarray:
         for i, v in enumerate(col.to_pylist()):
             if str(v) not in SPLIT_NAMES:
                 raise UsageError(
-                    f"{path}: column {cfg.split_column!r}, {_where(path, i)}: {v!r} is not train, valid, test"
+                    f"{path}: column {cfg.split_column!r}, {_where(i)}: {v!r} is not train, valid, test"
                 )
             codes[i] = SPLIT_NAMES.index(str(v))
         for code, name in enumerate(SPLIT_NAMES):
@@ -451,10 +535,15 @@ def table_bytes(table: pa.Table, path: Path) -> bytes:
     fmt = table_format(path)
     if fmt is None:
         raise UsageError(f"{path}: write a table as .csv, .tsv or .parquet (got '{path.suffix}')")
+    import pyarrow as pa
+
     sink = io.BytesIO()
-    if fmt == "Parquet":
-        pq.write_table(table, sink)
-    else:
-        options = pcsv.WriteOptions(delimiter="\t" if fmt == "TSV" else ",")
-        pcsv.write_csv(table, sink, write_options=options)
+    try:
+        if fmt == "Parquet":
+            pq.write_table(table, sink)
+        else:
+            options = pcsv.WriteOptions(delimiter="\t" if fmt == "TSV" else ",")
+            pcsv.write_csv(table, sink, write_options=options)
+    except pa.ArrowException as e:  # a column CSV cannot hold (a list, a struct)
+        raise UsageError(f"cannot write {path} as {fmt}: {_first_line(e)}; write .parquet instead") from None
     return sink.getvalue()

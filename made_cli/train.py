@@ -249,7 +249,7 @@ class Trainer:
         self.kind = kind_of(config.model.kind)
         d = self.dataset
         self.model = build_model(
-            config, d.features, d.classes, levels=d.levels, context=d.context_features
+            config, d.features, d.classes, column_levels=d.column_levels, context=d.context_features
         ).to(self.device)
         train_labels, train_context = d.split_labels("train"), d.split_context("train")
         self.model.fit_inputs(
@@ -277,7 +277,9 @@ class Trainer:
             "features": d.features,
             "classes": d.classes,
             "image_shape": list(d.image_shape) if d.image_shape else None,
-            "levels": list(d.levels) if d.levels is not None else None,  # a table's column types
+            "column_levels": list(d.column_levels)
+            if d.column_levels is not None
+            else None,  # a table's column types
             "context_features": d.context_features,
             "table": table_record(d),  # a table's schema and split, applied as they are from now on
             "model": self.model.state_dict(),

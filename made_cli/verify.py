@@ -286,7 +286,13 @@ def verify_maf(
             noise = torch.randn(model.features, generator=generator, dtype=torch.float64)
             x = flow.input_shift + flow.input_scale * noise
             y = torch.randint(model.classes, (1,), generator=generator) if model.classes else None
-            _, error = _jacobian_and_log_det_error(lambda v, _h, y=y: flow.transform_dims(v, y), x, None)
+            c = torch.randn(1, model.context_features, generator=generator, dtype=torch.float64)
+            c = c if model.context_features else None
+
+            def transform(v: torch.Tensor, _h: Any, y: Any = y, c: Any = c) -> Any:
+                return flow.transform_dims(v, y, context=c)
+
+            _, error = _jacobian_and_log_det_error(transform, x, None)
             whole = max(whole, error)
     return layers, base, whole
 

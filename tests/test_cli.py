@@ -237,7 +237,7 @@ def test_label_conditional_run_samples_a_class(tmp_path: Path, tiny_config: Path
     assert result.exit_code == 2 and "--label must be between 0 and 3" in result.stderr
     result = runner.invoke(app, ["complete", "--mask", "bottom", "--n", "5"])
     assert result.exit_code == 0, result.output
-    assert "approximate completion for 5 of 5 images" in result.output
+    assert "approximate completion for 5 of 5 rows" in result.output
 
 
 def test_completion_masks_and_their_errors(trained: Path) -> None:
@@ -326,7 +326,7 @@ def test_a_vae_through_every_command(vae_run: Path) -> None:
 
     comp = runner.invoke(app, ["complete", "--half", "--n", "4", "--rounds", "3"])
     assert comp.exit_code == 0, comp.output
-    assert "approximate completion for all 4 images: iterative imputation, 3 rounds" in comp.output
+    assert "approximate completion for all 4 rows: iterative imputation, 3 rounds" in comp.output
     saved = np.load(vae_run / "completions" / "top-seed0-n4.npz")
     observed = saved["observed"][:, None].repeat(3, 1)
     originals = saved["originals"][:, None].repeat(3, 1)

@@ -401,7 +401,7 @@ def _score_rows(run: Run, path: Path) -> tuple[Any, torch.Tensor, torch.Tensor |
     if table_format(path) is not None:
         if schema is None:
             raise UsageError(f"the model in {run.dir} was not trained on a table: score an .npz of its rows")
-        table = read_table(path)
+        table = read_table(path, schema.text_columns)
         labels_given = schema.label is not None and schema.label.name in table.column_names
         rows = schema.encode(table, path, labels=labels_given)
         return table, rows.x, rows.labels, rows.context

@@ -186,14 +186,21 @@ def _parses(value: str) -> bool:
     return True
 
 
-def _looks_numeric(col: pa.ChunkedArray) -> bool:
-    """A text column of numbers with one or two stray strings ("oops", "n/a"): a numeric column
-    that a reader typed as text for their sake, not a column of categories (S, M, L, 8, 10)."""
+def _looks_numeric(path: Path, col: pa.ChunkedArray) -> bool:
+    """A CSV column of numbers with one or two stray strings ("oops", "n/a"): a numeric column that
+    the reader typed as text for their sake, not a column of categories (S, M, L, 8, 10; 01, 02,
+    A). Numbers with a decimal point, or five times as many numbers as strays, say so. A Parquet
+    file declares its types: a text column there is text."""
     import pyarrow.compute as pc
 
+    if table_format(path) == "Parquet":
+        return False
     distinct = [v for v in pc.unique(col).to_pylist() if v is not None]
-    strays = sum(not _parses(v) for v in distinct)
-    return strays <= 2 and len(distinct) - strays >= 2 * max(strays, 1)
+    numbers = [v for v in distinct if _parses(v)]
+    strays = len(distinct) - len(numbers)
+    if not 1 <= strays <= 2 and not (strays == 0 and numbers):
+        return False
+    return any("." in v for v in numbers) or len(numbers) >= 5 * max(strays, 1)
 
 
 def _check_present(path: Path, name: str, col: pa.ChunkedArray) -> None:
@@ -325,7 +332,7 @@ def _infer_column(path: Path, name: str, col: pa.ChunkedArray, max_levels: int) 
     import pyarrow.compute as pc
 
     _check_present(path, name, col)
-    if _is_text(col.type) and _looks_numeric(col):
+    if _is_text(col.type) and _looks_numeric(path, col):
         _numbers(path, name, col)  # names the first value that is not a number
         return Column(name, "real")  # numbers stored as text (every value parses)
     if pa.types.is_floating(col.type):
@@ -472,7 +479,7 @@ def infer_schema(table: pa.Table, cfg: DataConfig, path: Path) -> TableSchema:
         names = [
             n for n in table.column_names
             if n not in roles and (_is_number(table.column(n).type) or
-                                   (_is_text(table.column(n).type) and _looks_numeric(table.column(n))))
+                                   (_is_text(table.column(n).type) and _looks_numeric(path, table.column(n))))
         ]  # fmt: skip
         if not names:
             raise UsageError(f"{path} has no numeric columns to model; name them in data.columns")

@@ -464,3 +464,114 @@ def test_verify_ar_checks_a_table_model_with_its_context(tmp_path: Path) -> None
     for target in (config, _train(config, tmp_path / "run")):
         result = runner.invoke(app, ["verify-ar", str(target)])
         assert result.exit_code == 0 and "all 1 mask(s) satisfy the autoregressive property" in result.output
+
+
+# -- what the review found ---------------------------------------------------------------------------
+def test_a_flows_evaluation_noise_is_a_function_of_the_row(shop_run: Path, tmp_path: Path) -> None:
+    """Noise is added (log p differs from the density at the codes themselves), and equal rows
+    score the same wherever they stand, in whatever batch."""
+    run_dir = _train(_config(tmp_path, tmp_path / "shop.csv"), tmp_path / "flow", "model.kind=maf")
+    model = load_run(run_dir).model
+    x = commands._load_data(load_run(run_dir)).test[:6]
+    y = torch.zeros(6, dtype=torch.long)
+    with torch.no_grad():
+        scored = model.log_prob(x, y)
+        at_codes = model.log_prob_dims(x, y).sum(-1)
+        assert not torch.allclose(scored, at_codes)
+        repeated = model.log_prob(torch.cat([x[3:], x[:3], x[:1]]), torch.zeros(7, dtype=torch.long))
+    assert torch.equal(repeated[3:6], scored[:3]) and repeated[6] == scored[0]
+
+
+def test_context_columns_are_standardised_from_training_rows_and_matter(tmp_path: Path) -> None:
+    data = _shop(600)
+    data["hour"] = np.where(data["kind"] == "fuel", 7, 19) + np.random.default_rng(1).integers(-2, 3, 600)
+    run_dir = _train(_config(tmp_path, _write(tmp_path / "c.csv", data), context="hour"), tmp_path / "run")
+    run = load_run(run_dir)
+    d = commands._load_data(run)
+    train_hours = d.split_context("train")
+    assert torch.allclose(run.model.context_shift, train_hours.mean(0))
+    assert torch.allclose(run.model.context_scale, train_hours.std(0))
+    x, y = d.test[:50], d.split_labels("test")[:50]
+    with torch.no_grad():
+        morning = run.model.log_prob(x, y, torch.full((50, 1), 7.0))
+        evening = run.model.log_prob(x, y, torch.full((50, 1), 19.0))
+    fuel = x[:, 0] == 1  # fuel at 7, the rest at 19: the context says which kind is likely
+    assert (morning[fuel] > evening[fuel]).float().mean() > 0.8
+    assert (evening[~fuel] > morning[~fuel]).float().mean() > 0.8
+
+
+def test_a_vae_score_prints_its_k(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("name: t\n")
+    overrides = ["data.name=synthetic", "data.features=8", "data.size=300", "model.hidden=[16]",
+                 "train.epochs=1", "model.kind=iaf_vae", "iaf.latent=2", "iaf.encoder=[8]", "iaf.decoder=[8]",
+                 "iaf.context=2", "iaf.importance_samples=7"]  # fmt: skip
+    run = _train(config, tmp_path / "vae", *overrides)
+    np.savez(tmp_path / "rows.npz", torch.bernoulli(torch.full((5, 8), 0.5)).numpy())  # one array, unnamed
+    result = runner.invoke(app, ["score", str(run), str(tmp_path / "rows.npz")])
+    assert result.exit_code == 0 and "[importance-weighted, K=7 samples per row" in result.output, (
+        result.output
+    )
+
+
+def test_a_two_column_table_with_a_discrete_column_samples_without_a_density_picture(tmp_path: Path) -> None:
+    data = {k: v for k, v in _shop(300).items() if k in ("kind", "amount")}
+    path = _write(tmp_path / "two.csv", data)
+    config = tmp_path / "two.yaml"
+    config.write_text(f"name: two\ndata: {{name: table, path: {path}, columns: [kind, amount]}}\n"
+                      "model: {hidden: [8]}\ntrain: {epochs: 1}\n")  # fmt: skip
+    run_dir = _train(config, tmp_path / "run")
+    result = runner.invoke(app, ["sample", str(run_dir), "--n", "10"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.suffix for p in (run_dir / "samples").iterdir()) == [".csv", ".npy"]
+
+
+def test_types_from_other_writers_are_read(tmp_path: Path) -> None:
+    """Parquet dictionaries (pandas categories), decimals and big integers; text columns that are
+    categories with numbers among them; a score file whose text codes look like numbers."""
+    import decimal
+
+    n = 40
+    rng = np.random.default_rng(0)
+    size = rng.choice(["S", "M", "L", "8", "10"], n)
+    table = pa.table({
+        "size": pa.array(size).dictionary_encode(),
+        "price": pa.array([decimal.Decimal(f"{v:.2f}") for v in rng.uniform(1, 9, n)], pa.decimal128(6, 2)),
+        "code": pa.array(2**60 + rng.integers(0, 3, n) * 2, pa.int64()),
+        "zone": pa.array(rng.choice(["01", "02", "A"], n)),
+        "member": pa.array(rng.random(n) < 0.5),
+    })  # fmt: skip
+    path = _write(tmp_path / "types.parquet", table)
+    config = tmp_path / "t.yaml"
+    config.write_text(
+        f"name: t\ndata: {{name: table, path: {path}, columns: [size, price, code, zone, member]}}\n"
+        "model: {hidden: [8]}\ntrain: {epochs: 1, batch_size: 10}\n"
+    )
+    run_dir = _train(config, tmp_path / "run")
+    schema = load_run(run_dir).table_schema
+    kinds = {c.name: (c.kind, c.levels) for c in schema.columns}
+    assert kinds == {"size": ("text", 5), "price": ("real", 0), "code": ("integer", 3), "zone": ("text", 3),
+                     "member": ("boolean", 2)}  # fmt: skip
+    new = _write(tmp_path / "new.csv", {"zone": np.array(["01", "02"]), "size": np.array(["8", "S"]),
+                                        "price": np.array([2.5, 3.0]), "code": np.array([2**60, 2**60 + 4]),
+                                        "member": np.array([True, False])})  # fmt: skip
+    assert len(_score(str(run_dir), str(new))) == 2  # "01" stays text, 2**60 + 4 stays exact
+    sampled = runner.invoke(app, ["sample", str(run_dir), "--n", "20"])
+    assert sampled.exit_code == 0, sampled.output
+    samples = read_table(run_dir / "samples" / "seed0-n20.csv")
+    assert samples.column("member").type == pa.bool_() and set(np.asarray(samples["code"])) <= {
+        2**60,
+        2**60 + 2,
+        2**60 + 4,
+    }
+
+
+def test_blank_text_cells_are_missing_and_out_must_be_a_file(shop_run: Path, tmp_path: Path) -> None:
+    path = tmp_path / "blank.csv"
+    path.write_text("id,channel,kind,items,amount\n1,store,,2,3.5\n2,online,fuel,1,2\n3,store,food,1,2\n")
+    result = runner.invoke(app, ["train", str(_config(tmp_path, path)), "--run-dir", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "column 'kind', row 1: the value is missing" in result.stderr
+    (tmp_path / "dir.csv").mkdir()
+    new = _write(tmp_path / "new.csv", _shop(5))
+    result = runner.invoke(app, ["score", str(shop_run), str(new), "--out", str(tmp_path / "dir.csv")])
+    assert result.exit_code == 2 and "--out is a folder" in result.stderr

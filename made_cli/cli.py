@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shlex
 import sys
@@ -388,19 +389,28 @@ def complete(
     rounds: Annotated[
         int | None, typer.Option(help="VAE runs: rounds of iterative imputation (default 50).")
     ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            help="MADE runs: Metropolis-Hastings moves for each completion that is not exact "
+            "(default 200; 0: the approximate first draw)."
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Complete random held-out test images from an observed part.
 
     Writes originals | observed part | completions as a PNG (missing pixels in blue), the arrays
-    as .npz, and the model's conditional NLL of the true missing part where it is exact: when
-    the ordering generates the observed pixels first (with an ensemble, the members that do are
-    used). Otherwise the completion is approximate, and says so. A VAE completes by iterative
-    imputation (z ~ q(z | x), then the missing pixels ~ p(x | z), repeated): approximate.
+    as .npz, what each image got as .json, and the model's conditional NLL of the true missing
+    part where it is exact: when every ordering generates the observed pixels first. Any other
+    image is completed by a Markov chain whose stationary law is the model's p(missing |
+    observed) (Metropolis-Hastings, proposals from the model's own conditionals), with its
+    acceptance rate and, for several completions, effective sample size. A VAE completes by
+    iterative imputation (z ~ q(z | x), then the missing pixels ~ p(x | z), repeated): approximate.
 
     Example: made complete --half --n 16 --seed 0
 
-    Example: made complete --mask centre --per-image 5
+    Example: made complete --mask centre --per-image 5 --steps 500
     """
     with _boundary():
         from .commands import complete_run
@@ -414,7 +424,7 @@ def complete(
             raise _usage(f"--fraction goes with --mask random, not --mask {chosen}", "complete")
         loaded = load_run(run, device=resolve_device(device))
         fraction = 0.5 if fraction is None else fraction
-        result = complete_run(loaded, n, per_image, seed, chosen, fraction, rounds)
+        result = complete_run(loaded, n, per_image, seed, chosen, fraction, rounds, steps)
         images, pixels = ("images", "pixels") if loaded.image_shape else ("rows", "values")  # or a table's
         lines: list[str] = []
         k = len(result.indices)
@@ -431,6 +441,21 @@ def complete(
                 f"{images[:-1]}{bits} over {which} [exact: the ordering generates the observed "
                 f"{pixels} first]"
             )
+        if result.chain_images:
+            half = result.steps - result.steps // 2
+            ess = (
+                ""
+                if math.isnan(result.ess)
+                else (
+                    f", effective sample size {result.ess:.1f} of the {per_image} x {half} states of "
+                    "its chains' second halves"
+                )
+            )
+            lines.append(
+                f"Markov chain for {result.chain_images} of {k} {images}: {result.steps} Metropolis-Hastings "
+                f"moves each, acceptance {result.acceptance:.3f}{ess} ({result.seconds_per_image:.2f}s per "
+                f"{images[:-1]}) [the chain's stationary law is p(missing | observed)]"
+            )
         if result.sub_ensemble_images:
             lines.append(
                 f"{result.sub_ensemble_images} of {k} {images} completed exactly from the ensemble "
@@ -441,11 +466,12 @@ def complete(
         if result.approximate_by:
             by = result.approximate_by
             lines.append(f"approximate completion for all {k} {images}: {by} (no conditional NLL)")
-        elif approximate:
+        elif approximate and not result.chain_images:
             lines.append(
                 f"approximate completion for {approximate} of {k} {images}: no ordering of the model "
                 f"generates their observed {pixels} first, so missing {pixels} drawn earlier ignore "
-                f"observed {pixels} that come later (no conditional NLL for them)"
+                f"observed {pixels} that come later (no conditional NLL for them; --steps N runs "
+                "Markov chains that follow the model)"
             )
         lines += [f"wrote {path}" for path in result.paths.values()]
         _log_lines(loaded.dir, "complete", lines)

@@ -6,6 +6,7 @@ import io
 import json
 import math
 import re
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from .config import check_seed, load_config
 from .data import Dataset, data_shape, display_values, load_dataset
 from .errors import BadArgument, UsageError
 from .heads import check_rows
-from .interface import EXACT, SUB_ENSEMBLE, DensityModel, Progress, Verification
+from .interface import EXACT, MARKOV_CHAIN, SUB_ENSEMBLE, DensityModel, Progress, Verification
 from .kinds import KINDS, build_model, kind_of
 from .models import check_labels
 from .pictures import rows_by_class, save_png
@@ -280,6 +281,11 @@ class CompletionResult:
     exact_images: int  # images completed exactly from the model (every member generates observed first)
     sub_ensemble_images: int  # images completed exactly from the members that do, not from all
     approximate_by: str | None = None  # how a model with no exact conditional completed (a VAE)
+    chain_images: int = 0  # images completed by Markov chains (the rows that are not exact)
+    steps: int = 0  # Metropolis-Hastings moves of each chain
+    acceptance: float = math.nan  # share of moves accepted, over the chains
+    ess: float = math.nan  # effective sample size per image, mean over the chained images (per_image > 1)
+    seconds_per_image: float = math.nan  # wall time of the completion, per image
 
 
 _MISSING_RGB = (0.15, 0.25, 0.6)  # missing pixels in the pictures: a colour no image has
@@ -293,10 +299,13 @@ def complete_run(
     mask: str = "top",
     fraction: float = 0.5,
     rounds: int | None = None,
+    steps: int | None = None,
 ) -> CompletionResult:
     """Complete ``n`` random test images from an observed part (``observed_mask``), ``per_image``
-    times each, as the model completes (a MADE exactly where its ordering generates the
-    observed dimensions first; a VAE by ``rounds`` of iterative imputation, approximately)."""
+    times each, as the model completes: a MADE exactly where its ordering generates the observed
+    dimensions first, else by Markov chains of ``steps`` moves that target p(missing | observed)
+    (0: the approximate first draw); a VAE by ``rounds`` of iterative imputation, approximately.
+    Writes the arrays (.npz), what each row got (.json) and a picture (.png) for images."""
     if n < 1 or per_image < 1:
         raise BadArgument(("n", "per_image"), "must be at least 1")
     check_seed(seed)
@@ -313,7 +322,9 @@ def complete_run(
     labels = None if labels is None else labels[indices].to(device)
     context = dataset.split_context("test")
     context = None if context is None else context[indices].to(device)
-    done = run.model.complete_rows(originals, observed, labels, per_image, generator, rounds, context)
+    start = time.perf_counter()
+    done = run.model.complete_rows(originals, observed, labels, per_image, generator, rounds, context, steps)
+    seconds = time.perf_counter() - start
     cond = done.conditional
     exact_rows = torch.tensor([s == EXACT for s in done.status], dtype=torch.bool, device=cond.device)
     missing = (~observed).sum(1).float()
@@ -322,8 +333,13 @@ def complete_run(
     if run.model.head.discrete and exact_rows.any():
         bpd = float((-cond[exact_rows] / missing[exact_rows]).mean() / math.log(2))
     completions = done.values.view(k, per_image, d).cpu()
-    stem = run.dir / "completions" / f"{mask}-seed{seed}-n{k}"
-    paths = {"npz": stem.with_suffix(".npz")}
+    chained = [s == MARKOV_CHAIN for s in done.status]
+    acceptance = torch.full((k,), math.nan) if done.acceptance is None else done.acceptance.float()
+    ess = torch.full((k,), math.nan) if done.ess is None else done.ess.float()
+    # runs of another length (0: the first draw alone) get files of their own
+    chains = f"-steps{done.steps}" if done.method is None and not all(exact_rows.tolist()) else ""
+    stem = run.dir / "completions" / f"{mask}-seed{seed}-n{k}{chains}"
+    paths = {"npz": stem.with_suffix(".npz"), "json": stem.with_suffix(".json")}
     buffer = io.BytesIO()
     values = run.config.data.values
     np.savez(
@@ -333,8 +349,29 @@ def complete_run(
         observed=observed.cpu().numpy(),
         completions=_as_array(completions, values),
         exact=exact_rows.cpu()[:, None].expand(k, per_image).numpy(),
+        status=np.array(done.status),
+        steps=np.array(done.steps),
+        acceptance=acceptance.numpy(),
+        ess=ess.numpy(),
     )
+    rows_json = [
+        {
+            "index": int(i), "status": s, "steps": done.steps if c else 0,
+            "acceptance": None if math.isnan(a) else round(float(a), 4),
+            "effective_sample_size": None if math.isnan(e) else round(float(e), 2),
+            "conditional_nll_nats": None if math.isnan(v) else round(-float(v), 4),
+        }
+        for i, s, c, a, e, v in zip(
+            indices.tolist(), done.status, chained, acceptance.tolist(), ess.tolist(), cond.cpu().tolist(),
+            strict=True,
+        )
+    ]  # fmt: skip
+    record = {"mask": mask, "seed": seed, "per_image": per_image, "seconds": round(seconds, 3)}
+    record["rows"] = rows_json
+    if done.method is not None:
+        record["method"] = done.method
     atomic_write_bytes(paths["npz"], buffer.getvalue())
+    atomic_write_text(paths["json"], json.dumps(record, indent=2) + "\n")
     table = run.table_schema
     if table is not None:  # each test row, then its completions, in the columns' own values
         rows = torch.cat([originals.cpu()[:, None], completions], 1).reshape(-1, d)
@@ -373,6 +410,11 @@ def complete_run(
         exact_images=int(exact_rows.sum()),
         sub_ensemble_images=done.status.count(SUB_ENSEMBLE),
         approximate_by=done.method,
+        chain_images=sum(chained),
+        steps=done.steps,
+        acceptance=float(acceptance[torch.tensor(chained)].mean()) if any(chained) else math.nan,
+        ess=float(ess[torch.tensor(chained)].mean()) if any(chained) and per_image > 1 else math.nan,
+        seconds_per_image=seconds / k,
     )
 
 

@@ -440,8 +440,11 @@ class IAFVAE(nn.Module):
         generator: torch.Generator,
         rounds: int | None = None,
         context: torch.Tensor | None = None,
+        steps: int | None = None,
     ) -> Completion:
         """Iterative imputation: approximate, since q(z | x) is not the exact posterior."""
+        if steps is not None:
+            raise BadArgument("steps", "is for MADE runs: a VAE completes by iterative imputation (rounds)")
         rounds = IMPUTATION_ROUNDS if rounds is None else rounds
         if rounds < 1:
             raise BadArgument("rounds", f"must be at least 1 (got {rounds})")

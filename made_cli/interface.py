@@ -20,16 +20,26 @@ __all__ = ["Completion", "DensityModel", "Progress", "Verification"]
 Progress = Callable[[int, int], None]  # (done, total) while a long evaluation runs
 
 EXACT, SUB_ENSEMBLE, APPROXIMATE = "exact", "exact for a sub-ensemble", "approximate"
+MARKOV_CHAIN = "Markov chain"  # drawn by a chain whose stationary law is p(missing | observed)
 
 
 @dataclass(frozen=True)
 class Completion:
-    """Rows completed from an observed part, and what is exact about each."""
+    """Rows completed from an observed part, and what is exact about each.
 
-    values: torch.Tensor  # (B, D): observed values kept, the rest drawn
-    status: list[str]  # per row: EXACT, SUB_ENSEMBLE or APPROXIMATE
+    Per row: EXACT (drawn from p(missing | observed) directly), MARKOV_CHAIN (the end of a chain
+    of ``steps`` Metropolis-Hastings moves that targets it: exact in the limit, and its
+    ``acceptance`` and ``ess`` say how far it got), or, with no chain, SUB_ENSEMBLE (exact for
+    the members that generate the observed part first) or APPROXIMATE.
+    """
+
+    values: torch.Tensor  # (B * per_row, D): observed values kept, the rest drawn
+    status: list[str]  # per row
     conditional: torch.Tensor  # (B,) log p(missing | observed) where EXACT, else NaN
     method: str | None = None  # how an approximate completion was made, if the model says
+    steps: int = 0  # Metropolis-Hastings moves of each chain (MARKOV_CHAIN rows)
+    acceptance: torch.Tensor | None = None  # (B,) share of moves accepted over a row's chains; NaN: none
+    ess: torch.Tensor | None = None  # (B,) effective sample size of a row's chains (per_row > 1); NaN: none
 
 
 @dataclass(frozen=True)
@@ -161,8 +171,10 @@ class DensityModel(Protocol):
         generator: torch.Generator,
         rounds: int | None = None,
         context: torch.Tensor | None = None,
+        steps: int | None = None,
     ) -> Completion:
-        """Each row completed ``per_row`` times (rows repeat in place, row-major)."""
+        """Each row completed ``per_row`` times (rows repeat in place, row-major); rows that are
+        not exact run chains of ``steps`` moves where the kind has them."""
         ...
 
     def made_nets(self) -> list[MADE]:

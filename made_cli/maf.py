@@ -551,8 +551,10 @@ class MAF(ExactLikelihood, nn.Module):
         generator: torch.Generator,
         rounds: int | None = None,
         context: torch.Tensor | None = None,
+        steps: int | None = None,
     ) -> Completion:
-        """Exact completion where every layer generates the observed part first; refused otherwise."""
+        """Exact completion where every layer generates the observed part first (no chain, so
+        ``steps`` plays no part); refused otherwise."""
         if rounds is not None:
             raise BadArgument("rounds", "is for VAE runs: a flow completes exactly or not at all")
         why = self.incomplete_reason(observed.to(x.device))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,12 +16,14 @@ from .config import Config
 from .errors import BadArgument, UsageError
 from .evaluation import evaluate_nll, evaluate_terms
 from .heads import Bernoulli, ColumnHeads, Head, check_observed, check_rows, make_head
-from .interface import APPROXIMATE, EXACT, SUB_ENSEMBLE, Completion, Progress
+from .interface import APPROXIMATE, EXACT, MARKOV_CHAIN, SUB_ENSEMBLE, Completion, Progress
 from .made import MADE
+from .mcmc import effective_sample_size
 
 __all__ = [
-    "ExactLikelihood", "MADEModel", "build_made", "check_context", "check_labels", "context_classes",
-    "given_context", "input_standardisation", "label_context", "label_log_prior", "label_marginal",
+    "CHAIN_STEPS", "ChainState", "ExactLikelihood", "MADEModel", "build_made", "check_context",
+    "check_labels", "context_classes", "given_context", "input_standardisation", "label_context",
+    "label_log_prior", "label_marginal",
 ]  # fmt: skip
 
 
@@ -396,20 +399,135 @@ class MADEModel(ExactLikelihood, nn.Module):
         generator: torch.Generator,
         rounds: int | None = None,
         context: torch.Tensor | None = None,
+        steps: int | None = None,
     ) -> Completion:
-        """Exact ancestral completion where the ordering generates the observed part first."""
+        """Exact ancestral completion where the ordering generates the observed part first; every
+        other row the end of a Metropolis-Hastings chain of ``steps`` moves (``complete_chain``;
+        default ``CHAIN_STEPS``; 0: the approximate first draw, as it is)."""
         if rounds is not None:
             raise BadArgument("rounds", "is for VAE runs: a MADE completes by exact ancestral sampling")
-        values, _ = self.complete(
+        steps = CHAIN_STEPS if steps is None else steps
+        if steps < 0:
+            raise BadArgument("steps", f"must be at least 0 (got {steps})")
+        chain = self.complete_chain(
             x.repeat_interleave(per_row, 0),
             observed.repeat_interleave(per_row, 0),
+            steps,
             generator=generator,
             labels=None if labels is None else labels.repeat_interleave(per_row, 0),
             context=None if context is None else context.repeat_interleave(per_row, 0),
         )
         members = sampling.exact_members(self.net.ranks, observed.to(x.device))  # (B, K)
-        status = [EXACT if row.all() else SUB_ENSEMBLE if row.any() else APPROXIMATE for row in members]
-        return Completion(values, status, self.conditional_log_prob(x, observed, labels, context))
+        status = [
+            EXACT if row.all() else MARKOV_CHAIN if steps else SUB_ENSEMBLE if row.any() else APPROXIMATE
+            for row in members
+        ]
+        b = x.shape[0]
+        acceptance = torch.full((b,), math.nan, dtype=torch.float64)
+        ess = torch.full((b,), math.nan, dtype=torch.float64)
+        moved = chain.accepted.view(b, per_row).sum(1).cpu().double() / max(steps * per_row, 1)
+        traces = chain.trace.view(b, per_row, steps + 1).cpu()
+        for i, s in enumerate(status):
+            if s == MARKOV_CHAIN:
+                acceptance[i] = moved[i]
+                if per_row > 1:  # over the chains' second halves: the first is their warm-up
+                    ess[i] = effective_sample_size(traces[i, :, steps // 2 + 1 :])
+        return Completion(
+            chain.values, status, self.conditional_log_prob(x, observed, labels, context),
+            steps=steps if MARKOV_CHAIN in status else 0, acceptance=acceptance, ess=ess,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def complete_chain(
+        self,
+        x: torch.Tensor,
+        observed: torch.Tensor,
+        steps: int,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | int | None = None,
+        context: torch.Tensor | None = None,
+        fast: bool = True,
+        independent: bool = False,
+    ) -> ChainState:
+        """Completion that follows the model for any observed set: exact rows as ``complete``
+        draws them; every other row starts from that draw and takes ``steps`` Metropolis-Hastings
+        moves whose stationary law is the model's p(missing | observed) (the mixture's, for an
+        ensemble).
+
+        A move picks a member k uniformly (each member proposes the completions it favours, so
+        the chain reaches every mode of the mixture) and a missing dimension at random, keeps
+        the missing values that k generates before it and redraws the rest from k's
+        conditionals (observed values kept: the proposal of ``complete`` from that point on),
+        then accepts with min(1, p(x') q(x | x') / (p(x) q(x' | x))); q is a product of k's
+        conditionals at the redrawn dimensions, one density pass. ``independent`` redraws every
+        missing value each move (an independent Metropolis-Hastings sampler). Either is exact
+        in the limit; redrawing a suffix changes less at once and is accepted far more often.
+        """
+        if steps < 0:
+            raise ValueError(f"steps must be at least 0 (got {steps})")
+        values, exact = self.complete(x, observed, generator, fast=fast, labels=labels, context=context)
+        device, n = values.device, values.shape[0]
+        accepted = torch.zeros(n, dtype=torch.long, device=device)
+        trace = torch.full((n, steps + 1), math.nan, dtype=torch.float64, device=device)
+        rows = (~exact).nonzero()[:, 0]
+        if steps == 0 or len(rows) == 0:
+            return ChainState(values, exact, accepted, trace)
+        r = len(rows)
+        missing = ~observed.to(device)[rows]
+        y = labels[rows] if isinstance(labels, torch.Tensor) and labels.numel() > 1 else labels
+        c = None if context is None else context[rows]
+        cond = self.condition(y, c, r)
+        k_all = self.num_masks
+
+        def member_terms(z: torch.Tensor) -> torch.Tensor:  # (K, R, D): log p_k(z_d | z_<d)
+            return torch.stack([self.log_prob_dims(z, k, y, c) for k in range(k_all)])
+
+        def joint(terms: torch.Tensor) -> torch.Tensor:  # (R,): log p(z), the mixture
+            return torch.logsumexp(terms.sum(-1), 0) - math.log(k_all)
+
+        current = values[rows]
+        terms = member_terms(current)
+        log_p = joint(terms)
+        probs = torch.full((r, k_all), 1 / k_all)  # every member proposes: each covers its own modes
+        trace[rows, 0] = log_p.double()
+        order = torch.arange(r, device=device)
+        moves = torch.zeros(r, dtype=torch.long, device=device)
+        for step in range(steps):
+            if k_all > 1:
+                members = torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0].to(device)
+            else:
+                members = torch.zeros(r, dtype=torch.long, device=device)
+            ranks = self.net.ranks[members]  # (R, D)
+            if independent:
+                pivot = torch.where(missing, ranks, self.features + 1).amin(1)
+            else:  # a missing dimension, uniformly: the redraw starts at its rank
+                pick = torch.rand(missing.shape, generator=generator).to(device).masked_fill(~missing, -1.0)
+                pivot = ranks.gather(1, pick.argmax(1, keepdim=True))[:, 0]
+            fill = missing & (ranks >= pivot[:, None])
+            uniforms = self.noise(r, generator)
+            proposal = current.clone()
+            for k in members.unique().tolist():
+                sel = members == k
+                proposal[sel] = sampling.ancestral(
+                    self.net, self.head, self.encoding, current[sel], fill[sel], k, uniforms[sel], fast,
+                    None if cond is None else cond[sel],
+                )  # fmt: skip
+            new_terms = member_terms(proposal)
+            new_log_p = joint(new_terms)
+            forward = (new_terms[members, order] * fill).sum(-1)  # log q(x' | x)
+            backward = (terms[members, order] * fill).sum(-1)  # log q(x | x')
+            log_alpha = (new_log_p - forward) - (log_p - backward)
+            u = torch.rand(r, generator=generator, dtype=torch.float64).to(device)
+            accept = torch.log(u) < log_alpha.double()
+            current = torch.where(accept[:, None], proposal, current)
+            terms = torch.where(accept[None, :, None], new_terms, terms)
+            log_p = torch.where(accept, new_log_p, log_p)
+            moves += accept.long()
+            trace[rows, step + 1] = log_p.double()
+        values = values.clone()
+        values[rows] = current
+        accepted[rows] = moves
+        return ChainState(values, exact, accepted, trace)
 
     def log_prob(
         self,
@@ -566,6 +684,19 @@ class MADEModel(ExactLikelihood, nn.Module):
                 self.net, self.head, self.encoding, x[rows], ~observed[rows], k, uniforms[rows], fast, ck
             )
         return out, exact
+
+
+CHAIN_STEPS = 200  # Metropolis-Hastings moves per completion that is not exact (made complete --steps)
+
+
+@dataclass(frozen=True)
+class ChainState:
+    """Where ``MADEModel.complete_chain``'s chains ended, row by row."""
+
+    values: torch.Tensor  # (B, D) completed rows
+    exact: torch.Tensor  # (B,) bool: drawn exactly, no chain
+    accepted: torch.Tensor  # (B,) moves accepted (0 for exact rows)
+    trace: torch.Tensor  # (B, steps + 1) log p(x) after each move (NaN for exact rows)
 
 
 def context_classes(cfg: Config, classes: int) -> int:

@@ -67,9 +67,9 @@ def test_sample_is_repeatable_with_a_seed(trained: Path) -> None:
 def test_complete_and_verify_and_runs(trained: Path) -> None:
     result = runner.invoke(app, ["complete", "--half", "--n", "4", "--per-image", "2"])
     assert result.exit_code == 0, result.output
-    # the tiny config uses a random ordering: the completion is reported as approximate
-    assert "approximate" in result.output
-    arrays = np.load(trained / "completions" / "top-seed0-n4.npz")
+    # the tiny config uses a random ordering: the top half is not generated first, so chains run
+    assert "Markov chain for 4 of 4 rows: 200 Metropolis-Hastings moves each" in result.output
+    arrays = np.load(trained / "completions" / "top-seed0-n4-steps200.npz")
     assert arrays["completions"].shape == (4, 2, 9)
     observed = arrays["observed"][0]
     assert (arrays["completions"][:, :, observed] == arrays["originals"][:, None, observed]).all()
@@ -235,7 +235,7 @@ def test_label_conditional_run_samples_a_class(tmp_path: Path, tiny_config: Path
     assert np.load(run / "samples" / "seed0-n8-labels.npy").tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
     result = runner.invoke(app, ["sample", "--label", "4"])
     assert result.exit_code == 2 and "--label must be between 0 and 3" in result.stderr
-    result = runner.invoke(app, ["complete", "--mask", "bottom", "--n", "5"])
+    result = runner.invoke(app, ["complete", "--mask", "bottom", "--n", "5", "--steps", "0"])
     assert result.exit_code == 0, result.output
     assert "approximate completion for 5 of 5 rows" in result.output
 
@@ -243,7 +243,7 @@ def test_label_conditional_run_samples_a_class(tmp_path: Path, tiny_config: Path
 def test_completion_masks_and_their_errors(trained: Path) -> None:
     result = runner.invoke(app, ["complete", "--mask", "random", "--fraction", "0.3", "--n", "4"])
     assert result.exit_code == 0, result.output
-    arrays = np.load(trained / "completions" / "random-seed0-n4.npz")
+    arrays = np.load(trained / "completions" / "random-seed0-n4-steps200.npz")
     assert arrays["observed"].shape == (4, 9) and not (arrays["observed"] == arrays["observed"][0]).all()
     assert "observed: random (30% observed at random)" in result.output
     for args, message in [
@@ -282,9 +282,11 @@ def test_real_valued_npz_through_every_command(tmp_path: Path, monkeypatch, head
     assert runner.invoke(app, ["sample", "r", "--n", "16"]).exit_code == 0
     samples = np.load(tmp_path / "r" / "samples" / "seed0-n16.npy")
     assert samples.dtype == np.float32 and (tmp_path / "r" / "samples" / "seed0-n16.png").is_file()
-    result = runner.invoke(app, ["complete", "r", "--mask", "centre", "--n", "2"])
+    result = runner.invoke(app, ["complete", "r", "--mask", "centre", "--n", "2", "--steps", "0"])
     assert result.exit_code == 0, result.output
     assert "approximate completion for 2 of 2 images" in result.output
+    chained = runner.invoke(app, ["complete", "r", "--mask", "centre", "--n", "2", "--steps", "20"])
+    assert chained.exit_code == 0 and "Markov chain for 2 of 2 images: 20 Metropolis" in chained.output
     assert runner.invoke(app, ["verify-ar", "r"]).exit_code == 0
 
 
@@ -542,10 +544,10 @@ _TINY_MNIST = [str(REPO / "configs" / "mnist.yaml"), "model.hidden=[8]", "train.
 
 def test_messages_are_whole_lines_and_the_library_prints_nothing(trained: Path, tiny_config) -> None:
     """The CLI's lines are never wrapped at the terminal's width; train() called from Python only logs."""
-    done = _made("complete", "--n", "2", cwd=trained.parent.parent, COLUMNS="60")
+    done = _made("complete", "--n", "2", "--steps", "0", cwd=trained.parent.parent, COLUMNS="60")
     assert done.returncode == 0, done.stderr
     long = [line for line in done.stdout.splitlines() if line.startswith("approximate completion")]
-    assert long and len(long[0]) > 60 and long[0].endswith("(no conditional NLL for them)")
+    assert long and len(long[0]) > 60 and long[0].endswith("Markov chains that follow the model)")
     code = ("import sys; from made_cli.config import load_config; from made_cli.train import train; "
             "train(load_config(sys.argv[1]), sys.argv[2])")  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}

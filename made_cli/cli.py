@@ -422,6 +422,8 @@ def complete(
         chosen = mask or "top"
         if fraction is not None and chosen != "random":
             raise _usage(f"--fraction goes with --mask random, not --mask {chosen}", "complete")
+        if steps is not None and steps < 0:
+            raise BadArgument("steps", f"must be at least 0 (got {steps})")
         loaded = load_run(run, device=resolve_device(device))
         fraction = 0.5 if fraction is None else fraction
         result = complete_run(loaded, n, per_image, seed, chosen, fraction, rounds, steps)
@@ -442,19 +444,22 @@ def complete(
                 f"{pixels} first]"
             )
         if result.chain_images:
-            half = result.steps - result.steps // 2
+            kept = result.steps - result.steps // 2  # the states of each chain's second half
             ess = (
                 ""
                 if math.isnan(result.ess)
                 else (
-                    f", effective sample size {result.ess:.1f} of the {per_image} x {half} states of "
+                    f", effective sample size {result.ess:.1f} of the {per_image} x {kept} states of "
                     "its chains' second halves"
                 )
             )
+            low, high = result.acceptance_range
+            one = images[:-1]
             lines.append(
                 f"Markov chain for {result.chain_images} of {k} {images}: {result.steps} Metropolis-Hastings "
-                f"moves each, acceptance {result.acceptance:.3f}{ess} ({result.seconds_per_image:.2f}s per "
-                f"{images[:-1]}) [the chain's stationary law is p(missing | observed)]"
+                f"moves each, acceptance {result.acceptance:.3f} (from {low:.3f} to {high:.3f} per {one})"
+                f"{ess} ({result.seconds_per_image:.2f}s per {one}) [the chain's stationary law is "
+                "p(missing | observed)]"
             )
         if result.sub_ensemble_images:
             lines.append(

@@ -284,6 +284,7 @@ class CompletionResult:
     chain_images: int = 0  # images completed by Markov chains (the rows that are not exact)
     steps: int = 0  # Metropolis-Hastings moves of each chain
     acceptance: float = math.nan  # share of moves accepted, over the chains
+    acceptance_range: tuple[float, float] = (math.nan, math.nan)  # the lowest and highest image's
     ess: float = math.nan  # effective sample size per image, mean over the chained images (per_image > 1)
     seconds_per_image: float = math.nan  # wall time of the completion, per image
 
@@ -337,8 +338,8 @@ def complete_run(
     acceptance = torch.full((k,), math.nan) if done.acceptance is None else done.acceptance.float()
     ess = torch.full((k,), math.nan) if done.ess is None else done.ess.float()
     # runs of another length (0: the first draw alone) get files of their own
-    chains = f"-steps{done.steps}" if done.method is None and not all(exact_rows.tolist()) else ""
-    stem = run.dir / "completions" / f"{mask}-seed{seed}-n{k}{chains}"
+    steps_suffix = f"-steps{done.steps}" if done.method is None and not all(exact_rows.tolist()) else ""
+    stem = run.dir / "completions" / f"{mask}-seed{seed}-n{k}{steps_suffix}"
     paths = {"npz": stem.with_suffix(".npz"), "json": stem.with_suffix(".json")}
     buffer = io.BytesIO()
     values = run.config.data.values
@@ -400,6 +401,7 @@ def complete_run(
             row_labels=names,
         )
     described = f"{mask} ({fraction:.0%} observed at random)" if mask == "random" else mask
+    in_chain = torch.tensor(chained, dtype=torch.bool)
     return CompletionResult(
         paths=paths,
         indices=indices.tolist(),
@@ -412,8 +414,11 @@ def complete_run(
         approximate_by=done.method,
         chain_images=sum(chained),
         steps=done.steps,
-        acceptance=float(acceptance[torch.tensor(chained)].mean()) if any(chained) else math.nan,
-        ess=float(ess[torch.tensor(chained)].mean()) if any(chained) and per_image > 1 else math.nan,
+        acceptance=float(acceptance[in_chain].mean()) if any(chained) else math.nan,
+        acceptance_range=(float(acceptance[in_chain].min()), float(acceptance[in_chain].max()))
+        if any(chained)
+        else (math.nan, math.nan),
+        ess=float(ess[in_chain].nanmean()) if any(chained) and per_image > 1 else math.nan,
         seconds_per_image=seconds / k,
     )
 

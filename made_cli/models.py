@@ -459,7 +459,8 @@ class MADEModel(ExactLikelihood, nn.Module):
         the missing values that k generates before it and redraws the rest from k's
         conditionals (observed values kept: the proposal of ``complete`` from that point on),
         then accepts with min(1, p(x') q(x | x') / (p(x) q(x' | x))); q is a product of k's
-        conditionals at the redrawn dimensions, one density pass. ``independent`` redraws every
+        conditionals at the redrawn dimensions, read off the density passes (one per member)
+        that give p(x'). ``independent`` redraws every
         missing value each move (an independent Metropolis-Hastings sampler). Either is exact
         in the limit; redrawing a suffix changes less at once and is accepted far more often.
         """
@@ -474,8 +475,10 @@ class MADEModel(ExactLikelihood, nn.Module):
             return ChainState(values, exact, accepted, trace)
         r = len(rows)
         missing = ~observed.to(device)[rows]
-        y = labels[rows] if isinstance(labels, torch.Tensor) and labels.numel() > 1 else labels
-        c = None if context is None else context[rows]
+        y = labels
+        if isinstance(labels, torch.Tensor) and labels.numel() > 1:
+            y = labels.to(device)[rows]
+        c = None if context is None else context.to(device)[rows]
         cond = self.condition(y, c, r)
         k_all = self.num_masks
 
@@ -488,15 +491,12 @@ class MADEModel(ExactLikelihood, nn.Module):
         current = values[rows]
         terms = member_terms(current)
         log_p = joint(terms)
-        probs = torch.full((r, k_all), 1 / k_all)  # every member proposes: each covers its own modes
         trace[rows, 0] = log_p.double()
-        order = torch.arange(r, device=device)
+        row = torch.arange(r, device=device)
         moves = torch.zeros(r, dtype=torch.long, device=device)
         for step in range(steps):
-            if k_all > 1:
-                members = torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0].to(device)
-            else:
-                members = torch.zeros(r, dtype=torch.long, device=device)
+            # every member proposes, uniformly: each reaches the completions it favours
+            members = torch.randint(k_all, (r,), generator=generator).to(device)
             ranks = self.net.ranks[members]  # (R, D)
             if independent:
                 pivot = torch.where(missing, ranks, self.features + 1).amin(1)
@@ -514,8 +514,8 @@ class MADEModel(ExactLikelihood, nn.Module):
                 )  # fmt: skip
             new_terms = member_terms(proposal)
             new_log_p = joint(new_terms)
-            forward = (new_terms[members, order] * fill).sum(-1)  # log q(x' | x)
-            backward = (terms[members, order] * fill).sum(-1)  # log q(x | x')
+            forward = torch.where(fill, new_terms[members, row], 0).sum(-1)  # log q(x' | x)
+            backward = torch.where(fill, terms[members, row], 0).sum(-1)  # log q(x | x')
             log_alpha = (new_log_p - forward) - (log_p - backward)
             u = torch.rand(r, generator=generator, dtype=torch.float64).to(device)
             accept = torch.log(u) < log_alpha.double()

@@ -26,7 +26,6 @@ __all__ = [
     "choose_members",
     "exact_members",
     "ignored_evidence",
-    "member_weights",
 ]
 
 
@@ -71,44 +70,33 @@ def ignored_evidence(ranks: torch.Tensor, observed: torch.Tensor) -> torch.Tenso
 
 
 @torch.no_grad()
-def member_weights(
-    ranks: torch.Tensor, observed: torch.Tensor, log_prob_dims: Callable[[int], torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """How completion picks a member per row: (probabilities (B, K), exact (B,) bool).
-
-    ``ranks`` (K, D) are the members' orderings and ``log_prob_dims(k)`` gives member k's
-    log p_k(x_d | x_<d) (B, D) at the rows' values (only the observed ones are read). Among the
-    members that are exact for a row, k has weight p_k(observed) (a prefix of its ordering, so
-    one pass gives it). The row is exact when every member is, since then this is the mixture's
-    own conditional; otherwise the weights fall on the exact sub-ensemble, or, with no exact
-    member, evenly on the members that ignore the least observed evidence.
-    """
-    k = ranks.shape[0]
-    exact = exact_members(ranks, observed)  # (B, K)
-    if k == 1:
-        return torch.ones(observed.shape[0], 1, device=observed.device), exact[:, 0]
-    log_obs = torch.stack([(log_prob_dims(m) * observed).sum(-1) for m in range(k)], dim=1)  # (B, K)
-    ignored = ignored_evidence(ranks, observed)
-    least = ignored == ignored.amin(1, keepdim=True)  # the exact members, if a row has any
-    logits = torch.where(least, log_obs, -torch.inf)
-    logits = torch.where(exact.any(1, keepdim=True), logits, torch.where(least, 0.0, -torch.inf))
-    return torch.softmax(logits, dim=1), exact.all(1)
-
-
-@torch.no_grad()
 def choose_members(
     ranks: torch.Tensor,
     observed: torch.Tensor,
     log_prob_dims: Callable[[int], torch.Tensor],
     generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick a member per row for completion (see ``member_weights``); returns (members (B,),
-    exact (B,) bool)."""
-    probs, exact = member_weights(ranks, observed, log_prob_dims)
-    if ranks.shape[0] == 1:
-        return torch.zeros(observed.shape[0], dtype=torch.long, device=observed.device), exact
+    """Pick a member per row for completion; returns (members (B,), exact (B,) bool).
+
+    ``ranks`` (K, D) are the members' orderings and ``log_prob_dims(k)`` gives member k's
+    log p_k(x_d | x_<d) (B, D) at the rows' values. Among the members that are exact for a row,
+    k is drawn with weight p_k(observed) (a prefix of its ordering, so one pass gives it). The
+    row is exact when every member is, since then this is the mixture's own conditional;
+    otherwise it falls back to the exact sub-ensemble, or, with no exact member, to a member
+    that ignores the least observed evidence.
+    """
+    k = ranks.shape[0]
+    exact = exact_members(ranks, observed)  # (B, K)
+    if k == 1:
+        return torch.zeros(observed.shape[0], dtype=torch.long, device=observed.device), exact[:, 0]
+    log_obs = torch.stack([(log_prob_dims(m) * observed).sum(-1) for m in range(k)], dim=1)  # (B, K)
+    ignored = ignored_evidence(ranks, observed)
+    least = ignored == ignored.amin(1, keepdim=True)  # the exact members, if a row has any
+    logits = torch.where(least, log_obs, -torch.inf)
+    logits = torch.where(exact.any(1, keepdim=True), logits, torch.where(least, 0.0, -torch.inf))
+    probs = torch.softmax(logits, dim=1)
     members = torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0]
-    return members.to(observed.device), exact
+    return members.to(observed.device), exact.all(1)
 
 
 @torch.no_grad()

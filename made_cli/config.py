@@ -39,7 +39,7 @@ Ordering = Literal["natural", "reverse", "random"]
 HiddenDegrees = Literal["random", "even"]  # random as in the paper; even: spread evenly
 HeadName = Literal["bernoulli", "gaussian", "mog", "categorical", "auto"]
 DatasetName = Literal["binarized_mnist", "mnist", "fashion_mnist", "npz", "synthetic", "toy", "table"]
-ToyShape = Literal["moons"]
+ToyShape = Literal["moons", "circles", "eight_gaussians", "checkerboard", "pinwheel", "spirals"]
 ModelKindName = Literal["made", "iaf_vae", "maf"]
 Binarize = Literal["dynamic", "static", "threshold"]
 Values = Literal["binary", "levels", "logit", "real", "mixed"]  # mixed: a table's, column by column
@@ -71,7 +71,7 @@ class DataConfig:
     levels: int = 4  # values: levels only
     features: int = 12  # synthetic only: dimensions
     size: int = 5000  # synthetic, toy: training rows (validation and test get a fifth each)
-    shape: ToyShape = "moons"  # toy only: the 2-D density (moons: two half circles, labelled)
+    shape: ToyShape = "moons"  # toy: moons | circles | eight_gaussians | checkerboard | pinwheel | spirals
     # table only: the modelled columns (default: every numeric column not named below), the
     # label column (classes for condition_on: label), continuous context columns (the model is
     # p(x | c)), a column of train/valid/test per row (default: a seeded 80/10/10 split), and the
@@ -81,7 +81,7 @@ class DataConfig:
     context_columns: tuple[str, ...] = ()
     split_column: str | None = None
     max_levels: int = 256
-    seed: int = 0  # table: seeds the 80/10/10 split when there is no split column
+    seed: int = 0  # table: seeds the 80/10/10 split when there is no split column; toy: its rows
 
 
 @dataclass(frozen=True)
@@ -472,6 +472,7 @@ def _applies(cfg: Config, key: str) -> bool:
         "data.features": data.name == "synthetic",
         "data.size": data.name in ("synthetic", "toy"),
         "data.shape": data.name == "toy",
+        "data.seed": data.name in ("table", "toy"),
         **dict.fromkeys(
             (
                 "data.columns",
@@ -479,7 +480,6 @@ def _applies(cfg: Config, key: str) -> bool:
                 "data.context_columns",
                 "data.split_column",
                 "data.max_levels",
-                "data.seed",
             ),
             data.name == "table",
         ),

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from .config import DataConfig
 from .errors import UsageError
 from .tables import SPLIT_NAMES, TableSchema, infer_schema, read_table, split_rows
+from .toys import TOY_CLASSES, toy_rows
 
 __all__ = [
     "BINARIZED_MNIST_URL",
@@ -38,7 +39,6 @@ __all__ = [
     "synthetic_entropy",
     "synthetic_log_prob",
     "table_record",
-    "toy_rows",
 ]
 
 BINARIZED_MNIST_URL = (
@@ -175,7 +175,7 @@ def load_dataset(
     if cfg.name == "synthetic":
         return _synthetic(cfg.features, cfg.size)
     if cfg.name == "toy":
-        return _toy(cfg.shape, cfg.size)
+        return _toy(cfg.shape, cfg.size, cfg.seed)
     raise UsageError(f"unknown dataset {cfg.name!r}")
 
 
@@ -196,7 +196,7 @@ def data_shape(cfg: DataConfig) -> DataShape:
     if cfg.name == "synthetic":
         return DataShape(cfg.features, _SYNTHETIC_COMPONENTS)
     if cfg.name == "toy":
-        return DataShape(2, _TOY_CLASSES[cfg.shape])
+        return DataShape(2, TOY_CLASSES[cfg.shape])
     d = load_dataset(cfg)
     return DataShape(d.features, d.classes, d.column_levels, d.context_features)
 
@@ -489,33 +489,14 @@ def synthetic_entropy(features: int) -> float:
 
 
 # -- built-in 2-D densities, for quick runs and pictures ------------------------------------------
-_TOY_CLASSES = {"moons": 2}
-_MOONS_NOISE = 0.1  # standard deviation of the Gaussian noise around each half circle
-
-
-def toy_rows(shape: str, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` rows (n, 2) of a built-in 2-D density and the label of each (n,).
-
-    moons: two interleaved half circles of radius 1 (the upper centred at the origin, the lower
-    at (1, 0.5)), points uniform in angle, with Gaussian noise of standard deviation 0.1; the
-    label says which moon.
-    """
-    if shape != "moons":
-        raise UsageError(f"unknown toy shape {shape!r} (known: {', '.join(_TOY_CLASSES)})")
-    labels = torch.randint(2, (n,), generator=generator)
-    angle = torch.rand(n, generator=generator) * math.pi
-    upper = torch.stack([torch.cos(angle), torch.sin(angle)], 1)
-    lower = torch.stack([1 - torch.cos(angle), 0.5 - torch.sin(angle)], 1)
-    x = torch.where(labels[:, None] == 0, upper, lower)
-    return x + _MOONS_NOISE * torch.randn(n, 2, generator=generator), labels
-
-
-def _toy(shape: str, size: int) -> Dataset:
-    """A built-in 2-D density: ``size`` training rows, a fifth as many for validation and test."""
+def _toy(shape: str, size: int, seed: int) -> Dataset:
+    """A built-in 2-D density (toys.py): ``size`` training rows, a fifth as many for validation
+    and test, drawn with ``seed`` (data.seed)."""
     v = max(1, size // 5)
-    x, labels = toy_rows(shape, size + 2 * v, torch.Generator().manual_seed(_DATA_SEED))
+    x, labels = toy_rows(shape, size + 2 * v, torch.Generator().manual_seed(seed))
     cuts = (slice(0, size), slice(size, size + v), slice(size + v, None))
+    split_labels = None if labels is None else (labels[cuts[0]], labels[cuts[1]], labels[cuts[2]])
     return Dataset(
-        *(x[c] for c in cuts), image_shape=None, labels=(labels[cuts[0]], labels[cuts[1]], labels[cuts[2]]),
-        classes=_TOY_CLASSES[shape], values="real",
+        *(x[c] for c in cuts), image_shape=None, labels=split_labels, classes=TOY_CLASSES[shape],
+        values="real",
     )  # fmt: skip

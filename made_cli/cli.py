@@ -533,6 +533,32 @@ def score(
         _log_lines(loaded.dir, "score", [*lines, f"wrote {result.path}"])
 
 
+@app.command()
+def plot(
+    runs: Annotated[
+        list[Path] | None, typer.Argument(help="Run directories; default: the newest run under ./runs.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="The PNG to write (default: RUN/plots/curves.png, or curves.png for several runs)."
+        ),
+    ] = None,
+) -> None:
+    """Draw training curves: each run's training loss (dashed) and validation NLL (solid) per
+    epoch, its best epoch starred with its test NLL, into one PNG.
+
+    Example: made plot
+
+    Example: made plot runs/mnist-20261121-101500 runs/mnist-20261122-090000 --out compare.png
+    """
+    with _boundary():
+        from .commands import plot_runs
+
+        path = plot_runs(list(runs or []), out)
+        console.print(f"wrote {path}", markup=False)
+
+
 @app.command("verify-ar")
 def verify_ar(
     target: Annotated[

@@ -37,6 +37,7 @@ __all__ = [
     "evaluate_run",
     "list_runs",
     "observed_mask",
+    "plot_runs",
     "sample_labels",
     "sample_run",
     "score_run",
@@ -167,10 +168,24 @@ def sample_run(
     csv = None if table is None else table_bytes(table.decode(x, labels, context), csv_path)
     title = f"class {label}" if label is not None else None
     picture: tuple[torch.Tensor, int, dict[str, Any]] | None = None  # save_png's cells, columns, options
-    if run.model.features == 2 and not run.model.head.discrete and context is None:  # a 2-D density
-        if table is None or not any(table.column_levels):  # (a table's discrete column has no density grid)
-            panels = density_panels(run.model, x, None if labels is None else sorted(set(labels.tolist())))
-            picture = (panels, 2, {"headings": ["model density", f"{n} samples"], "title": title})
+    pairs = False  # a table's pair plot: data against samples
+    flat = table is None or not any(table.column_levels)  # no discrete column: a density on a grid
+    if run.model.features == 2 and not run.model.head.discrete and context is None and flat:
+        panels = density_panels(run.model, x, None if labels is None else sorted(set(labels.tolist())))
+        picture = (panels, 2, {"headings": ["model density", f"{n} samples"], "title": title})
+    elif table is not None:
+        dataset = _load_data(run)
+        test = dataset.test
+        test_labels = dataset.split_labels("test")
+        if labels is not None and test_labels is not None:  # the data in the samples' mix of classes
+            g = torch.Generator().manual_seed(seed)
+            picks = []
+            for y, count in zip(*torch.unique(labels, return_counts=True), strict=True):
+                rows = torch.nonzero(test_labels == y)[:, 0]
+                if len(rows):
+                    picks.append(rows[torch.randint(len(rows), (int(count),), generator=g)])
+            test = test[torch.cat(picks)]
+        pairs = True
     elif run.image_shape:
         shown = display_values(x, run.config.data).view(n, *run.image_shape)
         if labels is not None and label is None:  # the classes in turn: a row per class, labelled
@@ -188,6 +203,11 @@ def sample_run(
     if picture is not None:
         out["png"] = out["npy"].with_suffix(".png")
         save_png(out["png"], picture[0], picture[1], **picture[2])
+    elif pairs and table is not None:
+        from .plots import pair_plot
+
+        out["png"] = out["npy"].with_suffix(".png")
+        pair_plot(test.numpy(), x.numpy(), table.columns, out["png"])
     return out
 
 
@@ -572,6 +592,22 @@ def _arrow(values: np.ndarray) -> Any:
     import pyarrow as pa
 
     return pa.array(values)
+
+
+def plot_runs(runs: list[Path], out: Path | None = None) -> Path:
+    """Training curves of runs (their run directories; none: the newest) in one PNG: ``out``,
+    else <run>/plots/curves.png for one run and curves.png here for several."""
+    from .plots import plot_curves, read_curves
+    from .runs import resolve_run
+
+    dirs = [resolve_run(r) for r in runs] if runs else [resolve_run(None)]
+    if out is None:
+        out = dirs[0] / "plots" / "curves.png" if len(dirs) == 1 else Path("curves.png")
+    if out.suffix.lower() != ".png":
+        raise BadArgument("out", f"must end in .png (got {out})")
+    if out.is_dir():
+        raise BadArgument("out", f"is a folder ({out}); name the file to write")
+    return plot_curves([read_curves(d) for d in dirs], out)
 
 
 def verify_target(target: Path | None, points: int) -> tuple[str, Verification, Path | None]:

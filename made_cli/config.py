@@ -130,6 +130,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     patience: int = 30  # epochs without a better validation NLL before stopping
     eval_batch_size: int = 1000
+    tensorboard: bool = False  # also write metrics.jsonl's numbers as TensorBoard scalars in RUN/tensorboard
 
 
 @dataclass(frozen=True)

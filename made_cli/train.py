@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import inspect
 import io
 import json
@@ -267,6 +268,11 @@ class Trainer:
         # generator, reseeded per step from (seed, rank, step): no state to save for resuming.
         self.noise = torch.Generator()
         self.state = TrainingState()
+        self._board: Any = None  # TensorBoard's writer, once the first numbers are saved (train.tensorboard)
+        if config.train.tensorboard and group.main and importlib.util.find_spec("tensorboard") is None:
+            raise UsageError(
+                "train.tensorboard: true needs the tensorboard package: pip install 'made-cli[tensorboard]'"
+            )
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -317,6 +323,33 @@ class Trainer:
         atomic_write_bytes(self.run_dir / "checkpoints" / "last.pt", blob)
         lines = "".join(json.dumps(m) + "\n" for m in self.state.metrics)
         atomic_write_text(self.run_dir / "metrics.jsonl", lines)
+        self._to_tensorboard()
+
+    def _to_tensorboard(self) -> None:
+        """metrics.jsonl's numbers as TensorBoard scalars at the record's epoch: "<split>/<key>"
+        ("valid/nll", "test/nll", "valid/lr"), and the training loss as "train/<key>".
+
+        The writer starts afresh each time a run is trained or resumed (purge_step 1: TensorBoard
+        then drops what an earlier writer left, such as an epoch a kill cut short) and writes
+        every record, so the scalars are always the metrics of the saved checkpoint.
+        """
+        if not self.config.train.tensorboard:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self._board is None:
+            self._board = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=1)
+            self._board_written = 0
+        for record in self.state.metrics[self._board_written :]:
+            numbers = {
+                k: v for k, v in record.items()
+                if k not in ("step", "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool)
+            }  # fmt: skip
+            for key, value in numbers.items():
+                tag = f"train/{key}" if key == self.kind.loss_name else f"{record['split']}/{key}"
+                self._board.add_scalar(tag, value, record["epoch"])
+        self._board.flush()
+        self._board_written = len(self.state.metrics)
 
     # -- the loop ------------------------------------------------------------------------------
     def _log_start(self) -> None:
@@ -560,7 +593,10 @@ def train(
     return Trainer(config, run_dir, device, console, group, command=command, overrides=overrides).run()
 
 
-_RESUMABLE = {"train.epochs", "train.patience", "train.lr", "train.weight_decay", "train.eval_batch_size"}
+_RESUMABLE = {
+    "train.epochs", "train.patience", "train.lr", "train.weight_decay", "train.eval_batch_size",
+    "train.tensorboard",
+}  # fmt: skip
 
 
 def resume(

@@ -1,0 +1,175 @@
+"""Plots with matplotlib: training curves of runs (`made plot`), and a table's pair plot of data
+against samples (`made sample`)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .errors import UsageError
+from .runs import atomic_write_bytes
+
+__all__ = ["Curves", "pair_plot", "plot_curves", "read_curves"]
+
+_PAIR_COLUMNS = 4  # columns a pair plot shows at most: beyond that the panels are too small to read
+
+
+@dataclass(frozen=True)
+class Curves:
+    """One run's training curves from its metrics.jsonl: per epoch, the training loss and the
+    validation NLL (or the kind's measure, -ELBO for a VAE); the test number of its best epoch."""
+
+    name: str
+    measure: str
+    epochs: list[int]
+    train: list[float]
+    valid: list[float]
+    test: float | None = None
+    best_epoch: int | None = None
+
+
+def read_curves(run_dir: Path) -> Curves:
+    """The curves of a run directory; a usage error if it has no metrics to draw."""
+    from .kinds import KINDS
+
+    path = run_dir / "metrics.jsonl"
+    try:
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise UsageError(f"{run_dir} has no metrics.jsonl: no epoch has finished yet") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise UsageError(f"cannot read {path}: {e}") from None
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}
+    kind = KINDS.get(str((config.get("model") or {}).get("kind", "made")))
+    loss = kind.loss_name if kind else "train_nll"
+    epochs: list[int] = []
+    train: list[float] = []
+    valid: list[float] = []
+    test = best = None
+    for record in records:
+        if not isinstance(record, dict):
+            continue
+        if record.get("split") == "valid" and isinstance(record.get("nll"), (int, float)):
+            epochs.append(int(record["epoch"]))
+            valid.append(float(record["nll"]))
+            train.append(float(record.get(loss, math.nan)))
+        elif record.get("split") == "test":
+            test, best = float(record["nll"]), int(record["epoch"])
+    if not epochs:
+        raise UsageError(f"{path} holds no finished epoch yet")
+    return Curves(run_dir.name, kind.measure if kind else "NLL", epochs, train, valid, test, best)
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def plot_curves(curves: Sequence[Curves], out: Path) -> Path:
+    """Training (dashed) and validation (solid) curves of runs, one colour each, the best epoch
+    marked, in one PNG at ``out`` (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    measures = sorted({c.measure for c in curves})
+    for i, c in enumerate(curves):
+        colour = colours[i % len(colours)]
+        axes.plot(c.epochs, c.valid, color=colour, label=f"{c.name}: valid {c.measure}")
+        axes.plot(c.epochs, c.train, color=colour, linestyle="--", label=f"{c.name}: train loss")
+        if c.best_epoch is not None and c.best_epoch in c.epochs:
+            best = c.valid[c.epochs.index(c.best_epoch)]
+            test = "" if c.test is None else f", test {c.test:.2f}"
+            axes.plot([c.best_epoch], [best], marker="*", markersize=12, color=colour, linestyle="none",
+                      label=f"{c.name}: best epoch {c.best_epoch} ({best:.2f}{test})")  # fmt: skip
+    values = np.array([v for c in curves for v in (*c.valid, *c.train) if math.isfinite(v)])
+    if values.size:  # the first epochs' losses dwarf the rest: show from the best to a little above
+        low, high = float(values.min()), float(np.quantile(values, 0.9))
+        axes.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.25 * (high - low + 1e-9))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(f"nats per example ({' / '.join(measures)})")
+    axes.set_title("training curves" if len(curves) > 1 else f"training curves of {curves[0].name}")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    atomic_write_bytes(out, _png(figure))
+    plt.close(figure)
+    return out
+
+
+def pair_plot(data: np.ndarray, samples: np.ndarray, columns: Sequence[Any], out: Path) -> Path:
+    """A pair plot of a table's first few columns (``tables.Column``s; rows as codes and reals):
+    the data (grey) and the samples (orange) in each pair's scatter below the diagonal, their
+    histograms on it. Integer columns show their values, text columns their categories; a
+    discrete column is jittered by up to 0.3 so that equal values show as a patch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = min(len(columns), _PAIR_COLUMNS)
+    rng = np.random.default_rng(0)
+    numeric = [c.kind in ("integer", "boolean") for c in columns[:k]]
+
+    def values(rows: np.ndarray, j: int) -> np.ndarray:  # what the axis shows
+        codes = rows[:, j]
+        if not columns[j].levels:
+            return codes
+        index = np.clip(np.round(codes), 0, columns[j].levels - 1).astype(int)
+        return np.asarray(columns[j].categories, dtype=float)[index] if numeric[j] else index.astype(float)
+
+    def jittered(rows: np.ndarray, j: int) -> np.ndarray:
+        v = values(rows, j)
+        return v + rng.uniform(-0.3, 0.3, len(v)) if columns[j].levels else v
+
+    figure, axes = plt.subplots(k, k, figsize=(2.4 * k, 2.4 * k), squeeze=False)
+    for row in range(k):
+        for col in range(k):
+            ax = axes[row][col]
+            if col > row:
+                ax.axis("off")
+                continue
+            if row == col:
+                both = np.concatenate([values(data, col), values(samples, col)])
+                bins = np.histogram_bin_edges(both, bins=30)
+                if columns[col].levels:  # a bin per value
+                    bins = np.unique(both)
+                    bins = np.concatenate([bins - 0.5, [bins[-1] + 0.5]]) if len(bins) < 40 else 30
+                ax.hist(values(data, col), bins=bins, density=True, color="0.5", alpha=0.6, label="data")
+                ax.hist(values(samples, col), bins=bins, density=True, color="tab:orange", alpha=0.6,
+                        label="samples")  # fmt: skip
+            else:
+                ax.scatter(
+                    jittered(data, col), jittered(data, row), s=3, color="0.5", alpha=0.4, linewidths=0
+                )
+                ax.scatter(jittered(samples, col), jittered(samples, row), s=3, color="tab:orange", alpha=0.4,
+                           linewidths=0)  # fmt: skip
+            for axis, j in ((ax.xaxis, col), *(((ax.yaxis, row),) if row != col else ())):
+                if columns[j].kind == "text":
+                    names = [str(c) for c in columns[j].categories]
+                    axis.set_ticks(
+                        range(columns[j].levels), names, fontsize=7, rotation=45 if axis is ax.xaxis else 0
+                    )
+            if row == k - 1:
+                ax.set_xlabel(columns[col].name)
+            if col == 0 and row != 0:
+                ax.set_ylabel(columns[row].name)
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle(f"data (grey) against samples (orange): {len(samples)} samples, {len(data)} test rows")
+    atomic_write_bytes(out, _png(figure))
+    plt.close(figure)
+    return out

@@ -514,7 +514,8 @@ def test_a_vae_score_prints_its_k(tmp_path: Path) -> None:
     )
 
 
-def test_a_two_column_table_with_a_discrete_column_samples_without_a_density_picture(tmp_path: Path) -> None:
+def test_a_two_column_table_with_a_discrete_column_samples_with_a_pair_plot(tmp_path: Path) -> None:
+    """No density grid over a discrete column: the picture is the pair plot of data and samples."""
     data = {k: v for k, v in _shop(300).items() if k in ("kind", "amount")}
     path = _write(tmp_path / "two.csv", data)
     config = tmp_path / "two.yaml"
@@ -523,7 +524,7 @@ def test_a_two_column_table_with_a_discrete_column_samples_without_a_density_pic
     run_dir = _train(config, tmp_path / "run")
     result = runner.invoke(app, ["sample", str(run_dir), "--n", "10"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.suffix for p in (run_dir / "samples").iterdir()) == [".csv", ".npy"]
+    assert sorted(p.suffix for p in (run_dir / "samples").iterdir()) == [".csv", ".npy", ".png"]
 
 
 def test_types_from_other_writers_are_read(tmp_path: Path) -> None:

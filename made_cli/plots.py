@@ -123,7 +123,11 @@ def pair_plot(data: np.ndarray, samples: np.ndarray, columns: Sequence[Any], out
 
     k = min(len(columns), _PAIR_COLUMNS)
     rng = np.random.default_rng(0)
-    numeric = [c.kind in ("integer", "boolean") for c in columns[:k]]
+    # integer columns show their values where floats hold them plainly, else their codes like text
+    numeric = [
+        c.kind in ("integer", "boolean") and max(abs(int(v)) for v in c.categories) < 2**24
+        for c in columns[:k]
+    ]
 
     def values(rows: np.ndarray, j: int) -> np.ndarray:  # what the axis shows
         codes = rows[:, j]
@@ -145,10 +149,10 @@ def pair_plot(data: np.ndarray, samples: np.ndarray, columns: Sequence[Any], out
                 continue
             if row == col:
                 both = np.concatenate([values(data, col), values(samples, col)])
-                bins = np.histogram_bin_edges(both, bins=30)
-                if columns[col].levels:  # a bin per value
-                    bins = np.unique(both)
-                    bins = np.concatenate([bins - 0.5, [bins[-1] + 0.5]]) if len(bins) < 40 else 30
+                bins: Any = 30
+                if columns[col].levels and len(np.unique(both)) < 40:  # a bin per value
+                    shown = np.unique(both)
+                    bins = np.concatenate([shown - 0.5, [shown[-1] + 0.5]])
                 ax.hist(values(data, col), bins=bins, density=True, color="0.5", alpha=0.6, label="data")
                 ax.hist(values(samples, col), bins=bins, density=True, color="tab:orange", alpha=0.6,
                         label="samples")  # fmt: skip
@@ -159,7 +163,7 @@ def pair_plot(data: np.ndarray, samples: np.ndarray, columns: Sequence[Any], out
                 ax.scatter(jittered(samples, col), jittered(samples, row), s=3, color="tab:orange", alpha=0.4,
                            linewidths=0)  # fmt: skip
             for axis, j in ((ax.xaxis, col), *(((ax.yaxis, row),) if row != col else ())):
-                if columns[j].kind == "text":
+                if columns[j].levels and not numeric[j]:
                     names = [str(c) for c in columns[j].categories]
                     axis.set_ticks(
                         range(columns[j].levels), names, fontsize=7, rotation=45 if axis is ax.xaxis else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import re
 import time
@@ -27,6 +28,8 @@ from .models import check_labels
 from .pictures import rows_by_class, save_png
 from .runs import Run, atomic_write_bytes, atomic_write_text, find_runs, read_record
 from .tables import read_table, table_bytes, table_format
+
+log = logging.getLogger(__name__)  # what a command says besides its results; the CLI prints it
 
 __all__ = [
     "OBSERVED_MASKS",
@@ -173,19 +176,20 @@ def sample_run(
     if run.model.features == 2 and not run.model.head.discrete and context is None and flat:
         panels = density_panels(run.model, x, None if labels is None else sorted(set(labels.tolist())))
         picture = (panels, 2, {"headings": ["model density", f"{n} samples"], "title": title})
-    elif table is not None:
-        dataset = _load_data(run)
-        test = dataset.test
-        test_labels = dataset.split_labels("test")
-        if labels is not None and test_labels is not None:  # the data in the samples' mix of classes
-            g = torch.Generator().manual_seed(seed)
-            picks = []
-            for y, count in zip(*torch.unique(labels, return_counts=True), strict=True):
-                rows = torch.nonzero(test_labels == y)[:, 0]
-                if len(rows):
-                    picks.append(rows[torch.randint(len(rows), (int(count),), generator=g)])
-            test = test[torch.cat(picks)]
-        pairs = True
+    elif table is not None:  # the pair plot: data against samples, when the run's file is there
+        try:
+            dataset = _load_data(run)
+        except UsageError as e:
+            log.info(f"no pair plot: the run's test rows cannot be read ({e})")
+        else:
+            test, weights = dataset.test, None
+            test_labels = dataset.split_labels("test")
+            if labels is not None and test_labels is not None:  # the data in the samples' mix of classes
+                share = torch.bincount(labels, minlength=run.model.classes).double() / len(labels)
+                present = torch.bincount(test_labels, minlength=run.model.classes).double()
+                if bool((present[share > 0] > 0).all()):  # else every test row counts alike
+                    weights = (share / present.clamp_min(1))[test_labels].numpy()
+            pairs = True
     elif run.image_shape:
         shown = display_values(x, run.config.data).view(n, *run.image_shape)
         if labels is not None and label is None:  # the classes in turn: a row per class, labelled
@@ -207,7 +211,7 @@ def sample_run(
         from .plots import pair_plot
 
         out["png"] = out["npy"].with_suffix(".png")
-        pair_plot(test.numpy(), x.numpy(), table.columns, out["png"])
+        pair_plot(test.numpy(), x.numpy(), table.columns, out["png"], weights)
     return out
 
 

@@ -208,6 +208,8 @@ def _validate_values(cfg: Config) -> None:
         )
     if data.values == "levels" and not 2 <= data.levels <= 256:
         raise UsageError(f"data.levels must be between 2 and 256 (got {data.levels})")
+    if model.condition_on == "label" and data.name == "toy" and data.shape == "checkerboard":
+        raise UsageError("data.shape: checkerboard is unlabelled (condition_on: label needs another shape)")
     if model.condition_on == "label" and data.name == "binarized_mnist":
         raise UsageError(
             "binarized_mnist (Larochelle's files) has no labels; for a class-conditional model use "

@@ -17,7 +17,7 @@ import yaml
 from .errors import UsageError
 from .runs import atomic_write_bytes
 
-__all__ = ["Curves", "pair_plot", "plot_curves", "read_curves"]
+__all__ = ["Curves", "pair_plot", "plot_curves", "read_curves", "y_limits"]
 
 _PAIR_COLUMNS = 4  # columns a pair plot shows at most: beyond that the panels are too small to read
 
@@ -41,12 +41,22 @@ def read_curves(run_dir: Path) -> Curves:
     from .kinds import KINDS
 
     path = run_dir / "metrics.jsonl"
+    if not (run_dir / "config.yaml").is_file():
+        raise UsageError(f"{run_dir} is not a run directory (no config.yaml)")
     try:
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = path.read_text().splitlines()
     except FileNotFoundError:
         raise UsageError(f"{run_dir} has no metrics.jsonl: no epoch has finished yet") from None
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read {path}: {e}") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path}, line {number}: not JSON ({e.msg})") from None
     try:
         config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
@@ -60,7 +70,9 @@ def read_curves(run_dir: Path) -> Curves:
     for record in records:
         if not isinstance(record, dict):
             continue
-        if record.get("split") == "valid" and isinstance(record.get("nll"), (int, float)):
+        if not isinstance(record.get("epoch"), int) or not isinstance(record.get("nll"), (int, float)):
+            continue  # not a record of an epoch's numbers
+        if record.get("split") == "valid":
             epochs.append(int(record["epoch"]))
             valid.append(float(record["nll"]))
             train.append(float(record.get(loss, math.nan)))
@@ -69,6 +81,32 @@ def read_curves(run_dir: Path) -> Curves:
     if not epochs:
         raise UsageError(f"{path} holds no finished epoch yet")
     return Curves(run_dir.name, kind.measure if kind else "NLL", epochs, train, valid, test, best)
+
+
+def y_limits(curves: Sequence[Curves]) -> tuple[float, float] | None:
+    """The y-axis of ``plot_curves``: the first epochs' losses dwarf the rest, so each run is shown
+    from its lowest number to its 90% quantile, and with its last epoch: no run falls off the chart.
+    None when no run has a finite number."""
+    lows, highs = [], []
+    for c in curves:
+        values = np.array([v for v in (*c.valid, *c.train) if math.isfinite(v)])
+        if values.size:
+            lows.append(float(values.min()))
+            highs.append(max(float(np.quantile(values, 0.9)), *(v for v in c.valid[-1:] if math.isfinite(v))))
+    if not lows:
+        return None
+    low, high = min(lows), max(highs)
+    return low - 0.05 * (high - low + 1e-9), high + 0.25 * (high - low + 1e-9)
+
+
+def _figure(width: float, height: float) -> Any:
+    """A matplotlib figure drawn by Agg, without pyplot: no global backend or figure list to change."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure
 
 
 def _png(figure: Any) -> bytes:
@@ -82,45 +120,44 @@ def plot_curves(curves: Sequence[Curves], out: Path) -> Path:
     marked, in one PNG at ``out`` (written atomically)."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(8, 5))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    figure = _figure(8, 5)
+    axes = figure.subplots()
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     measures = sorted({c.measure for c in curves})
     for i, c in enumerate(curves):
         colour = colours[i % len(colours)]
-        axes.plot(c.epochs, c.valid, color=colour, label=f"{c.name}: valid {c.measure}")
-        axes.plot(c.epochs, c.train, color=colour, linestyle="--", label=f"{c.name}: train loss")
+        dot = "." if len(c.epochs) < 2 else None  # a single epoch is a point, not a line
+        axes.plot(c.epochs, c.valid, color=colour, marker=dot, label=f"{c.name}: valid {c.measure}")
+        axes.plot(c.epochs, c.train, color=colour, marker=dot, linestyle="--", label=f"{c.name}: train loss")
         if c.best_epoch is not None and c.best_epoch in c.epochs:
             best = c.valid[c.epochs.index(c.best_epoch)]
             test = "" if c.test is None else f", test {c.test:.2f}"
             axes.plot([c.best_epoch], [best], marker="*", markersize=12, color=colour, linestyle="none",
                       label=f"{c.name}: best epoch {c.best_epoch} ({best:.2f}{test})")  # fmt: skip
-    values = np.array([v for c in curves for v in (*c.valid, *c.train) if math.isfinite(v)])
-    if values.size:  # the first epochs' losses dwarf the rest: show from the best to a little above
-        low, high = float(values.min()), float(np.quantile(values, 0.9))
-        axes.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.25 * (high - low + 1e-9))
+    limits = y_limits(curves)
+    if limits is not None:
+        axes.set_ylim(*limits)
     axes.set_xlabel("epoch")
     axes.set_ylabel(f"nats per example ({' / '.join(measures)})")
     axes.set_title("training curves" if len(curves) > 1 else f"training curves of {curves[0].name}")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     atomic_write_bytes(out, _png(figure))
-    plt.close(figure)
     return out
 
 
-def pair_plot(data: np.ndarray, samples: np.ndarray, columns: Sequence[Any], out: Path) -> Path:
+def pair_plot(
+    data: np.ndarray,
+    samples: np.ndarray,
+    columns: Sequence[Any],
+    out: Path,
+    weights: np.ndarray | None = None,
+) -> Path:
     """A pair plot of a table's first few columns (``tables.Column``s; rows as codes and reals):
     the data (grey) and the samples (orange) in each pair's scatter below the diagonal, their
-    histograms on it. Integer columns show their values, text columns their categories; a
-    discrete column is jittered by up to 0.3 so that equal values show as a patch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    histograms on it (the data's rows weighted by ``weights``, such as the samples' mix of
+    classes). Integer columns show their values, text columns their categories; a discrete
+    column is jittered by up to 0.3 so that equal values show as a patch."""
     k = min(len(columns), _PAIR_COLUMNS)
     rng = np.random.default_rng(0)
     # integer columns show their values where floats hold them plainly, else their codes like text
@@ -140,7 +177,8 @@ def pair_plot(data: np.ndarray, samples: np.ndarray, columns: Sequence[Any], out
         v = values(rows, j)
         return v + rng.uniform(-0.3, 0.3, len(v)) if columns[j].levels else v
 
-    figure, axes = plt.subplots(k, k, figsize=(2.4 * k, 2.4 * k), squeeze=False)
+    figure = _figure(2.4 * k, 2.4 * k)
+    axes = figure.subplots(k, k, squeeze=False)
     for row in range(k):
         for col in range(k):
             ax = axes[row][col]
@@ -153,7 +191,8 @@ def pair_plot(data: np.ndarray, samples: np.ndarray, columns: Sequence[Any], out
                 if columns[col].levels and len(np.unique(both)) < 40:  # a bin per value
                     shown = np.unique(both)
                     bins = np.concatenate([shown - 0.5, [shown[-1] + 0.5]])
-                ax.hist(values(data, col), bins=bins, density=True, color="0.5", alpha=0.6, label="data")
+                ax.hist(values(data, col), bins=bins, weights=weights, density=True, color="0.5", alpha=0.6,
+                        label="data")  # fmt: skip
                 ax.hist(values(samples, col), bins=bins, density=True, color="tab:orange", alpha=0.6,
                         label="samples")  # fmt: skip
             else:
@@ -163,11 +202,10 @@ def pair_plot(data: np.ndarray, samples: np.ndarray, columns: Sequence[Any], out
                 ax.scatter(jittered(samples, col), jittered(samples, row), s=3, color="tab:orange", alpha=0.4,
                            linewidths=0)  # fmt: skip
             for axis, j in ((ax.xaxis, col), *(((ax.yaxis, row),) if row != col else ())):
-                if columns[j].levels and not numeric[j]:
-                    names = [str(c) for c in columns[j].categories]
-                    axis.set_ticks(
-                        range(columns[j].levels), names, fontsize=7, rotation=45 if axis is ax.xaxis else 0
-                    )
+                if columns[j].levels and not numeric[j]:  # at most 15 ticks, else they overlap
+                    ticks = range(0, columns[j].levels, max(1, math.ceil(columns[j].levels / 15)))
+                    names = [str(columns[j].categories[t]) for t in ticks]
+                    axis.set_ticks(ticks, names, fontsize=7, rotation=45 if axis is ax.xaxis else 0)
             if row == k - 1:
                 ax.set_xlabel(columns[col].name)
             if col == 0 and row != 0:
@@ -175,5 +213,4 @@ def pair_plot(data: np.ndarray, samples: np.ndarray, columns: Sequence[Any], out
     axes[0][0].legend(fontsize=7)
     figure.suptitle(f"data (grey) against samples (orange): {len(samples)} samples, {len(data)} test rows")
     atomic_write_bytes(out, _png(figure))
-    plt.close(figure)
     return out

@@ -33,7 +33,7 @@ def toy_rows(shape: str, n: int, generator: torch.Generator) -> tuple[torch.Tens
       square at [-2, -1] x [-2, -1] dark; unlabelled.
     - pinwheel: 5 arms; a point (r, t) of a Gaussian centred at (1, 0) with standard deviations
       0.3 (radial) and 0.05 (tangential) is turned by the arm's angle plus 0.25 exp(r), so arms
-      twist outwards (as in Johnson et al. 2016); label: the arm.
+      twist outwards (after the pinwheel of Johnson et al. 2016); label: the arm.
     - spirals: two interleaved spirals, radius proportional to the angle t (t = 3 pi sqrt(u),
       u uniform), the second turned by pi, Gaussian noise of standard deviation 0.08; label: the
       spiral.
@@ -45,7 +45,9 @@ def toy_rows(shape: str, n: int, generator: torch.Generator) -> tuple[torch.Tens
         column = torch.randint(4, (n,), generator=g)
         row = 2 * torch.randint(2, (n,), generator=g) + column % 2  # dark: row + column even
         corner = torch.stack([column, row], 1).float() - 2
-        return corner + torch.rand(n, 2, generator=g), None
+        # kept off the squares' edges, which float32 would round onto (into a light square)
+        offset = torch.rand(n, 2, generator=g).clamp(2**-20, 1 - 2**-20)
+        return corner + offset, None
     classes = TOY_CLASSES[shape]
     labels = torch.randint(classes, (n,), generator=g)
     if shape == "moons":
@@ -83,6 +85,8 @@ def toy_rows(shape: str, n: int, generator: torch.Generator) -> tuple[torch.Tens
 def toy_log_prob(shape: str, x: torch.Tensor) -> torch.Tensor | None:
     """The exact log-density (B,) of a shape at x (B, 2), for the shapes that have a closed form
     (circles, eight_gaussians, checkerboard); None for the others."""
+    if shape not in TOY_CLASSES:
+        raise ValueError(f"unknown toy shape {shape!r} (known: {', '.join(TOY_CLASSES)})")
     x = x.double()
     if shape == "eight_gaussians":
         distance, spread = _EIGHT

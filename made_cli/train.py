@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
+import importlib
 import inspect
 import io
 import json
@@ -269,10 +269,12 @@ class Trainer:
         self.noise = torch.Generator()
         self.state = TrainingState()
         self._board: Any = None  # TensorBoard's writer, once the first numbers are saved (train.tensorboard)
-        if config.train.tensorboard and group.main and importlib.util.find_spec("tensorboard") is None:
-            raise UsageError(
-                "train.tensorboard: true needs the tensorboard package: pip install 'made-cli[tensorboard]'"
-            )
+        if config.train.tensorboard:  # every rank: all refuse together, before any epoch
+            try:
+                importlib.import_module("torch.utils.tensorboard")
+            except ImportError:
+                needs = "needs the tensorboard package: pip install 'made-cli[tensorboard]'"
+                raise UsageError(f"train.tensorboard: true {needs}") from None
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -329,16 +331,20 @@ class Trainer:
         """metrics.jsonl's numbers as TensorBoard scalars at the record's epoch: "<split>/<key>"
         ("valid/nll", "test/nll", "valid/lr"), and the training loss as "train/<key>".
 
-        The writer starts afresh each time a run is trained or resumed (purge_step 1: TensorBoard
-        then drops what an earlier writer left, such as an epoch a kill cut short) and writes
-        every record, so the scalars are always the metrics of the saved checkpoint.
+        Each time a run is trained or resumed the writer starts afresh: it removes the event
+        files an earlier writer left (an epoch a kill cut short, the test line of a run reopened
+        for more epochs) and writes every record again, so the scalars are always those of the
+        saved checkpoint's metrics.
         """
-        if not self.config.train.tensorboard:
+        if not self.config.train.tensorboard or not self.group.main:
             return
         from torch.utils.tensorboard import SummaryWriter
 
         if self._board is None:
-            self._board = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=1)
+            folder = self.run_dir / "tensorboard"
+            for old in folder.glob("events.out.tfevents.*"):
+                old.unlink()
+            self._board = SummaryWriter(log_dir=str(folder))
             self._board_written = 0
         for record in self.state.metrics[self._board_written :]:
             numbers = {
@@ -434,6 +440,10 @@ class Trainer:
                 self.run_dir, self.command, self.overrides, self.device, group.world, self.dataset.root
             )
             self._log_start()
+            if st.finished:  # resumed with nothing to train: keep the settings it was given
+                self._save(best=False)
+            else:
+                self._to_tensorboard()  # what the run has so far
         step_module = self._wrapped()
         train_x = self.dataset.train.to(device)
         train_y = labels_for(model, self.dataset.split_labels("train"))
@@ -559,6 +569,9 @@ class Trainer:
             })  # fmt: skip
             self.state.finished = True
             self._save(best=False)
+        if self._board is not None:
+            self._board.close()
+            self._board = None
         return TrainResult(
             run_dir=self.run_dir,
             best_epoch=self.state.best_epoch,

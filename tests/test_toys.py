@@ -59,3 +59,26 @@ def test_every_shape_loads_with_its_labels_and_seed(shape: str) -> None:
     other = load_dataset(load_config(None, reseeded).data)
     assert torch.equal(d.train, again.train) and not torch.equal(d.train, other.train)
     assert (toy_log_prob(shape, d.train) is None) == (shape not in EXACT)
+
+
+def test_the_stated_numbers() -> None:
+    """The constants the docstring and README state: eight Gaussians of standard deviation 0.2 at
+    distance 2 and angles k pi/4; circles of radius 1 and 0.5; 1/8 of the checkerboard's mass on
+    its corner square [-2, -1]^2, none on [-1, 0] x [-2, -1]."""
+    g = torch.Generator().manual_seed(1)
+    x, labels = toy_rows("eight_gaussians", 80_000, g)
+    for k in range(8):
+        rows = x[labels == k]
+        angle = torch.tensor(k * torch.pi / 4)
+        assert torch.allclose(rows.mean(0), 2 * torch.stack([angle.cos(), angle.sin()]), atol=0.01)
+        assert torch.allclose(rows.std(0), torch.tensor([0.2, 0.2]), atol=0.01)
+    x, labels = toy_rows("circles", 80_000, g)
+    assert abs(float(x[labels == 0].norm(dim=1).mean()) - 1.0) < 0.01
+    assert abs(float(x[labels == 1].norm(dim=1).mean()) - 0.5) < 0.01
+    x, _ = toy_rows("checkerboard", 80_000, g)
+    corner = ((x >= -2) & (x <= -1)).all(1).float().mean()
+    assert abs(float(corner) - 1 / 8) < 0.005
+    assert not bool(((x[:, 0] > -1) & (x[:, 0] < 0) & (x[:, 1] > -2) & (x[:, 1] < -1)).any())
+    assert bool(torch.isfinite(toy_log_prob("checkerboard", x)).all())  # no sample on a light square
+    with pytest.raises(ValueError, match="unknown toy shape"):
+        toy_log_prob("moon", x)

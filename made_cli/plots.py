@@ -160,6 +160,9 @@ def pair_plot(
     column is jittered by up to 0.3 so that equal values show as a patch."""
     k = min(len(columns), _PAIR_COLUMNS)
     rng = np.random.default_rng(0)
+    if weights is not None:  # rows of no weight (another class than the samples') are not drawn
+        kept = weights > 0
+        data, weights = data[kept], weights[kept]
     # integer columns show their values where floats hold them plainly, else their codes like text
     numeric = [
         c.kind in ("integer", "boolean") and max(abs(int(v)) for v in c.categories) < 2**24

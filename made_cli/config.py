@@ -38,7 +38,10 @@ __all__ = [
 Ordering = Literal["natural", "reverse", "random"]
 HiddenDegrees = Literal["random", "even"]  # random as in the paper; even: spread evenly
 HeadName = Literal["bernoulli", "gaussian", "mog", "categorical", "auto"]
-DatasetName = Literal["binarized_mnist", "mnist", "fashion_mnist", "npz", "synthetic", "toy", "table"]
+DatasetName = Literal[
+    "binarized_mnist", "mnist", "fashion_mnist", "npz", "synthetic", "toy", "table",
+    "power", "gas", "hepmass", "miniboone", "bsds300",
+]  # fmt: skip
 ToyShape = Literal["moons", "circles", "eight_gaussians", "checkerboard", "pinwheel", "spirals"]
 ModelKindName = Literal["made", "iaf_vae", "maf"]
 Binarize = Literal["dynamic", "static", "threshold"]
@@ -56,6 +59,7 @@ _DATASET_VALUES = {
     "synthetic": ("binary",),
     "toy": ("real",),
     "table": ("mixed",),
+    **dict.fromkeys(("power", "gas", "hepmass", "miniboone", "bsds300"), ("real",)),  # the MAF benchmarks
 }
 
 
@@ -460,7 +464,17 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return out
 
 
-_ROOT_DATASETS = ("binarized_mnist", "mnist", "fashion_mnist")  # read from (or downloaded into) a root
+# read from (or downloaded into) a data root
+_ROOT_DATASETS = (
+    "binarized_mnist",
+    "mnist",
+    "fashion_mnist",
+    "power",
+    "gas",
+    "hepmass",
+    "miniboone",
+    "bsds300",
+)
 
 
 def _applies(cfg: Config, key: str) -> bool:

@@ -7,8 +7,6 @@ import dataclasses
 import hashlib
 import math
 import os
-import tempfile
-import urllib.request
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -19,7 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .benchmarks import BENCHMARK_FEATURES, load_benchmark
 from .config import DataConfig
+from .download import download
 from .errors import UsageError
 from .tables import SPLIT_NAMES, TableSchema, infer_schema, read_table, split_rows
 from .toys import TOY_CLASSES, toy_rows
@@ -121,7 +121,10 @@ class Dataset:
 
 
 DEFAULT_ROOT = "~/.cache/made"
-_FOLDERS = {"binarized_mnist": "binarized_mnist", "mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+_FOLDERS = {
+    "binarized_mnist": "binarized_mnist", "mnist": "MNIST", "fashion_mnist": "FashionMNIST",
+    **dict.fromkeys(BENCHMARK_FEATURES, "maf"),
+}  # fmt: skip
 
 
 def data_root(cfg: DataConfig, recorded: str | None = None) -> Path | None:
@@ -169,6 +172,11 @@ def load_dataset(
     if cfg.name == "npz":
         assert cfg.path is not None  # checked by the config
         return _npz(Path(cfg.path).expanduser(), cfg)
+    if cfg.name in BENCHMARK_FEATURES:
+        assert root is not None
+        train, valid, test = load_benchmark(cfg.name, root)
+        return Dataset(*(torch.from_numpy(s) for s in (train, valid, test)), image_shape=None, values="real",
+                       root=str(root))  # fmt: skip
     if cfg.name == "table":
         assert cfg.path is not None  # checked by the config
         return _table(Path(cfg.path).expanduser(), cfg, recorded_table)
@@ -197,6 +205,8 @@ def data_shape(cfg: DataConfig) -> DataShape:
         return DataShape(cfg.features, _SYNTHETIC_COMPONENTS)
     if cfg.name == "toy":
         return DataShape(2, TOY_CLASSES[cfg.shape])
+    if cfg.name in BENCHMARK_FEATURES:
+        return DataShape(BENCHMARK_FEATURES[cfg.name])
     d = load_dataset(cfg)
     return DataShape(d.features, d.classes, d.column_levels, d.context_features)
 
@@ -220,27 +230,6 @@ def logit_log_det(y: torch.Tensor) -> torch.Tensor:
 
 
 # -- binarized MNIST (Larochelle & Murray 2011) -----------------------------------------------
-def _download(url: str, dest: Path) -> None:
-    from tqdm import tqdm
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # a private temp file: several processes (torchrun ranks) may download at once
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with (
-            os.fdopen(fd, "wb") as f,
-            urllib.request.urlopen(url, timeout=60) as response,  # noqa: S310 (fixed http(s) URL)
-        ):
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}") as bar:
-                while chunk := response.read(1 << 20):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def read_amat(path: Path, features: int = MNIST_PIXELS) -> torch.Tensor:
     """Parse a Larochelle .amat file (rows of '0'/'1' separated by spaces) fast, with checks."""
     raw = np.fromfile(path, dtype=np.uint8)
@@ -265,7 +254,7 @@ def _binarized_mnist(root: Path) -> Dataset:
         if not path.exists():
             url = BINARIZED_MNIST_URL.format(split=split)
             try:
-                _download(url, path)
+                download(url, path)
             except OSError as e:
                 raise UsageError(
                     f"binarized MNIST is not in {folder} and could not be downloaded ({e}); "

@@ -545,8 +545,10 @@ def plot(
         ),
     ] = None,
 ) -> None:
-    """Draw training curves: each run's training loss (dashed) and validation NLL (solid) per
-    epoch, its best epoch starred with its test NLL, into one PNG.
+    """Draw the training curves of one or several runs into one PNG.
+
+    Per run, one colour: the validation NLL per epoch (solid), the training loss (dashed), and
+    the best epoch starred with its test NLL.
 
     Example: made plot
 

@@ -8,8 +8,6 @@ import logging
 import math
 import re
 import time
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import torch
 
 from .checkpoint import check_data, load_checkpoint, recorded_root, recorded_table
 from .config import check_seed, load_config
-from .data import Dataset, data_shape, display_values, load_dataset
+from .data import Dataset, data_shape, display_values, load_dataset, read_npz
 from .errors import BadArgument, UsageError
 from .heads import check_rows
 from .interface import EXACT, MARKOV_CHAIN, SUB_ENSEMBLE, DensityModel, Progress, Verification
@@ -480,14 +478,7 @@ def _score_rows(run: Run, path: Path) -> tuple[Any, torch.Tensor, torch.Tensor |
         raise UsageError(f"{path}: score a table (.csv, .tsv, .parquet) or an .npz (got '{path.suffix}')")
     if schema is not None:
         raise UsageError(f"the model in {run.dir} was trained on a table: score a table with its columns")
-    if not path.is_file():
-        raise UsageError(f"file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: np.asarray(f[k]) for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        why = "not a valid .npz file" if "allow_pickle" in str(e) else str(e)
-        raise UsageError(f"cannot read {path} as .npz: {why}") from None
+    arrays = read_npz(path)
     data = [k for k in arrays if k != "labels"]
     key = "x" if "x" in arrays else (data[0] if len(data) == 1 else None)
     if key is None:

@@ -35,6 +35,7 @@ __all__ = [
     "load_dataset",
     "logit_log_det",
     "read_amat",
+    "read_npz",
     "synthetic_distribution",
     "synthetic_entropy",
     "synthetic_log_prob",
@@ -302,16 +303,22 @@ def _square_shape(features: int) -> tuple[int, int] | None:
 
 
 # -- user data -------------------------------------------------------------------------------
-def _npz(path: Path, cfg: DataConfig) -> Dataset:
-    """User data: arrays train, test, optional valid, and optional <split>_labels (integers)."""
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz, read without unpickling; a usage error for a missing, damaged or
+    pickle-holding file."""
     if not path.is_file():
         raise UsageError(f"data file not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: np.asarray(f[k]) for k in f.files}
+            return {k: np.asarray(f[k]) for k in f.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # cut short, damaged
         why = "not a valid .npz file" if "allow_pickle" in str(e) else str(e)
         raise UsageError(f"cannot read {path} as .npz: {why}") from None
+
+
+def _npz(path: Path, cfg: DataConfig) -> Dataset:
+    """User data: arrays train, test, optional valid, and optional <split>_labels (integers)."""
+    arrays = read_npz(path)
     for key in ("train", "test"):
         if key not in arrays:
             raise UsageError(f"{path} has no array '{key}' (it needs train, test and optionally valid)")

@@ -33,6 +33,7 @@ from .models import (
     given_context,
     input_standardisation,
     label_log_prior,
+    repeat_rows,
 )
 
 __all__ = ["ALPHA_BOUND", "MAF", "AffineInverse", "BatchNormLayer", "MAFLayer", "build_maf"]
@@ -564,8 +565,8 @@ class MAF(ExactLikelihood, nn.Module):
             x.repeat_interleave(per_row, 0),
             observed.repeat_interleave(per_row, 0),
             generator=generator,
-            labels=None if labels is None else labels.repeat_interleave(per_row, 0),
-            context=None if context is None else context.repeat_interleave(per_row, 0),
+            labels=repeat_rows(labels, per_row),
+            context=repeat_rows(context, per_row),
         )
         return Completion(
             values, [EXACT] * x.shape[0], self.conditional_log_prob(x, observed, labels, context)

@@ -23,7 +23,7 @@ from .mcmc import effective_sample_size
 __all__ = [
     "CHAIN_STEPS", "ChainState", "ExactLikelihood", "MADEModel", "build_made", "check_context",
     "check_labels", "context_classes", "given_context", "input_standardisation", "label_context",
-    "label_log_prior", "label_marginal",
+    "label_log_prior", "label_marginal", "repeat_rows",
 ]  # fmt: skip
 
 
@@ -67,6 +67,11 @@ def check_context(context: torch.Tensor | None, features: int, rows: int | None 
 def given_context(features: int) -> str:
     """What an estimator's name adds for a model with context columns."""
     return "" if not features else f", given {features} context column" + ("s" if features > 1 else "")
+
+
+def repeat_rows(t: torch.Tensor | None, times: int) -> torch.Tensor | None:
+    """Each row of ``t`` ``times`` times in place (completions per row); None stays None."""
+    return None if t is None else t.repeat_interleave(times, 0)
 
 
 def input_standardisation(train: torch.Tensor, per_column: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -414,8 +419,8 @@ class MADEModel(ExactLikelihood, nn.Module):
             observed.repeat_interleave(per_row, 0),
             steps,
             generator=generator,
-            labels=None if labels is None else labels.repeat_interleave(per_row, 0),
-            context=None if context is None else context.repeat_interleave(per_row, 0),
+            labels=repeat_rows(labels, per_row),
+            context=repeat_rows(context, per_row),
         )
         members = sampling.exact_members(self.net.ranks, observed.to(x.device))  # (B, K)
         status = [

@@ -56,10 +56,10 @@ class IAFStep(nn.Module):
         self.made = made
         d = made.features
         with torch.no_grad():  # s = logit(GATE_INIT) whatever the input, at the start
-            made.output.weight[d:].zero_()
+            made.output.zero_rows(d)
             made.output.bias[d:].fill_(math.log(GATE_INIT / (1 - GATE_INIT)))
             if made.direct is not None:
-                made.direct.weight[d:].zero_()
+                made.direct.zero_rows(d)
 
     def forward(self, z: torch.Tensor, h: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(z' (B, L), log gate (B, L)): log|det dz'/dz| is the sum of the second."""
@@ -109,10 +109,8 @@ class IAFVAE(nn.Module):
             made = MADE(
                 latent, step_hidden, context=self.context_size, params_per_dim=2, direct=direct,
                 ordering=ordering, hidden_degrees=hidden_degrees, seed=seed + t,
+                ranks=latent + 1 - flows[-1].made.ranks if t else None,  # each step reverses the last
             )  # fmt: skip
-            if t:  # each step reverses the previous one's ordering
-                made.ranks.copy_(latent + 1 - flows[-1].made.ranks)
-                made.reload_masks()
             flows.append(IAFStep(made))
         self.flows = nn.ModuleList(flows)
         self._features = features

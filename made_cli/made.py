@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import blocks
 from . import degrees as deg
 
-__all__ = ["MADE", "MaskedLinear"]
+__all__ = [
+    "MADE",
+    "MaskedLinear",
+    "load_portable_optimizer_state",
+    "parameter_counts",
+    "portable_optimizer_state",
+]
 
 _MASK_CACHE_ELEMENTS = 2**26  # float mask entries kept across all members (256 MB in fp32)
 
@@ -19,18 +27,132 @@ _MASK_CACHE_ELEMENTS = 2**26  # float mask entries kept across all members (256 
 class MaskedLinear(nn.Linear):
     """A linear layer whose weight is multiplied by a fixed binary mask.
 
-    The layer only does the masked matmul; MADE owns the degrees and writes the mask.
+    MADE owns the degrees and writes the mask. An ensemble's layer keeps the whole matrix and
+    multiplies it by the mask each call. A single-mask layer big enough to gain from it has a
+    ``plan`` (``blocks.plan``): its weight is stored as the plan's blocks, zero wherever the
+    mask is, and only those products run. Its state dict still holds the whole (out, in)
+    matrix, so checkpoints read the same either way.
     """
 
     mask: torch.Tensor
+    plan: blocks.Plan | None
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__(in_features, out_features, bias=bias)
         # Not persistent: masks are derived from the degrees that MADE saves.
         self.register_buffer("mask", torch.ones(out_features, in_features), persistent=False)
+        self.plan = None
+        self.register_state_dict_post_hook(_whole_weight_in_state_dict)
+        self.register_load_state_dict_pre_hook(_blocks_from_state_dict)
 
+    # -- storage -----------------------------------------------------------------------
+    def block_weights(self) -> tuple[list[nn.Parameter], nn.Parameter | None]:
+        """The parameters a plan stores the weight in: one per block, and the context's tail."""
+        if self.plan is None:
+            raise ValueError("this layer stores its weight whole")
+        params = self._parameters
+        return [params[f"block{i}"] for i in range(len(self.plan.blocks))], params.get("tail")  # type: ignore[misc]
+
+    def full_weight(self) -> torch.Tensor:
+        """The (out, in) weight matrix, whichever way it is stored (a copy under a plan)."""
+        if self.plan is None:
+            return self.weight
+        parts, tail = self.block_weights()
+        return self.plan.join(list(parts), tail, like=self.mask)
+
+    def masked_weight(self) -> torch.Tensor:
+        """The (out, in) matrix the layer multiplies by: the weight times the mask, or under a
+        plan the stored blocks as they are (zero off the mask, by the blocks' invariant)."""
+        return self.weight * self.mask if self.plan is None else self.full_weight()
+
+    @torch.no_grad()
+    def set_plan(self, plan: blocks.Plan | None) -> None:
+        """Store the weight as ``plan``'s blocks (or whole, with None), keeping its values on
+        the current mask. A different plan replaces the weight's parameters: make optimisers
+        after this."""
+        if plan == self.plan:
+            return
+        weight = self.full_weight().detach()
+        for name in [n for n in self._parameters if n != "bias"]:
+            del self._parameters[name]
+        bias = self._parameters.pop("bias")
+        if plan is None:
+            self.weight = nn.Parameter(weight.clone())
+        else:
+            parts, tail = plan.split(weight * self.mask)
+            for i, part in enumerate(parts):
+                self.register_parameter(f"block{i}", nn.Parameter(part))
+            if tail is not None:
+                self.register_parameter("tail", nn.Parameter(tail))
+        self.register_parameter("bias", bias)  # after the weight, as nn.Linear orders them
+        self.plan = plan
+
+    @torch.no_grad()
+    def mask_weight(self) -> None:
+        """Zero the stored weight wherever the mask is zero (a plan's ragged edges)."""
+        if self.plan is None:
+            self.weight.mul_(self.mask)
+            return
+        parts, _ = self.block_weights()
+        for b, part in zip(self.plan.blocks, parts, strict=True):
+            part.mul_(self.mask[b.r0 : b.r1, b.c0 : b.c1])
+
+    @torch.no_grad()
+    def zero_rows(self, start: int = 0) -> None:
+        """Zero the weight of the outputs ``start:`` (a flow's identity initialisation)."""
+        if self.plan is None:
+            self.weight[start:].zero_()
+            return
+        parts, tail = self.block_weights()
+        for b, part in zip(self.plan.blocks, parts, strict=True):
+            part[max(0, start - b.r0) :].zero_()
+        if tail is not None:
+            tail[start:].zero_()
+
+    # -- compute -----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.mask, self.bias)
+        if self.plan is None:
+            return F.linear(x, self.weight * self.mask, self.bias)
+        parts, tail = self.block_weights()
+        return blocks.blocked_linear(x, self.bias, self.mask, self.plan, tail, list(parts))
+
+    def connections(self) -> torch.Tensor:
+        """(out, in) bool: where the output can depend on the input, now or after training.
+
+        Whole matrix: the mask it is multiplied by. Plan: the stored entries that are nonzero
+        now or can be trained (a nonzero weight outside the mask shows up here).
+        """
+        if self.plan is None:
+            return self.mask.cpu() > 0
+        nonzero = self.full_weight().detach().cpu() != 0
+        return self.plan.covered() & (nonzero | self.plan.trained(self.mask))
+
+
+def _whole_weight_in_state_dict(module: nn.Module, state: dict[str, Any], prefix: str, _meta: Any) -> None:
+    """A planned layer saves its weight as the whole matrix, before the bias, like any layer."""
+    if not isinstance(module, MaskedLinear) or module.plan is None:
+        return
+    parts = [state.pop(prefix + f"block{i}") for i in range(len(module.plan.blocks))]
+    tail = state.pop(prefix + "tail", None)
+    bias = state.pop(prefix + "bias", None)
+    state[prefix + "weight"] = module.plan.join(parts, tail, like=module.mask)
+    if bias is not None:
+        state[prefix + "bias"] = bias
+
+
+def _blocks_from_state_dict(module: nn.Module, state: dict[str, Any], prefix: str, *_: Any) -> None:
+    """A planned layer reads the whole matrix and keeps its plan's blocks of it (masked)."""
+    if not isinstance(module, MaskedLinear) or module.plan is None:
+        return
+    weight = state.get(prefix + "weight")
+    if not isinstance(weight, torch.Tensor) or weight.shape != module.mask.shape:
+        return  # left as it is: load_state_dict reports the mismatch
+    del state[prefix + "weight"]
+    parts, tail = module.plan.split(weight * module.mask.to(weight))
+    for i, part in enumerate(parts):
+        state[prefix + f"block{i}"] = part
+    if tail is not None:
+        state[prefix + "tail"] = tail
 
 
 class MADE(nn.Module):
@@ -54,7 +176,10 @@ class MADE(nn.Module):
         hidden_degrees: deg.HiddenDegrees = "random",
         num_masks: int = 1,
         seed: int = 0,
+        ranks: torch.Tensor | None = None,
     ) -> None:
+        """``ranks`` (K, D), when given, replace the ordering's ranks after they are drawn (so the
+        hidden degrees are those of the same seed): a flow's layers reverse each other this way."""
         super().__init__()
         if features < 1 or num_masks < 1 or params_per_dim < 1 or context < 0:
             raise ValueError("features, num_masks and params_per_dim must be >= 1, context >= 0")
@@ -71,36 +196,74 @@ class MADE(nn.Module):
         )
 
         generator = torch.Generator().manual_seed(seed)
-        ranks, hidden_degs = [], [[] for _ in self.hidden]
+        drawn, hidden_degs = [], [[] for _ in self.hidden]
         for _ in range(num_masks):
-            r = deg.input_ranks(features, ordering, generator)
-            ranks.append(r)
+            drawn.append(deg.input_ranks(features, ordering, generator))
             low = 1
             for layer, units in enumerate(self.hidden):
                 d = deg.hidden_degrees(units, features, low, hidden_degrees, generator)
                 hidden_degs[layer].append(d)
                 low = int(d.min()) if units else low
         self._mask_cache: dict[int, dict[str, torch.Tensor]] = {}
-        self.register_buffer("ranks", torch.stack(ranks))  # (K, D)
+        self._blocks = True
+        self._planned: list[torch.Tensor] | None = None  # the degrees the layers' plans are for
+        self.register_buffer("ranks", torch.stack(drawn) if ranks is None else ranks.clone().long())
+        if self.ranks.shape != (num_masks, features):
+            raise ValueError(f"ranks must have shape ({num_masks}, {features})")
         for layer, d in enumerate(hidden_degs):
             self.register_buffer(f"hidden_degrees_{layer}", torch.stack(d))  # (K, H_l)
+        if num_masks == 1:  # the same network with its hidden units in order of degree
+            live = dict(self.named_parameters()) | dict(self.named_buffers())
+            orders = _degree_orders(self.degree_buffers()[1:])
+            with torch.no_grad():
+                for name, value in _relabelled(live, "", orders).items():
+                    live[name].copy_(value)
         self.apply_masks(0)
+        self.register_load_state_dict_pre_hook(MADE._before_load)
         self.register_load_state_dict_post_hook(lambda module, _keys: module.reload_masks())
 
     def degree_buffers(self) -> list[torch.Tensor]:
         """The saved degrees: ranks (K, D), then each hidden layer's (K, H_l)."""
         return [self.ranks, *(getattr(self, f"hidden_degrees_{i}") for i in range(len(self.hidden)))]
 
-    def reload_masks(self) -> None:
-        """The degrees were replaced (loaded, broadcast): check them, rebuild member 0's masks."""
+    def degree_names(self) -> list[str]:
+        """The names of ``degree_buffers`` in the state dict."""
+        return ["ranks", *(f"hidden_degrees_{i}" for i in range(len(self.hidden)))]
+
+    def _check_degrees(self, degrees: list[torch.Tensor]) -> None:
         d = self.features
-        ranks, *hidden = self.degree_buffers()
+        ranks, *hidden = degrees
         if not torch.equal(ranks.sort(1).values.cpu(), torch.arange(1, d + 1).expand_as(ranks)):
             raise ValueError("corrupt degrees: the ranks are not a permutation of 1..D")
         for i, h in enumerate(hidden):
             if h.numel() and (int(h.min()) < 1 or int(h.max()) > max(1, d - 1)):
                 raise ValueError(f"corrupt degrees: hidden layer {i} has degrees outside 1..{max(1, d - 1)}")
+
+    def reload_masks(self) -> None:
+        """The degrees were replaced (loaded, broadcast): check them, rebuild member 0's masks.
+
+        A single-mask MADE's weights outside its new masks become zero; an ensemble's are kept.
+        """
+        self._check_degrees(self.degree_buffers())
         self._mask_cache.clear()
+        self.apply_masks(0)
+
+    def _before_load(self, state: dict[str, Any], prefix: str, *_: Any) -> None:
+        """A single-mask MADE takes the incoming degrees, with its hidden units sorted by degree
+        (the incoming weights relabelled to match: older runs were saved unsorted), before its
+        layers read their weights, so each keeps the blocks of the plan for those degrees."""
+        if self.num_masks != 1:
+            return
+        names = [prefix + n for n in self.degree_names()]
+        incoming = [state.get(n) for n in names]
+        for new, own in zip(incoming, self.degree_buffers(), strict=True):
+            if not isinstance(new, torch.Tensor) or new.shape != own.shape:
+                return  # load_state_dict reports the mismatch
+        self._check_degrees(incoming)  # type: ignore[arg-type]
+        state.update(_relabelled(state, prefix, _degree_orders(incoming[1:])))  # type: ignore[arg-type]
+        with torch.no_grad():
+            for name, own in zip(names, self.degree_buffers(), strict=True):
+                own.copy_(state[name])
         self.apply_masks(0)
 
     # -- degrees and masks -------------------------------------------------------------
@@ -137,7 +300,7 @@ class MADE(nn.Module):
         """
         masks = self._mask_cache.get(member)
         if masks is None:
-            dtype = self.output.weight.dtype
+            dtype = self.output.bias.dtype
             masks = {name: m.to(dtype) for name, m in self.masks(member).items()}
             per_member = sum(m.numel() for m in masks.values())
             if self.num_masks > 1 and per_member * self.num_masks <= _MASK_CACHE_ELEMENTS:
@@ -145,6 +308,51 @@ class MADE(nn.Module):
         for name, layer in self.masked_layers().items():
             layer.mask = masks[name]
         self.member = member
+        if self.num_masks == 1:
+            self._plan_layers()
+
+    # -- degree blocks (single mask) -----------------------------------------------------
+    def block_plans(self, count: int | None = None) -> dict[str, blocks.Plan | None]:
+        """Each layer's plan for the current masks (None: the whole matrix times the mask is
+        cheaper). An output layer's P parameters per dimension are P copies of one staircase;
+        the context (degree 0) is the tail of any layer that reads the inputs. ``count`` fixes
+        the blocks per staircase (and always gives a plan)."""
+        plans = {}
+        for name, layer in self.masked_layers().items():
+            reads_inputs = name in ("layers.0", "direct") or (name == "output" and not self.layers)
+            segments = self.params_per_dim if name in ("output", "direct") else 1
+            tail = self.context if reads_inputs else 0
+            plans[name] = blocks.plan(layer.mask, segments=segments, tail=tail, count=count)
+        return plans
+
+    def _plan_layers(self, count: int | None = None, replan: bool = False) -> None:
+        degrees = [d.detach().cpu().clone() for d in self.degree_buffers()]
+        same = self._planned is not None and all(
+            torch.equal(a, b) for a, b in zip(degrees, self._planned, strict=True)
+        )
+        if replan or not same:
+            plans = self.block_plans(count) if self._blocks else {}
+            for name, layer in self.masked_layers().items():
+                layer.set_plan(plans.get(name))
+            self._planned = degrees
+        self.mask_weights()
+
+    def use_blocks(self, enabled: bool, count: int | None = None) -> None:
+        """Store a single-mask MADE's weights as degree blocks (the default) or whole, as
+        ensembles do: the whole matrices times the masks are the oracle the blocks are tested
+        against. ``count`` fixes the blocks per staircase. Replaces the weight parameters."""
+        if self.num_masks != 1:
+            raise ValueError("an ensemble's masks change every step: it has no degree blocks")
+        self._blocks = enabled
+        self._plan_layers(count, replan=True)
+
+    def mask_weights(self) -> None:
+        """Zero a single-mask MADE's stored weights wherever its masks are zero: the degree
+        blocks read those entries and rely on the zeros. Loading does this; so must any edit
+        of the weights in place. (An ensemble multiplies by its masks instead.)"""
+        if self.num_masks == 1:
+            for layer in self.masked_layers().values():
+                layer.mask_weight()
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> MADE:
         self._mask_cache.clear()  # moved or cast: cached masks would be on the old device
@@ -177,3 +385,165 @@ class MADE(nn.Module):
             f"features={self.features}, hidden={self.hidden}, context={self.context}, "
             f"params_per_dim={self.params_per_dim}, num_masks={self.num_masks}"
         )
+
+
+def _degree_orders(hidden: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per hidden layer (K = 1, H_l), the order that sorts its units by degree (ties kept)."""
+    return [h[0].argsort(stable=True) for h in hidden]
+
+
+def _relabelled(state: dict[str, Any], prefix: str, orders: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The entries of a single-mask MADE's ``state`` (degrees, weights, biases, or optimiser
+    moments shaped like them; missing names are skipped) with each hidden layer's units put
+    in ``orders``: the same network under other labels."""
+    out: dict[str, torch.Tensor] = {}
+
+    def take(name: str) -> torch.Tensor | None:
+        value = out.get(prefix + name, state.get(prefix + name))
+        return value if isinstance(value, torch.Tensor) else None
+
+    for layer, order in enumerate(orders):
+        if torch.equal(order, torch.arange(order.numel(), device=order.device)):
+            continue
+        nxt = f"layers.{layer + 1}.weight" if layer + 1 < len(orders) else "output.weight"
+        for name, dim in ((f"hidden_degrees_{layer}", 1), (f"layers.{layer}.weight", 0),
+                          (f"layers.{layer}.bias", 0), (nxt, 1)):  # fmt: skip
+            value = take(name)
+            if value is not None:
+                out[prefix + name] = value.index_select(dim, order.to(value.device))
+    return out
+
+
+def _planned_owners(model: nn.Module) -> dict[int, MaskedLinear]:
+    """id(parameter) -> its layer, for the block and tail parameters of every planned layer."""
+    owners: dict[int, MaskedLinear] = {}
+    for layer in model.modules():
+        if isinstance(layer, MaskedLinear) and layer.plan is not None:
+            parts, tail = layer.block_weights()
+            for param in [*parts, *([] if tail is None else [tail])]:
+                owners[id(param)] = layer
+    return owners
+
+
+def _portable_layout(model: nn.Module, params: list[nn.Parameter]) -> tuple[list[int], list[str]]:
+    """For an optimiser's parameters: each one's index among the portable parameters (a planned
+    layer's blocks and tail are one whole weight, where nn.Linear's weight would be), and the
+    portable parameters' names."""
+    owners = _planned_owners(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    first: dict[int, int] = {}
+    index, portable = [], []
+    for param in params:
+        layer = owners.get(id(param))
+        key = id(param) if layer is None else id(layer)
+        if key not in first:
+            first[key] = len(portable)
+            name = names.get(id(param), str(len(portable)))
+            portable.append(name if layer is None else name.rpartition(".")[0] + ".weight")
+        index.append(first[key])
+    return index, portable
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """(parameters counted as whole matrices, as checkpoints hold them; parameters stored)."""
+    owners = _planned_owners(model)
+    whole: dict[int, int] = {}
+    stored = 0
+    for param in model.parameters():
+        layer = owners.get(id(param))
+        stored += param.numel()
+        key = id(param) if layer is None else id(layer)
+        whole[key] = param.numel() if layer is None else layer.mask.numel()
+    return sum(whole.values()), stored
+
+
+def portable_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``optimizer.state_dict()`` as if every planned layer's weight were one matrix, as in
+    checkpoints made before degree blocks: a run resumes in either code."""
+    native = optimizer.state_dict()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    index, _ = _portable_layout(model, params)
+    owners = _planned_owners(model)
+    position = {id(p): i for i, p in enumerate(params)}
+    state: dict[int, Any] = {}
+    for i, param in enumerate(params):
+        if index[i] in state or i not in native["state"]:
+            continue
+        layer = owners.get(id(param))
+        if layer is None:
+            state[index[i]] = native["state"][i]
+            continue
+        parts, tail = layer.block_weights()
+        per = [native["state"].get(position[id(p)], {}) for p in [*parts, *([] if tail is None else [tail])]]
+        whole = {}
+        for key, value in per[0].items():
+            if isinstance(value, torch.Tensor) and value.dim() == 2:
+                values = [s[key] for s in per]
+                tail_value = values[-1] if tail is not None else None
+                whole[key] = layer.plan.join(values[: len(parts)], tail_value, like=values[0])  # type: ignore[union-attr]
+            else:
+                whole[key] = value
+        state[index[i]] = whole
+    groups = []
+    for group in native["param_groups"]:
+        ids = list(dict.fromkeys(index[i] for i in group["params"]))
+        groups.append({**group, "params": ids})
+    return {"state": state, "param_groups": groups}
+
+
+def load_portable_optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, portable: dict[str, Any], model_state: dict[str, Any]
+) -> None:
+    """Load a ``portable_optimizer_state`` (or one saved before degree blocks) into ``optimizer``.
+
+    ``model_state`` is the checkpoint's model state: its degrees say how an older run labelled
+    its hidden units, and the moments are relabelled as the weights were. Moments are masked
+    like the weights, so a stale one cannot move a zero weight.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    index, names = _portable_layout(model, params)
+    owners = _planned_owners(model)
+    state = {int(k): dict(v) for k, v in portable["state"].items()}
+    by_name = dict(enumerate(names))
+    for prefix, net in model.named_modules():
+        if not isinstance(net, MADE) or net.num_masks != 1:
+            continue
+        prefix = f"{prefix}." if prefix else ""
+        hidden = [model_state.get(prefix + n) for n in net.degree_names()[1:]]
+        if not all(isinstance(h, torch.Tensor) for h in hidden):
+            continue
+        orders = _degree_orders(hidden)  # type: ignore[arg-type]
+        moments = {
+            key for s in state.values() for key, v in s.items() if isinstance(v, torch.Tensor) and v.dim()
+        }
+        for key in moments:
+            tensors = {by_name[j]: s[key] for j, s in state.items() if key in s and s[key].dim()}
+            for name, value in _relabelled(tensors, prefix, orders).items():
+                state[names.index(name)][key] = value
+    native: dict[int, Any] = {}
+    for i, param in enumerate(params):
+        entry = state.get(index[i])
+        if entry is None:
+            continue
+        layer = owners.get(id(param))
+        if layer is None:
+            native[i] = entry
+            continue
+        parts, tail = layer.block_weights()
+        which = next(k for k, q in enumerate([*parts, *([] if tail is None else [tail])]) if q is param)
+        out = {}
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.shape == layer.mask.shape:
+                split_parts, split_tail = layer.plan.split(value * layer.mask.to(value))  # type: ignore[union-attr]
+                value = [*split_parts, *([] if split_tail is None else [split_tail])][which]
+            elif isinstance(value, torch.Tensor):  # Adam's step: each block counts its own, in place
+                value = value.clone()
+            out[key] = value
+        native[i] = out
+    groups = []
+    offset = 0
+    for group, saved in zip(optimizer.param_groups, portable["param_groups"], strict=True):
+        ids = list(range(offset, offset + len(group["params"])))
+        offset += len(group["params"])
+        groups.append({**saved, "params": ids})
+    optimizer.load_state_dict({"state": native, "param_groups": groups})

@@ -84,10 +84,10 @@ class MAFLayer(nn.Module):
             raise ValueError("a MAF layer needs a single-mask MADE with 2 parameters per dimension")
         self.made = made
         with torch.no_grad():  # every layer starts as the identity
-            made.output.weight.zero_()
+            made.output.zero_rows()
             made.output.bias.zero_()
             if made.direct is not None:
-                made.direct.weight.zero_()
+                made.direct.zero_rows()
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(u (B, D), log|du_d/dx_d| (B, D)): the log-determinant is the sum of the second."""
@@ -200,14 +200,14 @@ class MAF(ExactLikelihood, nn.Module):
         nets: list[MADE] = []
         for t in range(layers + (base == "mog")):  # the MoG base's MADE continues the pattern
             params = 2 if t < layers else 3 * components
-            made = MADE(
-                features, hidden, context=classes + context_features, params_per_dim=params, direct=direct,
-                ordering=first, hidden_degrees=hidden_degrees, seed=seed + t,
-            )  # fmt: skip
+            ranks = None
             if nets and flow_ordering != "random":
                 previous = nets[-1].ranks
-                made.ranks.copy_(features + 1 - previous if flow_ordering == "reverse" else previous)
-                made.reload_masks()
+                ranks = features + 1 - previous if flow_ordering == "reverse" else previous
+            made = MADE(
+                features, hidden, context=classes + context_features, params_per_dim=params, direct=direct,
+                ordering=first, hidden_degrees=hidden_degrees, seed=seed + t, ranks=ranks,
+            )  # fmt: skip
             nets.append(made)
         self.layers = nn.ModuleList(MAFLayer(made) for made in nets[:layers])
         self.norms = nn.ModuleList(BatchNormLayer(features) for _ in range(layers) if batch_norm)

@@ -648,7 +648,7 @@ class MADEModel(ExactLikelihood, nn.Module):
 
     @property
     def _dtype(self) -> torch.dtype:
-        return self.net.output.weight.dtype
+        return self.net.output.bias.dtype
 
     @property
     def _device(self) -> torch.device:

@@ -172,7 +172,7 @@ def ancestral_fast(
         torch.searchsorted(d[p], torch.arange(n_dims + 1, device=d.device), right=True).tolist()
         for d, p in zip(net.degrees(member)[1:-1], perms, strict=True)
     ]
-    masked = [layer.weight * layer.mask for layer in net.layers]  # formed once, not per step
+    masked = [layer.masked_weight() for layer in net.layers]  # formed once, not per step
     h_last = masked[-1].shape[0] if masked else 0
     w_in = masked[0][perms[0]][:, order_t].T.contiguous() if masked else None  # (D, H_1)
     w_next = [  # (H_l, H_l+1), both sides in degree order
@@ -190,10 +190,10 @@ def ancestral_fast(
     if n_ctx:
         z[:, h_last + n_dims : -1] = c
     z[:, -1] = 1.0
-    w_out = net.output.weight * net.output.mask
+    w_out = net.output.masked_weight()
     w_inputs = torch.zeros(w_out.shape[0], n_dims + n_ctx, dtype=x.dtype, device=x.device)
     if net.direct is not None:
-        w_inputs = w_inputs + net.direct.weight * net.direct.mask
+        w_inputs = w_inputs + net.direct.masked_weight()
     if masked:
         w_out = w_out[:, perms[-1]]
     else:  # no hidden layer: the output layer itself reads x and the context

@@ -43,6 +43,7 @@ from .evaluation import evaluate_terms, labels_for, tf32
 from .heads import Bernoulli, Head
 from .interface import DensityModel
 from .kinds import build_model, kind_of
+from .made import load_portable_optimizer_state, parameter_counts, portable_optimizer_state
 from .runs import (
     atomic_write_bytes,
     atomic_write_text,
@@ -291,7 +292,7 @@ class Trainer:
             "context_features": d.context_features,
             "table": table_record(d),  # a table's schema and split, applied as they are from now on
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": portable_optimizer_state(self.model, self.optimizer),  # whole matrices
             **dataclasses.asdict(self.state),
             "rng_torch": torch.get_rng_state(),
             "world_size": self.group.world,
@@ -308,7 +309,7 @@ class Trainer:
                 f"with the same number (now {self.group.world}), or from an epoch boundary"
             )
         restore_model(self.model, state, self.run_dir / "checkpoints" / "last.pt")
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_portable_optimizer_state(self.model, self.optimizer, state["optimizer"], state["model"])
         for group in self.optimizer.param_groups:  # the config may have changed them on resume
             group["lr"], group["weight_decay"] = self.config.train.lr, self.config.train.weight_decay
         self.state = TrainingState.from_checkpoint(state)
@@ -368,8 +369,9 @@ class Trainer:
             f"{model.head.baseline().describe()} "
             f"baseline {baseline:.2f} nats on valid"
         )
-        n_params = sum(p.numel() for p in model.parameters())
-        log.info(f"model: {self.kind.describe(cfg, model)}, {n_params:,} parameters")
+        whole, stored = parameter_counts(model)
+        in_blocks = f" ({stored:,} stored in degree blocks)" if stored != whole else ""
+        log.info(f"model: {self.kind.describe(cfg, model)}, {whole:,} parameters{in_blocks}")
 
     def _signalled(self, flag: _SignalFlag) -> int | None:
         """The signal to stop for, agreed by all ranks (any rank's signal stops them all)."""

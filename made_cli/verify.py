@@ -1,7 +1,10 @@
 """The autoregressive checks behind `made verify-ar`: exact mask products and autograd Jacobians.
 
-Both checks read the masks the layers actually hold (not masks recomputed from degrees), so a
-tampered layer is caught. The oracle is ``degrees.allowed(ranks)``. For an IAF-VAE each step's
+Both checks read what the layers actually compute with (not masks recomputed from degrees):
+the masks of an ensemble's layers, and the stored nonzero or trainable entries of a
+single-mask layer's degree blocks, so a tampered mask or a nonzero weight outside the mask is
+caught. Jacobians come from one backward pass over a batch of copies of the point, which is
+exact because rows never mix. The oracle is ``degrees.allowed(ranks)``. For an IAF-VAE each step's
 MADE is checked with its context, and so is the step itself: dz'/dz must be triangular in the
 step's ordering, with log|det| equal to the sum of log gates that log q(z | x) subtracts.
 """
@@ -29,6 +32,7 @@ __all__ = [
     "jacobian",
     "made_verification",
     "maf_verification",
+    "rows_jacobian",
     "step_jacobian",
     "triangular_check",
     "verify_iaf",
@@ -72,14 +76,14 @@ def connectivity(net: MADE) -> tuple[torch.Tensor, list[torch.Tensor], list[torc
     Returns (paths (P*D, D + C) from inputs to outputs, per hidden layer which units an input
     reaches (H_l,), per hidden layer which units reach an output (H_l,)).
     """
-    masks = [layer.mask > 0 for layer in net.layers]
-    out = net.output.mask > 0
+    masks = [layer.connections() for layer in net.layers]
+    out = net.output.connections()
     forward: list[torch.Tensor] = []  # (H_l, D + C): which inputs reach each hidden unit
     for m in masks:
         forward.append(_paths(m, forward[-1]) if forward else m)
     paths = _paths(out, forward[-1]) if forward else out.clone()
     if net.direct is not None:
-        paths = paths | (net.direct.mask > 0)
+        paths = paths | net.direct.connections()
     backward: list[torch.Tensor] = [out] if masks else []  # (P*D, H_l): which units reach outputs
     for m in reversed(masks[1:]):
         backward.insert(0, _paths(backward[0], m))
@@ -89,20 +93,27 @@ def connectivity(net: MADE) -> tuple[torch.Tensor, list[torch.Tensor], list[torc
     return paths, from_input, to_output
 
 
+def rows_jacobian(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """d f / d x (M, D) at one point x (D,) of a map ``f`` (N, D) -> (N, M) that treats rows
+    independently: one backward pass over M copies of x, copy m asking for output m."""
+    with torch.enable_grad():
+        width = f(x[None].detach()).shape[-1]
+        copies = x.detach().expand(width, -1).clone().requires_grad_(True)
+        out = f(copies).reshape(width, width)
+        (grad,) = torch.autograd.grad(out, copies, torch.eye(width, dtype=out.dtype, device=out.device))
+    return grad
+
+
 def jacobian(net: MADE, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
     """d outputs / d x (P*D, D) at one point, by autograd."""
-
-    def f(v: torch.Tensor) -> torch.Tensor:
-        return net(v[None], None if c is None else c[None]).reshape(-1)
-
-    return torch.autograd.functional.jacobian(f, x, vectorize=True)
+    return rows_jacobian(lambda v: net(v, None if c is None else c.expand(v.shape[0], -1)).flatten(1), x)
 
 
 def verify_made(net: MADE, points: int = 2, seed: int = 0) -> list[MemberReport]:
     """Check every member of ``net``: exact path structure and Jacobians at random points."""
     generator = torch.Generator().manual_seed(seed)
     d, p = net.features, net.params_per_dim
-    device, dtype = net.ranks.device, net.output.weight.dtype
+    device, dtype = net.ranks.device, net.output.bias.dtype
     reports = []
     start = net.member
     for member in [start, *(k for k in range(net.num_masks) if k != start)]:
@@ -159,10 +170,7 @@ def step_jacobian(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(dz'/dz (L, L) by autograd, sum of log gates) of one step at one point z (L,)."""
 
-    def f(v: torch.Tensor) -> torch.Tensor:
-        return step(v[None], None if h is None else h[None])[0][0]
-
-    jac = torch.autograd.functional.jacobian(f, z, vectorize=True)
+    jac = rows_jacobian(lambda v: step(v, None if h is None else h.expand(v.shape[0], -1))[0], z)
     _, log_gate = step(z[None], None if h is None else h[None])
     return jac, log_gate.sum()
 
@@ -176,8 +184,7 @@ def _jacobian_and_log_det_error(
     """(dz'/dz (D, D) by autograd, |log|det| - the sum ``step`` reports|) at one point z (D,)
     of a float64 map ``step(z, h) -> (z' (1, D), log|det| split per dimension (1, D))``."""
     hb = None if h is None else h[None]
-    with torch.enable_grad():
-        jac = torch.autograd.functional.jacobian(lambda v: step(v[None], hb)[0][0], z, vectorize=True)
+    jac = rows_jacobian(lambda v: step(v, None if h is None else h.expand(v.shape[0], -1))[0], z)
     with torch.no_grad():
         log_det = step(z[None], hb)[1].sum()
     sign, log_abs = torch.linalg.slogdet(jac)

@@ -17,6 +17,18 @@ def all_binary(d: int) -> torch.Tensor:
     return ((torch.arange(2**d)[:, None] >> torch.arange(d)) & 1).float()
 
 
+def tamper(layer, forbidden: torch.Tensor, count: int | None = 1) -> None:
+    """Switch on ``count`` (None: all) forbidden connections that ``layer`` (a MaskedLinear)
+    computes with: their mask entries and nonzero weights, in whichever storage it uses."""
+    stored = forbidden if layer.plan is None else forbidden & layer.plan.covered()
+    entries = stored.nonzero()[:count]
+    assert len(entries), "no forbidden entry is stored"
+    layer.mask[entries[:, 0], entries[:, 1]] = 1.0
+    state = layer.state_dict()  # the whole matrix, read back through the tampered mask
+    state["weight"][entries[:, 0], entries[:, 1]] = 0.5
+    layer.load_state_dict(state)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

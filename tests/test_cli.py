@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from made_cli.cli import app
 
-from .conftest import REPO
+from .conftest import REPO, tamper
 
 runner = CliRunner()
 
@@ -113,9 +113,7 @@ def test_verify_ar_exits_1_on_a_tampered_mask(trained: Path, monkeypatch) -> Non
     real = verify.verify_made
 
     def tamper_then_verify(net, points):
-        forbidden = ~deg.allowed(net.ranks[net.member])
-        o, i = forbidden.nonzero()[0].tolist()
-        net.direct.mask[o, i] = 1.0  # one forbidden connection switched on
+        tamper(net.direct, ~deg.allowed(net.ranks[net.member]))  # one forbidden connection switched on
         return real(net, points=points)
 
     monkeypatch.setattr(verify, "verify_made", tamper_then_verify)

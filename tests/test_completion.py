@@ -37,6 +37,7 @@ def _model(masks: int, *overrides: str, scale: float = 0.5, features: int = D):
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
+        model.net.mask_weights()  # degree blocks read the masked entries as the zeros they must be
     return model.eval()
 
 

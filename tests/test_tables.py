@@ -245,6 +245,7 @@ def _table_model(levels: tuple[int, ...], *overrides: str, context: int = 0):
     with torch.no_grad():  # random conditionals that depend on the earlier columns
         for p in model.parameters():
             p.copy_(torch.randn_like(p) * 0.4)
+        model.net.mask_weights()
     return model.eval()
 
 

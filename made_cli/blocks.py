@@ -1,0 +1,255 @@
+"""Degree blocks: a single-mask layer stores and computes only what its mask allows.
+
+With hidden units sorted by degree and the inputs in a monotone ordering (natural or
+reverse), each row of a MADE mask allows one interval of columns, and the intervals move with
+the row: the mask is a staircase. A block of neighbouring rows then needs only the union of
+its rows' intervals; every other entry of the layer is zero by construction and is neither
+stored, multiplied nor given to the optimiser. Only a block's ragged edge, where some of its
+rows are allowed and others not, holds masked entries: they are kept at exact zeros (their
+gradient is masked, so Adam, AdamW and weight decay leave them at zero) and the products
+read them as they are.
+
+Nothing here needs sorted degrees or a monotone ordering to be correct: a mask with no
+staircase (a random ordering) only makes every block cover more columns, and the cost model
+then keeps one block, the plain product of the masked weight. The cost model's constants
+were measured on the 2-core CPU this project runs on; the choice is a function of the mask
+alone, so a resumed run redoes the same float arithmetic.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["BLOCK_COUNTS", "Block", "Plan", "blocked_linear", "plan"]
+
+BLOCK_COUNTS = (1, 2, 4, 8, 16)  # candidate blocks per row segment
+NOMINAL_BATCH = 100  # rows per product the plan is chosen for (the paper's batch size)
+# Costs in multiply-adds (about 90 G/s here): one more product's dispatch (~10 us), the
+# blocks' Python forward and backward (~30 us more than F.linear's), masking one weight or
+# gradient entry, and storing one weight (the optimiser's update and the gradient's memory).
+CALL_COST = 1.0e6
+FUNCTION_COST = 3.0e6
+MASK_COST = 10.0
+STORE_COST = 40.0
+
+
+@dataclass(frozen=True)
+class Block:
+    """Rows ``r0:r1`` read the columns ``c0:c1``; every one of them reads ``d0:d1``."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+    d0: int
+    d1: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.r1 - self.r0, self.c1 - self.c0
+
+    @property
+    def ragged(self) -> tuple[tuple[int, int], ...]:
+        """Column ranges, relative to ``c0``, that some rows of the block read and others not."""
+        if self.d0 >= self.d1:
+            return ((0, self.c1 - self.c0),)
+        parts = ((0, self.d0 - self.c0), (self.d1 - self.c0, self.c1 - self.c0))
+        return tuple((a, z) for a, z in parts if z > a)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How an (R, C) layer is stored and computed: one weight per block (rows that read no
+    column keep only their bias), and the last ``tail`` columns (the context, degree 0) read
+    by every row, stored as one (R, tail) weight."""
+
+    rows: int
+    columns: int
+    tail: int
+    blocks: tuple[Block, ...]
+
+    @property
+    def staircase(self) -> int:
+        """Columns before the tail."""
+        return self.columns - self.tail
+
+    def covered(self) -> torch.Tensor:
+        """(R, C) bool: the entries the plan stores (a superset of the mask)."""
+        out = torch.zeros(self.rows, self.columns, dtype=torch.bool)
+        out[:, self.staircase :] = True
+        for b in self.blocks:
+            out[b.r0 : b.r1, b.c0 : b.c1] = True
+        return out
+
+    def trained(self, mask: torch.Tensor) -> torch.Tensor:
+        """(R, C) bool: the stored entries whose gradient can be nonzero (within the mask)."""
+        out = torch.zeros(self.rows, self.columns, dtype=torch.bool)
+        out[:, self.staircase :] = True
+        mask = mask.detach().bool().cpu()
+        for b in self.blocks:
+            out[b.r0 : b.r1, b.d0 : max(b.d0, b.d1)] = True
+            for a, z in b.ragged:
+                cols = slice(b.c0 + a, b.c0 + z)
+                out[b.r0 : b.r1, cols] = mask[b.r0 : b.r1, cols]
+        return out
+
+    def split(self, weight: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """An (R, C) matrix (a weight, or an optimiser moment) as the plan stores it: the
+        blocks' parts and the tail. Entries outside the plan are dropped."""
+        blocks = [weight[b.r0 : b.r1, b.c0 : b.c1].clone() for b in self.blocks]
+        return blocks, weight[:, self.staircase :].clone() if self.tail else None
+
+    def join(self, blocks: list[torch.Tensor], tail: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """The (R, C) matrix of the blocks' parts and the tail, with zeros elsewhere (of
+        ``like``'s dtype and device: a plan may store nothing, as for a MADE of one input)."""
+        out = like.new_zeros(self.rows, self.columns)
+        for b, w in zip(self.blocks, blocks, strict=True):
+            out[b.r0 : b.r1, b.c0 : b.c1] = w
+        if tail is not None:
+            out[:, self.staircase :] = tail
+        return out
+
+
+Intervals = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _row_intervals(mask: torch.Tensor) -> Intervals:
+    """Per row: first allowed column, one past the last (0, 0 for an empty row), and whether
+    the allowed columns are exactly that interval."""
+    columns = mask.shape[1]
+    bytes_ = mask.to(torch.uint8)
+    nonempty = mask.any(1)
+    lo = torch.where(nonempty, bytes_.argmax(1), 0)
+    hi = torch.where(nonempty, columns - bytes_.flip(1).argmax(1), 0)
+    exact = mask.sum(1) == hi - lo
+    return lo, hi, exact
+
+
+def _blocks(intervals: Intervals, bounds: list[int]) -> list[Block]:
+    """Row blocks between consecutive ``bounds``; blocks whose rows read nothing are left out."""
+    lo, hi, exact = intervals
+    out = []
+    for r0, r1 in itertools.pairwise(bounds):
+        a, z, ok = lo[r0:r1], hi[r0:r1], exact[r0:r1]
+        nonempty = z > a
+        if r1 <= r0 or not nonempty.any():
+            continue
+        c0, c1 = int(a[nonempty].min()), int(z.max())
+        d0, d1 = (int(a.max()), int(z.min())) if bool(ok.all() and nonempty.all()) else (c0, c0)
+        out.append(Block(r0, r1, c0, c1, d0, max(d0, d1)))
+    return out
+
+
+def _cost(blocks: list[Block]) -> float:
+    """Modelled time of one training step's three products over ``blocks`` (multiply-adds)."""
+    stored = sum(r * c for r, c in (b.shape for b in blocks))
+    masked = sum((b.r1 - b.r0) * (z - a) for b in blocks for a, z in b.ragged)
+    return (3 * NOMINAL_BATCH + STORE_COST) * stored + MASK_COST * masked + 3 * CALL_COST * len(blocks)
+
+
+def plan(mask: torch.Tensor, *, segments: int = 1, tail: int = 0, count: int | None = None) -> Plan | None:
+    """The cheapest plan for an (R, C) ``mask`` whose last ``tail`` columns every row reads,
+    or None where the whole matrix times the mask is modelled cheaper (small layers, where
+    the blocks' Python overhead outweighs the arithmetic they save).
+
+    The rows form ``segments`` equal segments (an output layer's P parameters per dimension,
+    each a copy of the staircase), each split into the same number of equal row blocks:
+    ``count`` if given (then never None), else the count in ``BLOCK_COUNTS`` the cost model
+    prefers. One block over all rows (the plain product) is always a candidate.
+    """
+    mask = mask.detach().bool().cpu()
+    rows, columns = mask.shape
+    if tail and not mask[:, columns - tail :].all():
+        raise ValueError("the tail columns must be read by every row")
+    if rows % segments:
+        raise ValueError(f"{rows} rows do not split into {segments} segments")
+    intervals = _row_intervals(mask[:, : columns - tail])
+    size = rows // segments
+    candidates = []
+    for n in BLOCK_COUNTS if count is None else (count,):
+        if count is None and n > size:
+            break
+        bounds = sorted({s * size + round(i * size / n) for s in range(segments) for i in range(n + 1)})
+        candidates.append(_blocks(intervals, bounds if n > 1 or segments > 1 else [0, rows]))
+    if count is None:
+        candidates.append(_blocks(intervals, [0, rows]))
+    best = min(candidates, key=_cost)
+    area = rows * (columns - tail)
+    whole = (3 * NOMINAL_BATCH + STORE_COST + 2 * MASK_COST) * area + 3 * CALL_COST  # weight * mask
+    if count is None and whole <= _cost(best) + FUNCTION_COST:
+        return None
+    return Plan(rows, columns, tail, tuple(best or [Block(0, rows, 0, 0, 0, 0)]))  # empty: a weight to save
+
+
+class _BlockedLinear(torch.autograd.Function):
+    """y = x w^T + b with w stored as a plan's blocks and tail."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        bias: torch.Tensor | None,
+        mask: torch.Tensor,
+        p: Plan,
+        tail: torch.Tensor | None,
+        *blocks: torch.Tensor,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, mask, tail, *blocks)
+        ctx.plan, ctx.has_bias = p, bias is not None
+        s = p.staircase
+        if tail is not None:
+            y = torch.mm(x[:, s:], tail.t()) if bias is None else torch.addmm(bias, x[:, s:], tail.t())
+        elif bias is not None:
+            y = bias.expand(x.shape[0], -1).clone()
+        else:
+            y = x.new_zeros(x.shape[0], p.rows)
+        for b, w in zip(p.blocks, blocks, strict=True):
+            y[:, b.r0 : b.r1].addmm_(x[:, b.c0 : b.c1], w.t())
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x, mask, tail, *blocks = ctx.saved_tensors
+        p: Plan = ctx.plan
+        s = p.staircase
+        grad = grad.contiguous()
+        grad_x = grad_b = grad_tail = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.zeros_like(x)
+            if tail is not None:
+                torch.mm(grad, tail, out=grad_x[:, s:])
+            for b, w in zip(p.blocks, blocks, strict=True):
+                grad_x[:, b.c0 : b.c1].addmm_(grad[:, b.r0 : b.r1], w)
+        if ctx.has_bias and ctx.needs_input_grad[1]:
+            grad_b = grad.sum(0)
+        if tail is not None and ctx.needs_input_grad[4]:
+            grad_tail = grad.t() @ x[:, s:]
+        grad_blocks: list[torch.Tensor | None] = []
+        for i, b in enumerate(p.blocks):
+            if not ctx.needs_input_grad[5 + i]:
+                grad_blocks.append(None)
+                continue
+            g = grad[:, b.r0 : b.r1].t() @ x[:, b.c0 : b.c1]
+            for a, z in b.ragged:
+                g[:, a:z].mul_(mask[b.r0 : b.r1, b.c0 + a : b.c0 + z])
+            grad_blocks.append(g)
+        return grad_x, grad_b, None, None, grad_tail, *grad_blocks
+
+
+def blocked_linear(
+    x: torch.Tensor,
+    bias: torch.Tensor | None,
+    mask: torch.Tensor,
+    p: Plan,
+    tail: torch.Tensor | None,
+    blocks: list[torch.Tensor],
+) -> torch.Tensor:
+    """``F.linear(x, w * mask, bias)`` for the weight ``w`` the plan stores as ``blocks`` and
+    ``tail``, which must hold zeros wherever ``mask`` does. ``x`` may have leading dimensions."""
+    lead = x.shape[:-1]
+    y = _BlockedLinear.apply(x.reshape(-1, x.shape[-1]), bias, mask, p, tail, *blocks)
+    return y.view(*lead, p.rows)

@@ -1,8 +1,11 @@
 """Speed of made on this machine, as ratios against baselines measured in the same run.
 
 Absolute times on shared machines are noise; ratios measured side by side are not. Prints:
-- training images/s of a MADE and of an unmasked MLP of the same shape (batch 100, same loss
-  and optimiser: what the masks cost);
+- training steps/s of a MADE, of the same MADE with its weights stored whole and multiplied by
+  the masks (as before degree blocks, and as ensembles run), and of an unmasked MLP of the same
+  shape (batch 100, same loss, same fused Adam): 1x500 to the paper's 2x8000, with and without
+  direct connections, then a 1x500 ensemble;
+- evaluation rows/s of a 1x500 MADE, degree blocks against whole matrices;
 - time for 64 MNIST-sized samples, degree-scheduled against naive ancestral sampling;
 - evaluation of a 32-mask ensemble against 32 single-mask passes over the same rows;
 - made against the masked networks of zuko and nflows, when those are installed, twice: all
@@ -36,22 +39,30 @@ from made_cli.kinds import build_model
 from made_cli.train import make_optimizer, train_step
 
 
-def best_rates(
-    steps_a: Callable[[int], None], steps_b: Callable[[int], None], steps: int, repeats: int, warmup: int
-) -> tuple[float, float]:
-    """Calls per second of two step functions, timed in alternation so both see the same
+def best_rates_of(
+    step_functions: list[Callable[[int], None]], steps: int, repeats: int, warmup: int
+) -> list[float]:
+    """Calls per second of each step function, timed in alternation so all see the same
     machine; the best of ``repeats`` runs each, after a warm-up."""
     for i in range(warmup):
-        steps_a(i)
-        steps_b(i)
-    best = [0.0, 0.0]
+        for step in step_functions:
+            step(i)
+    best = [0.0] * len(step_functions)
     for _ in range(repeats):
-        for which, step in enumerate((steps_a, steps_b)):
+        for which, step in enumerate(step_functions):
             start = time.perf_counter()
             for i in range(steps):
                 step(i)
             best[which] = max(best[which], steps / (time.perf_counter() - start))
-    return best[0], best[1]
+    return best
+
+
+def best_rates(
+    steps_a: Callable[[int], None], steps_b: Callable[[int], None], steps: int, repeats: int, warmup: int
+) -> tuple[float, float]:
+    """``best_rates_of`` for two step functions."""
+    a, b = best_rates_of([steps_a, steps_b], steps, repeats, warmup)
+    return a, b
 
 
 def best_seconds(run: Callable[[], object], repeats: int) -> float:
@@ -133,25 +144,62 @@ def net_stepper(
     return step
 
 
-def training_rows(features: int, batch: int, quick: bool) -> list[tuple[str, float, float]]:
-    """made against the unmasked MLP of the same shape, with made's loss and optimiser set-up."""
+WIDE = [  # (name, hidden, direct): the issue's table, 1x500 up to the paper's best MNIST shape
+    ("1x500", [500], False), ("1x500 + direct", [500], True),
+    ("1x2000", [2000], False), ("1x2000 + direct", [2000], True),
+    ("2x8000", [8000, 8000], False), ("2x8000 + direct", [8000, 8000], True),
+]  # fmt: skip
+
+
+def training_rows(features: int, batch: int, quick: bool) -> list[tuple[str, float, float, float]]:
+    """(network, made, made with whole masked matrices, unmasked MLP) in steps/s: made's own
+    train_step with degree blocks, the same model stored whole, and the MLP of the same shape
+    with the same loss and fused Adam, timed in alternation. Runs are shorter for wider nets."""
     data = binary_data(features, batch)
-    hidden = "[16]" if quick else "[500]"
     cases = [
-        (f"1x{hidden[1:-1]}", [f"model.hidden={hidden}", "model.direct=false"], False),
-        (f"1x{hidden[1:-1]} + direct", [f"model.hidden={hidden}", "model.direct=true"], True),
-        (f"2x{hidden[1:-1]}", [f"model.hidden={hidden[:-1]},{hidden[1:]}", "model.direct=false"], False),
-        (f"1x{hidden[1:-1]}, 8 masks", [f"model.hidden={hidden}", "model.direct=false",
-                                        "model.ordering=random", "model.num_masks=8"], False),
-    ]  # fmt: skip
+        (name, [16 * h // 500 for h in hidden] if quick else hidden, direct, [])
+        for name, hidden, direct in WIDE
+    ]
+    cases.append(
+        ("1x500, 8 masks", [16] if quick else [500], False, ["model.ordering=random", "model.num_masks=8"])
+    )
     rows = []
-    for name, overrides, skip in cases:
+    for name, hidden, direct, extra in cases:
+        overrides = [f"model.hidden={hidden}", f"model.direct={str(direct).lower()}", *extra]
         model = made(features, overrides)
-        mlp = MLP(features, list(model.net.hidden), skip)
-        mlp_step = net_stepper(mlp, make_optimizer(mlp, 1e-3, 0.0), data, batch)
-        made_rate, mlp_rate = best_rates(made_stepper(model, data, batch), mlp_step, *schedule(quick))
-        rows.append((name, made_rate * batch, mlp_rate * batch))
+        whole = made(features, overrides)
+        if whole.num_masks == 1:
+            whole.net.use_blocks(False)
+        mlp = MLP(features, hidden, direct)
+        steps_fns = [made_stepper(model, data, batch), made_stepper(whole, data, batch),
+                     net_stepper(mlp, make_optimizer(mlp, 1e-3, 0.0), data, batch)]  # fmt: skip
+        width = sum(hidden)
+        timing = (
+            schedule(quick)
+            if width <= 1000
+            else (3, 1, 1)
+            if quick
+            else (20, 5, 5)
+            if width <= 4000
+            else (3, 3, 1)
+        )
+        blocks_rate, whole_rate, mlp_rate = best_rates_of(steps_fns, *timing)
+        rows.append((name, blocks_rate, whole_rate, mlp_rate))
+        del model, whole, mlp, steps_fns
     return rows
+
+
+def evaluation_rows(features: int, quick: bool) -> tuple[float, float]:
+    """Rows/s of log p(x) over 1000 rows for a 1x500 MADE with direct connections: degree blocks,
+    and the same weights stored whole."""
+    overrides = ["model.hidden=[16]" if quick else "model.hidden=[500]"]
+    model, whole = made(features, overrides).eval(), made(features, overrides).eval()
+    whole.net.use_blocks(False)
+    x = binary_data(features, 20)
+    with torch.no_grad():
+        fast = best_seconds(lambda: model.log_prob(x), 1 if quick else 10)
+        slow = best_seconds(lambda: whole.log_prob(x), 1 if quick else 10)
+    return len(x) / fast, len(x) / slow
 
 
 def peer_networks(features: int, hidden: int) -> dict[str, nn.Module]:
@@ -299,10 +347,29 @@ def main() -> None:
         print_flows(features, args.quick)
         return
 
-    print("\ntraining, batch 100 (images/s; best of 5 alternating runs of 100 steps):")
-    print(f"  {'network':<22}{'made':>10}{'unmasked':>12}{'ratio':>8}")
-    for name, made_rate, mlp_rate in training_rows(features, 100, args.quick):
-        print(f"  {name:<22}{made_rate:>10.0f}{mlp_rate:>12.0f}{made_rate / mlp_rate:>8.2f}")
+    print("\ntraining, batch 100, fused Adam for all (steps/s; best of alternating runs; ratios to the MLP):")
+    header = (
+        ("network", 18),
+        ("made", 9),
+        ("whole, masked", 15),
+        ("unmasked MLP", 14),
+        ("made/MLP", 10),
+        ("whole/MLP", 11),
+    )
+    print(
+        "  "
+        + "".join(
+            f"{title:<{width}}" if i == 0 else f"{title:>{width}}" for i, (title, width) in enumerate(header)
+        )
+    )
+    for name, blocks_rate, whole_rate, mlp_rate in training_rows(features, 100, args.quick):
+        print(f"  {name:<18}{blocks_rate:>9.2f}{whole_rate:>15.2f}{mlp_rate:>14.2f}"
+              f"{blocks_rate / mlp_rate:>10.2f}{whole_rate / mlp_rate:>11.2f}")  # fmt: skip
+    fast_eval, whole_eval = evaluation_rows(features, args.quick)
+    print(
+        f"\nlog p(x) of 1000 rows, 1x{16 if args.quick else 500} + direct (rows/s): degree blocks "
+        f"{fast_eval:.0f}   whole, masked {whole_eval:.0f}   ratio {fast_eval / whole_eval:.2f}"
+    )
 
     peers = peer_rows(features, 100, args.quick)
     if any(peers.values()):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = ["BLOCK_COUNTS", "Block", "Plan", "blocked_linear", "plan"]
 
@@ -212,6 +213,7 @@ class _BlockedLinear(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # no second derivatives: the masked gradient is not one
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         x, mask, tail, *blocks = ctx.saved_tensors
         p: Plan = ctx.plan

@@ -73,17 +73,20 @@ class MaskedLinear(nn.Linear):
         if plan == self.plan:
             return
         weight = self.full_weight().detach()
+        trainable = next(
+            p for n, p in self._parameters.items() if n != "bias" and p is not None
+        ).requires_grad
         for name in [n for n in self._parameters if n != "bias"]:
             del self._parameters[name]
         bias = self._parameters.pop("bias")
         if plan is None:
-            self.weight = nn.Parameter(weight.clone())
+            self.weight = nn.Parameter(weight.clone(), requires_grad=trainable)
         else:
             parts, tail = plan.split(weight * self.mask)
             for i, part in enumerate(parts):
-                self.register_parameter(f"block{i}", nn.Parameter(part))
+                self.register_parameter(f"block{i}", nn.Parameter(part, requires_grad=trainable))
             if tail is not None:
-                self.register_parameter("tail", nn.Parameter(tail))
+                self.register_parameter("tail", nn.Parameter(tail, requires_grad=trainable))
         self.register_parameter("bias", bias)  # after the weight, as nn.Linear orders them
         self.plan = plan
 
@@ -135,19 +138,29 @@ def _whole_weight_in_state_dict(module: nn.Module, state: dict[str, Any], prefix
     parts = [state.pop(prefix + f"block{i}") for i in range(len(module.plan.blocks))]
     tail = state.pop(prefix + "tail", None)
     bias = state.pop(prefix + "bias", None)
-    state[prefix + "weight"] = module.plan.join(parts, tail, like=module.mask)
+    with torch.no_grad():  # a new tensor even with keep_vars: there is no whole Parameter to give
+        state[prefix + "weight"] = module.plan.join(parts, tail, like=module.mask)
     if bias is not None:
         state[prefix + "bias"] = bias
 
 
-def _blocks_from_state_dict(module: nn.Module, state: dict[str, Any], prefix: str, *_: Any) -> None:
+def _blocks_from_state_dict(
+    module: nn.Module, state: dict[str, Any], prefix: str, _meta: Any, _strict: bool, _missing: list[str],
+    _unexpected: list[str], error_msgs: list[str],
+) -> None:  # fmt: skip
     """A planned layer reads the whole matrix and keeps its plan's blocks of it (masked)."""
     if not isinstance(module, MaskedLinear) or module.plan is None:
         return
     weight = state.get(prefix + "weight")
-    if not isinstance(weight, torch.Tensor) or weight.shape != module.mask.shape:
-        return  # left as it is: load_state_dict reports the mismatch
+    if not isinstance(weight, torch.Tensor):
+        return  # load_state_dict reports the missing weight (as its blocks)
     del state[prefix + "weight"]
+    if weight.shape != module.mask.shape:  # as torch words it for a whole weight
+        error_msgs.append(
+            f"size mismatch for {prefix}weight: copying a param with shape {weight.shape} from checkpoint, "
+            f"the shape in current model is {module.mask.shape}."
+        )
+        weight = module.full_weight().detach()  # the blocks keep their values
     parts, tail = module.plan.split(weight * module.mask.to(weight))
     for i, part in enumerate(parts):
         state[prefix + f"block{i}"] = part
@@ -205,7 +218,7 @@ class MADE(nn.Module):
                 hidden_degs[layer].append(d)
                 low = int(d.min()) if units else low
         self._mask_cache: dict[int, dict[str, torch.Tensor]] = {}
-        self._blocks = True
+        self._blocks, self._block_count = True, None  # use_blocks' choice, kept when degrees change
         self._planned: list[torch.Tensor] | None = None  # the degrees the layers' plans are for
         self.register_buffer("ranks", torch.stack(drawn) if ranks is None else ranks.clone().long())
         if self.ranks.shape != (num_masks, features):
@@ -331,7 +344,9 @@ class MADE(nn.Module):
             torch.equal(a, b) for a, b in zip(degrees, self._planned, strict=True)
         )
         if replan or not same:
-            plans = self.block_plans(count) if self._blocks else {}
+            plans = (
+                self.block_plans(count if count is not None else self._block_count) if self._blocks else {}
+            )
             for name, layer in self.masked_layers().items():
                 layer.set_plan(plans.get(name))
             self._planned = degrees
@@ -343,7 +358,7 @@ class MADE(nn.Module):
         against. ``count`` fixes the blocks per staircase. Replaces the weight parameters."""
         if self.num_masks != 1:
             raise ValueError("an ensemble's masks change every step: it has no degree blocks")
-        self._blocks = enabled
+        self._blocks, self._block_count = enabled, count
         self._plan_layers(count, replan=True)
 
     def mask_weights(self) -> None:
@@ -501,8 +516,17 @@ def load_portable_optimizer_state(
     like the weights, so a stale one cannot move a zero weight.
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    live = {id(p) for p in model.parameters()}
+    if any(id(p) not in live for p in params):
+        raise ValueError("the optimiser holds parameters the model no longer has: make it after loading")
     index, names = _portable_layout(model, params)
     owners = _planned_owners(model)
+    offset = 0
+    for group, saved in zip(optimizer.param_groups, portable["param_groups"], strict=True):
+        whole = len(set(index[offset : offset + len(group["params"])]))
+        offset += len(group["params"])
+        if whole != len(saved["params"]):
+            raise ValueError("the saved optimiser state has a parameter group of another size")
     state = {int(k): dict(v) for k, v in portable["state"].items()}
     by_name = dict(enumerate(names))
     for prefix, net in model.named_modules():

@@ -253,6 +253,7 @@ class Trainer:
         self.model = build_model(
             config, d.features, d.classes, column_levels=d.column_levels, context=d.context_features
         ).to(self.device)
+        self._agree_on_degrees()
         train_labels, train_context = d.split_labels("train"), d.split_context("train")
         self.model.fit_inputs(
             d.train.to(self.device),
@@ -309,6 +310,9 @@ class Trainer:
                 f"with the same number (now {self.group.world}), or from an epoch boundary"
             )
         restore_model(self.model, state, self.run_dir / "checkpoints" / "last.pt")
+        # Made anew for the loaded model's parameters: a checkpoint whose degrees differ from
+        # today's draw for the seed gives some layers other degree blocks, hence new parameters.
+        self.optimizer = make_optimizer(self.model, self.config.train.lr, self.config.train.weight_decay)
         load_portable_optimizer_state(self.model, self.optimizer, state["optimizer"], state["model"])
         for group in self.optimizer.param_groups:  # the config may have changed them on resume
             group["lr"], group["weight_decay"] = self.config.train.lr, self.config.train.weight_decay
@@ -380,15 +384,22 @@ class Trainer:
         got = int(self.group.max(float(flag.signum or 0), self.device))
         return got or None
 
-    def _wrapped(self) -> torch.nn.Module:
-        """The module the step calls: the model, or its DDP wrapper with rank 0's degrees."""
+    def _agree_on_degrees(self) -> None:
+        """Every rank takes rank 0's degrees (identical masks and degree blocks), before any
+        optimiser holds the parameters that a change of blocks would replace."""
         if self.group.world == 1:
-            return self.model
+            return
         for net in self.model.made_nets():
             for degrees in net.degree_buffers():
-                self.group.broadcast_tensor(degrees)  # identical masks on every rank
+                self.group.broadcast_tensor(degrees)
             net.reload_masks()
-        # Degrees were broadcast above and masks follow from them: no buffer sync per step.
+
+    def _wrapped(self) -> torch.nn.Module:
+        """The module the step calls: the model, or its DDP wrapper."""
+        if self.group.world == 1:
+            return self.model
+        # Ranks agreed on the degrees (and loaded the same checkpoint) and masks follow from
+        # them: no buffer sync per step.
         if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
             return DistributedDataParallel(self.model, forward_sync_buffers=False)
         return DistributedDataParallel(self.model, broadcast_buffers=False)

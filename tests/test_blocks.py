@@ -329,3 +329,49 @@ def test_masked_weights_stay_exactly_zero_under_training(optimiser: str) -> None
     for layer in net.masked_layers().values():
         assert (layer.full_weight()[layer.mask == 0] == 0).all()
     assert verify_made(net)[0].ok
+
+
+def test_a_checkpoint_with_other_degrees_than_todays_draw_resumes_with_every_weight_training(
+    tmp_path,
+) -> None:
+    """Its layers get other degree blocks, hence new parameters, when it loads: the trainer
+    makes its optimiser for those (an optimiser made before would train stale copies)."""
+    from made_cli.checkpoint import load_checkpoint
+    from made_cli.config import config_from_dict
+    from made_cli.train import Trainer, train, train_step
+
+    overrides = ["data.name=synthetic", "data.features=128", "data.size=300", "model.hidden=[512]",
+                 "model.direct=false", "train.batch_size=50", "train.epochs=1"]  # fmt: skip
+    train(load_config(None, overrides), tmp_path / "run")
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", map_location="cpu")
+    state["model"]["net.hidden_degrees_0"] = MADE(128, [512], seed=1, direct=False).hidden_degrees_0.clone()
+    trainer = Trainer(config_from_dict(state["config"], ["train.epochs=2"]), tmp_path / "run", "cpu", None)
+    trainer.load_state_dict(state)
+    net = trainer.model.net
+    assert net.layers[0].plan is not None and net.output.plan is not None
+    assert {id(p) for g in trainer.optimizer.param_groups for p in g["params"]} == {
+        id(p) for p in trainer.model.parameters()
+    }
+    before = {n: layer.full_weight().detach().clone() for n, layer in net.masked_layers().items()}
+    for i in range(3):
+        train_step(trainer.model, trainer.optimizer, trainer.dataset.train[:50], i, 4)
+    for name, layer in net.masked_layers().items():
+        assert (layer.full_weight().detach() - before[name]).abs().max() > 0, name
+    stale = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+    with pytest.raises(ValueError, match="no longer has"):
+        load_portable_optimizer_state(trainer.model, stale, state["optimizer"], state["model"])
+
+
+def test_no_second_derivatives_and_a_wrong_shape_is_a_size_mismatch() -> None:
+    """Double backward through blocks raises instead of giving the unmasked second-order terms;
+    a checkpoint matrix of the wrong shape is reported as torch reports one for a whole weight."""
+    net = MADE(8, [32], seed=0).double()
+    net.use_blocks(True, count=2)
+    x = torch.rand(4, 8, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(net(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()
+    state = net.state_dict()
+    state["layers.0.weight"] = torch.zeros(32, 7, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match=r"size mismatch for layers\.0\.weight"):
+        net.load_state_dict(state)

@@ -10,8 +10,8 @@ gradient is masked, so Adam, AdamW and weight decay leave them at zero) and the 
 read them as they are.
 
 Nothing here needs sorted degrees or a monotone ordering to be correct: a mask with no
-staircase (a random ordering) only makes every block cover more columns, and the cost model
-then keeps one block, the plain product of the masked weight. The cost model's constants
+staircase (the input or output side of a random ordering) only makes every block cover more
+columns, and the cost model then keeps one block, or the whole matrix. The cost model's constants
 were measured on the 2-core CPU this project runs on; the choice is a function of the mask
 alone, so a resumed run redoes the same float arithmetic.
 """

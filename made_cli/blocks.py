@@ -9,8 +9,9 @@ rows are allowed and others not, holds masked entries: they are kept at exact ze
 gradient is masked, so Adam, AdamW and weight decay leave them at zero) and the products
 read them as they are.
 
-Nothing here needs sorted degrees or a monotone ordering to be correct: a mask with no
-staircase (the input or output side of a random ordering) only makes every block cover more
+A random ordering's input and output layers are staircases once their columns and rows are
+put in generation order (``Plan.row_order``, ``column_order``). Nothing here needs sorted
+degrees or an order to be correct: a mask with no staircase only makes every block cover more
 columns, and the cost model then keeps one block, or the whole matrix. The cost model's constants
 were measured on the 2-core CPU this project runs on; the choice is a function of the mask
 alone, so a resumed run redoes the same float arithmetic.
@@ -66,17 +67,51 @@ class Block:
 class Plan:
     """How an (R, C) layer is stored and computed: one weight per block (rows that read no
     column keep only their bias), and the last ``tail`` columns (the context, degree 0) read
-    by every row, stored as one (R, tail) weight."""
+    by every row, stored as one (R, tail) weight.
+
+    Blocks are laid out in stored coordinates: stored row i is the layer's row
+    ``row_order[i]`` and stored column j its column ``column_order[j]`` (identity when None;
+    the tail is never reordered). A random ordering's input and output layers are reordered
+    into generation order, where they are staircases: the layer gathers its input columns
+    and scatters its output rows (``MaskedLinear.forward``)."""
 
     rows: int
     columns: int
     tail: int
     blocks: tuple[Block, ...]
+    row_order: tuple[int, ...] | None = None
+    column_order: tuple[int, ...] | None = None
 
     @property
     def staircase(self) -> int:
         """Columns before the tail."""
         return self.columns - self.tail
+
+    def indices(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor | None, ...]:
+        """(row order, its inverse, column order over all C columns, its inverse) as index
+        tensors; None where there is no reordering."""
+        out: list[torch.Tensor | None] = []
+        for order, size in ((self.row_order, self.rows), (self.column_order, self.columns)):
+            if order is None:
+                out += [None, None]
+                continue
+            index = torch.tensor([*order, *range(len(order), size)], device=device)
+            out += [index, index.argsort()]
+        return tuple(out)
+
+    def stored(self, matrix: torch.Tensor) -> torch.Tensor:
+        """An (R, C) matrix in the plan's stored coordinates."""
+        rows, _, columns, _ = self.indices(matrix.device)
+        if rows is not None:
+            matrix = matrix.index_select(0, rows)
+        return matrix if columns is None else matrix.index_select(1, columns)
+
+    def unstored(self, matrix: torch.Tensor) -> torch.Tensor:
+        """An (R, C) matrix in stored coordinates, back in the layer's own."""
+        _, rows, _, columns = self.indices(matrix.device)
+        if rows is not None:
+            matrix = matrix.index_select(0, rows)
+        return matrix if columns is None else matrix.index_select(1, columns)
 
     def covered(self) -> torch.Tensor:
         """(R, C) bool: the entries the plan stores (a superset of the mask)."""
@@ -84,23 +119,24 @@ class Plan:
         out[:, self.staircase :] = True
         for b in self.blocks:
             out[b.r0 : b.r1, b.c0 : b.c1] = True
-        return out
+        return self.unstored(out)
 
     def trained(self, mask: torch.Tensor) -> torch.Tensor:
         """(R, C) bool: the stored entries whose gradient can be nonzero (within the mask)."""
         out = torch.zeros(self.rows, self.columns, dtype=torch.bool)
         out[:, self.staircase :] = True
-        mask = mask.detach().bool().cpu()
+        mask = self.stored(mask.detach().bool().cpu())
         for b in self.blocks:
             out[b.r0 : b.r1, b.d0 : max(b.d0, b.d1)] = True
             for a, z in b.ragged:
                 cols = slice(b.c0 + a, b.c0 + z)
                 out[b.r0 : b.r1, cols] = mask[b.r0 : b.r1, cols]
-        return out
+        return self.unstored(out)
 
     def split(self, weight: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """An (R, C) matrix (a weight, or an optimiser moment) as the plan stores it: the
         blocks' parts and the tail. Entries outside the plan are dropped."""
+        weight = self.stored(weight)
         blocks = [weight[b.r0 : b.r1, b.c0 : b.c1].clone() for b in self.blocks]
         return blocks, weight[:, self.staircase :].clone() if self.tail else None
 
@@ -112,7 +148,7 @@ class Plan:
             out[b.r0 : b.r1, b.c0 : b.c1] = w
         if tail is not None:
             out[:, self.staircase :] = tail
-        return out
+        return self.unstored(out)
 
 
 Intervals = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -152,7 +188,15 @@ def _cost(blocks: list[Block]) -> float:
     return (3 * NOMINAL_BATCH + STORE_COST) * stored + MASK_COST * masked + 3 * CALL_COST * len(blocks)
 
 
-def plan(mask: torch.Tensor, *, segments: int = 1, tail: int = 0, count: int | None = None) -> Plan | None:
+def plan(
+    mask: torch.Tensor,
+    *,
+    segments: int = 1,
+    tail: int = 0,
+    count: int | None = None,
+    row_order: tuple[int, ...] | None = None,
+    column_order: tuple[int, ...] | None = None,
+) -> Plan | None:
     """The cheapest plan for an (R, C) ``mask`` whose last ``tail`` columns every row reads,
     or None where the whole matrix times the mask is modelled cheaper (small layers, where
     the blocks' Python overhead outweighs the arithmetic they save).
@@ -160,10 +204,12 @@ def plan(mask: torch.Tensor, *, segments: int = 1, tail: int = 0, count: int | N
     The rows form ``segments`` equal segments (an output layer's P parameters per dimension,
     each a copy of the staircase), each split into the same number of equal row blocks:
     ``count`` if given (then never None), else the count in ``BLOCK_COUNTS`` the cost model
-    prefers. One block over all rows (the plain product) is always a candidate.
+    prefers. One block over all rows (the plain product) is always a candidate. The blocks
+    are cut from the mask reordered by ``row_order`` and ``column_order`` (see ``Plan``).
     """
     mask = mask.detach().bool().cpu()
     rows, columns = mask.shape
+    mask = Plan(rows, columns, tail, (), row_order, column_order).stored(mask)
     if tail and not mask[:, columns - tail :].all():
         raise ValueError("the tail columns must be read by every row")
     if rows % segments:
@@ -183,7 +229,8 @@ def plan(mask: torch.Tensor, *, segments: int = 1, tail: int = 0, count: int | N
     whole = (3 * NOMINAL_BATCH + STORE_COST + 2 * MASK_COST) * area + 3 * CALL_COST  # weight * mask
     if count is None and whole <= _cost(best) + FUNCTION_COST:
         return None
-    return Plan(rows, columns, tail, tuple(best or [Block(0, rows, 0, 0, 0, 0)]))  # empty: a weight to save
+    stored = tuple(best or [Block(0, rows, 0, 0, 0, 0)])  # an empty block: a weight to save
+    return Plan(rows, columns, tail, stored, row_order, column_order)
 
 
 class _BlockedLinear(torch.autograd.Function):

@@ -36,12 +36,20 @@ class MaskedLinear(nn.Linear):
 
     mask: torch.Tensor
     plan: blocks.Plan | None
+    row_order: torch.Tensor | None
+    column_order: torch.Tensor | None
+    stored_mask: torch.Tensor | None
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__(in_features, out_features, bias=bias)
         # Not persistent: masks are derived from the degrees that MADE saves.
         self.register_buffer("mask", torch.ones(out_features, in_features), persistent=False)
         self.plan = None
+        # A plan in generation order (a random ordering's input or output side): its orders
+        # and the mask in its stored coordinates. None otherwise.
+        self.register_buffer("row_order", None, persistent=False)
+        self.register_buffer("column_order", None, persistent=False)
+        self.register_buffer("stored_mask", None, persistent=False)
         self.register_state_dict_post_hook(_whole_weight_in_state_dict)
         self.register_load_state_dict_pre_hook(_blocks_from_state_dict)
 
@@ -89,6 +97,7 @@ class MaskedLinear(nn.Linear):
                 self.register_parameter("tail", nn.Parameter(tail, requires_grad=trainable))
         self.register_parameter("bias", bias)  # after the weight, as nn.Linear orders them
         self.plan = plan
+        self.sync_plan()
 
     @torch.no_grad()
     def mask_weight(self) -> None:
@@ -97,8 +106,9 @@ class MaskedLinear(nn.Linear):
             self.weight.mul_(self.mask)
             return
         parts, _ = self.block_weights()
+        mask = self.mask if self.stored_mask is None else self.stored_mask
         for b, part in zip(self.plan.blocks, parts, strict=True):
-            part.mul_(self.mask[b.r0 : b.r1, b.c0 : b.c1])
+            part.mul_(mask[b.r0 : b.r1, b.c0 : b.c1])
 
     @torch.no_grad()
     def zero_rows(self, start: int = 0) -> None:
@@ -107,17 +117,34 @@ class MaskedLinear(nn.Linear):
             self.weight[start:].zero_()
             return
         parts, tail = self.block_weights()
+        rows = torch.arange(self.plan.rows) if self.row_order is None else self.row_order.cpu()
+        zeroed = rows >= start  # stored rows that are the layer's rows start:
         for b, part in zip(self.plan.blocks, parts, strict=True):
-            part[max(0, start - b.r0) :].zero_()
+            part[zeroed[b.r0 : b.r1].to(part.device)] = 0.0
         if tail is not None:
-            tail[start:].zero_()
+            tail[zeroed.to(tail.device)] = 0.0
 
     # -- compute -----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.plan is None:
             return F.linear(x, self.weight * self.mask, self.bias)
         parts, tail = self.block_weights()
-        return blocks.blocked_linear(x, self.bias, self.mask, self.plan, tail, list(parts))
+        if self.stored_mask is None:
+            return blocks.blocked_linear(x, self.bias, self.mask, self.plan, tail, list(parts))
+        # Reordered into generation order: gather the input columns, scatter the output rows.
+        if self.column_order is not None:
+            x = x.index_select(-1, self.column_order)
+        bias = self.bias if self.bias is None or self.row_order is None else self.bias[self.row_order]
+        y = blocks.blocked_linear(x, bias, self.stored_mask, self.plan, tail, list(parts))
+        return y if self.row_order is None else y.index_select(-1, self.row_order.argsort())
+
+    def sync_plan(self) -> None:
+        """Refresh what a reordered plan computes with from the current mask (buffers, so they
+        follow the layer to its device): the orders and the mask in stored coordinates."""
+        orders = (None,) * 4 if self.plan is None else self.plan.indices(self.mask.device)
+        reordered = any(o is not None for o in orders)
+        self.row_order, self.column_order = orders[0], orders[2]
+        self.stored_mask = self.plan.stored(self.mask) if reordered and self.plan is not None else None
 
     def connections(self) -> torch.Tensor:
         """(out, in) bool: where the output can depend on the input, now or after training.
@@ -330,12 +357,23 @@ class MADE(nn.Module):
         cheaper). An output layer's P parameters per dimension are P copies of one staircase;
         the context (degree 0) is the tail of any layer that reads the inputs. ``count`` fixes
         the blocks per staircase (and always gives a plan)."""
+        d, params = self.features, self.params_per_dim
+        order = self.ranks[0].argsort().tolist()  # generation order
+        monotone = order in (list(range(d)), list(range(d - 1, -1, -1)))  # staircases as they are
         plans = {}
         for name, layer in self.masked_layers().items():
             reads_inputs = name in ("layers.0", "direct") or (name == "output" and not self.layers)
-            segments = self.params_per_dim if name in ("output", "direct") else 1
-            tail = self.context if reads_inputs else 0
-            plans[name] = blocks.plan(layer.mask, segments=segments, tail=tail, count=count)
+            writes_outputs = name in ("output", "direct")
+            plans[name] = blocks.plan(
+                layer.mask,
+                segments=params if writes_outputs else 1,
+                tail=self.context if reads_inputs else 0,
+                count=count,
+                row_order=None
+                if monotone or not writes_outputs
+                else tuple(p * d + o for p in range(params) for o in order),
+                column_order=None if monotone or not reads_inputs else tuple(order),
+            )
         return plans
 
     def _plan_layers(self, count: int | None = None, replan: bool = False) -> None:
@@ -350,6 +388,8 @@ class MADE(nn.Module):
             for name, layer in self.masked_layers().items():
                 layer.set_plan(plans.get(name))
             self._planned = degrees
+        for layer in self.masked_layers().values():
+            layer.sync_plan()  # the masks were just rebuilt
         self.mask_weights()
 
     def use_blocks(self, enabled: bool, count: int | None = None) -> None:

@@ -375,3 +375,26 @@ def test_no_second_derivatives_and_a_wrong_shape_is_a_size_mismatch() -> None:
     state["layers.0.weight"] = torch.zeros(32, 7, dtype=torch.float64)
     with pytest.raises(RuntimeError, match=r"size mismatch for layers\.0\.weight"):
         net.load_state_dict(state)
+
+
+def test_a_random_ordering_is_reordered_into_staircases_on_its_input_and_output_side() -> None:
+    """The input layer gathers its columns and the output and direct layers scatter their rows
+    in generation order, where their masks are staircases: far less is stored than the whole
+    matrix, the plan still covers the mask, and zeroing output rows hits the layer's own rows."""
+    net = MADE(64, [256], ordering="random", params_per_dim=2, context=2, seed=0).double()
+    net.use_blocks(True, count=4)
+    layer0, output, direct = net.layers[0], net.output, net.direct
+    assert layer0.plan.column_order is not None and layer0.plan.row_order is None
+    assert output.plan.row_order is not None and direct.plan.row_order is not None
+    for layer in (layer0, output, direct):
+        mask = layer.mask.bool()
+        assert (layer.plan.covered() | ~mask).all() and (mask | ~layer.plan.trained(mask)).all()
+        assert (
+            layer.plan.covered()[:, : layer.plan.staircase].sum()
+            < 0.75 * mask[:, : layer.plan.staircase].numel()
+        )
+    assert verify_made(net)[0].ok
+    before = output.full_weight().detach().clone()
+    output.zero_rows(64)  # the second parameter of every dimension
+    after = output.full_weight().detach()
+    assert (after[64:] == 0).all() and torch.equal(after[:64], before[:64])

@@ -37,6 +37,7 @@ class MaskedLinear(nn.Linear):
     mask: torch.Tensor
     plan: blocks.Plan | None
     row_order: torch.Tensor | None
+    row_scatter: torch.Tensor | None
     column_order: torch.Tensor | None
     stored_mask: torch.Tensor | None
 
@@ -48,6 +49,7 @@ class MaskedLinear(nn.Linear):
         # A plan in generation order (a random ordering's input or output side): its orders
         # and the mask in its stored coordinates. None otherwise.
         self.register_buffer("row_order", None, persistent=False)
+        self.register_buffer("row_scatter", None, persistent=False)  # row_order's inverse
         self.register_buffer("column_order", None, persistent=False)
         self.register_buffer("stored_mask", None, persistent=False)
         self.register_state_dict_post_hook(_whole_weight_in_state_dict)
@@ -136,14 +138,15 @@ class MaskedLinear(nn.Linear):
             x = x.index_select(-1, self.column_order)
         bias = self.bias if self.bias is None or self.row_order is None else self.bias[self.row_order]
         y = blocks.blocked_linear(x, bias, self.stored_mask, self.plan, tail, list(parts))
-        return y if self.row_order is None else y.index_select(-1, self.row_order.argsort())
+        return y if self.row_scatter is None else y.index_select(-1, self.row_scatter)
 
     def sync_plan(self) -> None:
         """Refresh what a reordered plan computes with from the current mask (buffers, so they
-        follow the layer to its device): the orders and the mask in stored coordinates."""
+        follow the layer to its device): the orders and the mask in stored coordinates. MADE
+        replaces masks rather than editing them; after editing one in place, call this."""
         orders = (None,) * 4 if self.plan is None else self.plan.indices(self.mask.device)
         reordered = any(o is not None for o in orders)
-        self.row_order, self.column_order = orders[0], orders[2]
+        self.row_order, self.row_scatter, self.column_order = orders[0], orders[1], orders[2]
         self.stored_mask = self.plan.stored(self.mask) if reordered and self.plan is not None else None
 
     def connections(self) -> torch.Tensor:
@@ -155,7 +158,8 @@ class MaskedLinear(nn.Linear):
         if self.plan is None:
             return self.mask.cpu() > 0
         nonzero = self.full_weight().detach().cpu() != 0
-        return self.plan.covered() & (nonzero | self.plan.trained(self.mask))
+        masking = self.mask if self.stored_mask is None else self.plan.unstored(self.stored_mask)
+        return self.plan.covered() & (nonzero | self.plan.trained(masking))  # the mask backward uses
 
 
 def _whole_weight_in_state_dict(module: nn.Module, state: dict[str, Any], prefix: str, _meta: Any) -> None:

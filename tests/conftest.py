@@ -24,6 +24,7 @@ def tamper(layer, forbidden: torch.Tensor, count: int | None = 1) -> None:
     entries = stored.nonzero()[:count]
     assert len(entries), "no forbidden entry is stored"
     layer.mask[entries[:, 0], entries[:, 1]] = 1.0
+    layer.sync_plan()  # a reordered plan keeps its own copy of the mask
     state = layer.state_dict()  # the whole matrix, read back through the tampered mask
     state["weight"][entries[:, 0], entries[:, 1]] = 0.5
     layer.load_state_dict(state)

@@ -65,6 +65,7 @@ def test_a_mask_entry_switched_on_inside_a_block_is_a_forbidden_path_before_any_
     forbidden = ~deg.mask(net.hidden_degrees_0[0], net.ranks[0], strict=True) & net.output.plan.covered()
     o, i = forbidden.nonzero()[0].tolist()
     net.output.mask[o, i] = 1.0
+    net.output.sync_plan()
     (report,) = verify_made(net)
     assert report.forbidden_paths > 0 and report.jacobian_violations == 0
 

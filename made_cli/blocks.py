@@ -20,6 +20,7 @@ alone, so a resumed run redoes the same float arithmetic.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,7 +141,9 @@ class Plan:
         blocks = [weight[b.r0 : b.r1, b.c0 : b.c1].clone() for b in self.blocks]
         return blocks, weight[:, self.staircase :].clone() if self.tail else None
 
-    def join(self, blocks: list[torch.Tensor], tail: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    def join(
+        self, blocks: Sequence[torch.Tensor], tail: torch.Tensor | None, like: torch.Tensor
+    ) -> torch.Tensor:
         """The (R, C) matrix of the blocks' parts and the tail, with zeros elsewhere (of
         ``like``'s dtype and device: a plan may store nothing, as for a MADE of one input)."""
         out = like.new_zeros(self.rows, self.columns)
@@ -295,7 +298,7 @@ def blocked_linear(
     mask: torch.Tensor,
     p: Plan,
     tail: torch.Tensor | None,
-    blocks: list[torch.Tensor],
+    blocks: Sequence[torch.Tensor],
 ) -> torch.Tensor:
     """``F.linear(x, w * mask, bias)`` for the weight ``w`` the plan stores as ``blocks`` and
     ``tail``, which must hold zeros wherever ``mask`` does. ``x`` may have leading dimensions."""

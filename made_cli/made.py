@@ -68,7 +68,7 @@ class MaskedLinear(nn.Linear):
         if self.plan is None:
             return self.weight
         parts, tail = self.block_weights()
-        return self.plan.join(list(parts), tail, like=self.mask)
+        return self.plan.join(parts, tail, like=self.mask)
 
     def masked_weight(self) -> torch.Tensor:
         """The (out, in) matrix the layer multiplies by: the weight times the mask, or under a
@@ -79,9 +79,12 @@ class MaskedLinear(nn.Linear):
     def set_plan(self, plan: blocks.Plan | None) -> None:
         """Store the weight as ``plan``'s blocks (or whole, with None), keeping its values on
         the current mask. A different plan replaces the weight's parameters: make optimisers
-        after this."""
-        if plan == self.plan:
-            return
+        after this. Either way the plan's buffers follow the current mask."""
+        if plan != self.plan:
+            self._store_as(plan)
+        self.sync_plan()
+
+    def _store_as(self, plan: blocks.Plan | None) -> None:
         weight = self.full_weight().detach()
         trainable = next(
             p for n, p in self._parameters.items() if n != "bias" and p is not None
@@ -99,7 +102,6 @@ class MaskedLinear(nn.Linear):
                 self.register_parameter("tail", nn.Parameter(tail, requires_grad=trainable))
         self.register_parameter("bias", bias)  # after the weight, as nn.Linear orders them
         self.plan = plan
-        self.sync_plan()
 
     @torch.no_grad()
     def mask_weight(self) -> None:
@@ -132,12 +134,12 @@ class MaskedLinear(nn.Linear):
             return F.linear(x, self.weight * self.mask, self.bias)
         parts, tail = self.block_weights()
         if self.stored_mask is None:
-            return blocks.blocked_linear(x, self.bias, self.mask, self.plan, tail, list(parts))
+            return blocks.blocked_linear(x, self.bias, self.mask, self.plan, tail, parts)
         # Reordered into generation order: gather the input columns, scatter the output rows.
         if self.column_order is not None:
             x = x.index_select(-1, self.column_order)
         bias = self.bias if self.bias is None or self.row_order is None else self.bias[self.row_order]
-        y = blocks.blocked_linear(x, bias, self.stored_mask, self.plan, tail, list(parts))
+        y = blocks.blocked_linear(x, bias, self.stored_mask, self.plan, tail, parts)
         return y if self.row_scatter is None else y.index_select(-1, self.row_scatter)
 
     def sync_plan(self) -> None:
@@ -390,10 +392,8 @@ class MADE(nn.Module):
                 self.block_plans(count if count is not None else self._block_count) if self._blocks else {}
             )
             for name, layer in self.masked_layers().items():
-                layer.set_plan(plans.get(name))
+                layer.set_plan(plans.get(name))  # new degrees, new masks: the buffers follow
             self._planned = degrees
-        for layer in self.masked_layers().values():
-            layer.sync_plan()  # the masks were just rebuilt
         self.mask_weights()
 
     def use_blocks(self, enabled: bool, count: int | None = None) -> None:

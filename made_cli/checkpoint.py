@@ -15,6 +15,7 @@ import torch
 
 from .config import Config, config_from_dict
 from .errors import UsageError
+from .heads import ColumnLaw
 from .interface import DensityModel
 from .kinds import build_model
 
@@ -75,15 +76,23 @@ def model_from_checkpoint(
 ) -> tuple[Config, DensityModel]:
     """The config and the model (in eval mode, on ``device``) a loaded checkpoint holds."""
     config = config_from_dict(state["config"])
-    levels = state.get("column_levels")
     model = build_model(
-        config, int(state["features"]), int(state.get("classes", 0)),
-        column_levels=None if levels is None else tuple(int(v) for v in levels),
+        config, int(state["features"]), int(state.get("classes", 0)), columns=column_laws(state),
         context=int(state.get("context_features", 0)),
     )  # fmt: skip
     restore_model(model, state, path)
     model.to(device).eval()
     return config, model
+
+
+def column_laws(state: dict[str, Any]) -> tuple[ColumnLaw, ...] | None:
+    """A table run's column laws; a run saved before they were kept has its columns' categories
+    only, and its real columns keep the law they were trained with (``ColumnLaw.legacy``)."""
+    laws = state.get("column_laws")
+    if laws is not None:
+        return tuple(ColumnLaw.from_dict(d) for d in laws)
+    levels = state.get("column_levels")
+    return None if levels is None else tuple(ColumnLaw(levels=int(v), legacy=True) for v in levels)
 
 
 def recorded_root(state: dict[str, Any]) -> str | None:

@@ -652,6 +652,10 @@ def list_runs_command(
                 fields.update(_provenance(r["record"]))
                 for key, value in fields.items():
                     console.print(f"  {key}: {value}", markup=False)
+                if r["columns"]:
+                    console.print(
+                        "  columns:\n" + "\n".join("  " + line for line in r["columns"]), markup=False
+                    )
         else:
             _print_table(f"runs under {parent}/", columns, table, optional=("model", "data"))
         for note in sorted({r["note"] for r in rows if r["note"]}):

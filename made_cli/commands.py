@@ -24,7 +24,7 @@ from .interface import EXACT, MARKOV_CHAIN, SUB_ENSEMBLE, DensityModel, Progress
 from .kinds import KINDS, build_model, kind_of
 from .models import check_labels
 from .pictures import rows_by_class, save_png
-from .runs import Run, atomic_write_bytes, atomic_write_text, find_runs, read_record
+from .runs import SCHEMA_FILE, Run, atomic_write_bytes, atomic_write_text, find_runs, read_record
 from .tables import read_table, table_bytes, table_format
 
 log = logging.getLogger(__name__)  # what a command says besides its results; the CLI prints it
@@ -614,9 +614,7 @@ def verify_target(target: Path | None, points: int) -> tuple[str, Verification, 
         cfg = load_config(target)
         shape = data_shape(cfg.data)
         classes = shape.classes if cfg.model.condition_on == "label" else 0
-        model = build_model(
-            cfg, shape.features, classes, column_levels=shape.column_levels, context=shape.context
-        )
+        model = build_model(cfg, shape.features, classes, columns=shape.columns, context=shape.context)
         what = f"config {target} (untrained)"
         run_dir = None
     else:
@@ -680,5 +678,16 @@ def list_runs(parent: Path) -> list[dict[str, Any]]:
             "epochs": epochs,
             "best_valid_nll": None if math.isinf(valid) else valid,
             "test_nll": test,
+            "columns": _column_lines(run_dir),
         })  # fmt: skip
     return rows
+
+
+def _column_lines(run_dir: Path) -> list[str]:
+    """A table run's modelled columns with their laws, and those left out (from schema.json)."""
+    from .tables import TableSchema
+
+    try:
+        return TableSchema.from_dict(json.loads((run_dir / SCHEMA_FILE).read_text())).column_lines()
+    except (OSError, ValueError, KeyError, TypeError):
+        return []

@@ -84,6 +84,9 @@ class DataConfig:
     label_column: str | None = None
     context_columns: tuple[str, ...] = ()
     split_column: str | None = None
+    exclude: tuple[str, ...] = ()  # columns not to model (when data.columns does not name them)
+    # rows with missing cells: model (train on the observed cells), drop, or refuse the file
+    missing: Literal["model", "drop", "refuse"] = "model"
     max_levels: int = 256
     seed: int = 0  # table: seeds the 80/10/10 split when there is no split column; toy: its rows
 
@@ -229,6 +232,8 @@ def _validate_table(cfg: Config) -> None:
         "data.label_column": data.label_column is not None,
         "data.context_columns": bool(data.context_columns),
         "data.split_column": data.split_column is not None,
+        "data.exclude": bool(data.exclude),
+        "data.missing": data.missing != "model",
     }
     if data.name != "table":
         given = [key for key, set_ in named.items() if set_]
@@ -239,6 +244,9 @@ def _validate_table(cfg: Config) -> None:
         raise UsageError("model.kind: iaf_vae models binary images; a table takes model.kind: made or maf")
     if not data.path:
         raise UsageError("data.path must name the table (.csv, .tsv or .parquet) when data.name is table")
+    both = [name for name in data.exclude if name in data.columns]
+    if both:
+        raise UsageError(f"column {both[0]!r} is in both data.columns and data.exclude")
     roles = [*data.columns, *data.context_columns, data.label_column, data.split_column]
     seen = [name for name in roles if name is not None]
     twice = sorted({name for name in seen if seen.count(name) > 1})
@@ -423,6 +431,9 @@ def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> 
     data = copy.deepcopy(dict(data))
     for override in overrides:
         _apply_override(data, override)
+    section = data.get("data")
+    if isinstance(section, dict) and "name" not in section and _is_table_path(section.get("path")):
+        section["name"] = "table"  # a config's data.path with a table's extension
     cfg = _from_mapping(Config, data, "")
     offered = _DATASET_VALUES[cfg.data.name]
     if "values" not in (data.get("data") or {}) and cfg.data.values not in offered:
@@ -496,6 +507,8 @@ def _applies(cfg: Config, key: str) -> bool:
                 "data.label_column",
                 "data.context_columns",
                 "data.split_column",
+                "data.exclude",
+                "data.missing",
                 "data.max_levels",
             ),
             data.name == "table",
@@ -546,9 +559,28 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
     node[parts[-1]] = value
 
 
+TABLE_EXTENSIONS = (".csv", ".tsv", ".parquet", ".pq")
+
+
+def _is_table_path(path: Any) -> bool:
+    return isinstance(path, str) and Path(path).suffix.lower() in TABLE_EXTENSIONS
+
+
+def table_config(path: Path) -> dict[str, Any]:
+    """The config of ``made train FILE`` for a table: the file's name for the runs, its data."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-.") or "table"
+    return {"name": name, "data": {"name": "table", "path": str(path)}}
+
+
 def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Config:
-    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
+    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides. A
+    table file (.csv, .tsv, .parquet) in a config's place is the data of a table model with the
+    defaults (``table_config``)."""
     data: Any = {}
+    if path is not None and _is_table_path(str(path)):
+        if not Path(path).is_file():
+            raise UsageError(f"data file not found: {path}")
+        return config_from_dict(table_config(Path(path)), overrides)
     if path is not None:
         p = Path(path)
         if p.is_dir():

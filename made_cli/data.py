@@ -21,6 +21,7 @@ from .benchmarks import BENCHMARK_FEATURES, load_benchmark
 from .config import DataConfig
 from .download import download
 from .errors import UsageError
+from .heads import ColumnLaw
 from .tables import SPLIT_NAMES, TableSchema, infer_schema, read_table, split_rows
 from .toys import TOY_CLASSES, toy_rows
 
@@ -71,7 +72,7 @@ class Dataset:
     root: str | None = None  # the data root it was read from, for the sources that have one
     # a table's: per column its categories (0: real), continuous context per split, the schema
     # that encoded it, and each file row's split (0 train, 1 valid, 2 test)
-    column_levels: tuple[int, ...] | None = None
+    columns: tuple[ColumnLaw, ...] | None = None
     context: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     table_schema: TableSchema | None = None
     split_codes: np.ndarray | None = None
@@ -103,6 +104,11 @@ class Dataset:
     @property
     def context_features(self) -> int:
         return 0 if self.context is None else self.context[0].shape[1]
+
+    @property
+    def column_levels(self) -> tuple[int, ...] | None:
+        """A table's: per column its categories, 0 for a real one."""
+        return None if self.columns is None else tuple(law.levels for law in self.columns)
 
     def bits_per_dim(self, nll_nats: float, split: str) -> float | None:
         """Bits per dimension of the data as stored, from an NLL in the model's space.
@@ -194,8 +200,13 @@ class DataShape:
 
     features: int
     classes: int = 0  # label classes; 0: no labels
-    column_levels: tuple[int, ...] | None = None  # a table's: per column its categories, 0 for real
+    columns: tuple[ColumnLaw, ...] | None = None  # a table's: per column its law
     context: int = 0  # a table's context columns
+
+    @property
+    def column_levels(self) -> tuple[int, ...] | None:
+        """A table's: per column its categories, 0 for a real one."""
+        return None if self.columns is None else tuple(law.levels for law in self.columns)
 
 
 def data_shape(cfg: DataConfig) -> DataShape:
@@ -209,7 +220,7 @@ def data_shape(cfg: DataConfig) -> DataShape:
     if cfg.name in BENCHMARK_FEATURES:
         return DataShape(BENCHMARK_FEATURES[cfg.name])
     d = load_dataset(cfg)
-    return DataShape(d.features, d.classes, d.column_levels, d.context_features)
+    return DataShape(d.features, d.classes, d.columns, d.context_features)
 
 
 def display_values(x: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
@@ -355,6 +366,9 @@ def _table(path: Path, cfg: DataConfig, recorded: dict[str, Any] | None) -> Data
             )
         codes = np.asarray(torch.as_tensor(recorded["split"]).numpy(), dtype=np.uint8)
     rows = schema.encode(table, path)
+    gaps = _rows_with_gaps(rows)
+    if gaps.any():
+        codes = _missing_cells(path, schema, rows, gaps, codes, cfg.missing if recorded is None else "model")
     parts = [torch.from_numpy(codes == i) for i in range(len(SPLIT_NAMES))]
 
     def per_split(t: torch.Tensor | None) -> Any:
@@ -363,9 +377,63 @@ def _table(path: Path, cfg: DataConfig, recorded: dict[str, Any] | None) -> Data
     classes = schema.label.levels if schema.label is not None else 0
     return Dataset(
         *per_split(rows.x), image_shape=None, labels=per_split(rows.labels), classes=classes,
-        values="mixed", column_levels=schema.column_levels, context=per_split(rows.context),
+        values="mixed", columns=schema.laws, context=per_split(rows.context),
         table_schema=schema, split_codes=codes, sha256=digest,
     )  # fmt: skip
+
+
+DROPPED = len(SPLIT_NAMES)  # a row's split code when data.missing: drop left it out
+
+
+def _rows_with_gaps(rows: Any) -> np.ndarray:
+    """(N,) bool: rows with a missing cell in a modelled, label or context column."""
+    gaps = torch.isnan(rows.x).any(1)
+    if rows.labels is not None:
+        gaps |= rows.labels < 0
+    if rows.context is not None:
+        gaps |= torch.isnan(rows.context).any(1)
+    return gaps.numpy()
+
+
+def _missing_cells(
+    path: Path, schema: TableSchema, rows: Any, gaps: np.ndarray, codes: np.ndarray, mode: str
+) -> np.ndarray:
+    """Apply data.missing to rows with missing cells: refuse the file, drop the rows (their split
+    code becomes ``DROPPED``), or keep them (model: only a label's or context column's gap, which
+    no model can train on, is refused). Returns the split codes."""
+    first = int(np.flatnonzero(gaps)[0])
+    names = [*schema.names, *schema.context]
+    cells = torch.isnan(rows.x[first]).tolist()
+    if rows.context is not None:
+        cells += torch.isnan(rows.context[first]).tolist()
+    column = names[cells.index(True)] if True in cells else schema.label.name if schema.label else "?"
+    where = f"{path}: column {column!r}, row {first + 1}: the value is missing (empty, NA or NaN)"
+    if mode == "refuse":
+        raise UsageError(f"{where}; with data.missing: model the rows train on their observed cells, "
+                         "data.missing: drop leaves them out")  # fmt: skip
+    if mode == "drop":
+        codes = codes.copy()
+        codes[gaps] = DROPPED
+        for i, name in enumerate(SPLIT_NAMES):
+            if not (codes == i).any():
+                raise UsageError(f"{path}: every {name} row has a missing cell (data.missing: drop)")
+        return codes
+    label_gap = rows.labels is not None and bool((rows.labels < 0).any())
+    context_gap = rows.context is not None and bool(torch.isnan(rows.context).any())
+    if label_gap or context_gap:
+        what = "label" if label_gap else "context"
+        first = int(np.flatnonzero((rows.labels < 0).numpy() if label_gap else
+                                   torch.isnan(rows.context).any(1).numpy())[0])  # fmt: skip
+        name = (
+            schema.label.name
+            if label_gap and schema.label
+            else next(n for j, n in enumerate(schema.context) if torch.isnan(rows.context[first, j]))
+        )
+        raise UsageError(
+            f"{path}: {what} column {name!r}, row {first + 1}: the value is missing; a model is given "
+            "its label and context, so set data.missing: drop to leave such rows out"
+        )
+    return codes
 
 
 def file_digest(path: Path) -> str:

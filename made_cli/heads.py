@@ -8,6 +8,8 @@ one produce the same values from the same noise. Heads have no weights of their 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -16,8 +18,9 @@ import torch.nn.functional as F
 from .config import HeadName
 
 __all__ = [
-    "Bernoulli", "Categorical", "ColumnHeads", "Gaussian", "Head", "HeadName", "MixtureOfGaussians",
-    "check_observed", "check_rows", "make_head", "standard_normal_log_prob",
+    "Bernoulli", "Categorical", "ColumnHeads", "ColumnLaw", "Gaussian", "Head", "HeadName",
+    "MixtureOfGaussians", "RealColumns", "check_observed", "check_rows", "make_head",
+    "standard_normal_log_prob",
 ]  # fmt: skip
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -231,6 +234,227 @@ class MixtureOfGaussians(Head):
         return Gaussian()  # a mixture fitted to a marginal would need EM; its single Gaussian does
 
 
+# A real column's mixture keeps its means inside the training rows' range [low, high] (on the
+# standardised scale) and its scales between these shares of that range's width: a sample then
+# lies beyond the range widened by its width less than once in 10**4 draws, and no component can
+# shrink onto single values.
+_SCALE_SHARES = (1e-3, 1 / 3)
+
+
+@dataclass(frozen=True)
+class ColumnLaw:
+    """How a table's column is modelled, as plain numbers saved with the run (``tables.Column``
+    decides them from the training rows).
+
+    ``levels`` > 0: a categorical over codes 0..L-1. Otherwise a real column, modelled on
+    y = (g(x) - shift) / scale with g = log when ``log`` (a positive, right-skewed column), else
+    the identity; log p(x) adds log|dy/dx|, so it stays a density on the file's scale. ``lower``:
+    no value below it (a density truncated there; on a grid, the lowest cell takes all the mass
+    below). ``mass``: a value that holds a share of the rows of its own (a point mass: p(x = mass)
+    is a probability, the other values a density times 1 - that). ``step``: values on the grid
+    ``origin`` + k * ``step``, whose law is the mixture's probability of each value's cell (a
+    discretised law, which cannot collapse onto the values). ``low``, ``high``: the training
+    rows' range of y, which bounds the mixture's means and scales. A run saved before laws were
+    kept has none (``legacy``): its real columns keep the unbounded mixture on the raw scale.
+    """
+
+    levels: int = 0
+    shift: float = 0.0
+    scale: float = 1.0
+    log: bool = False
+    lower: float | None = None
+    mass: float | None = None
+    step: float | None = None
+    origin: float = 0.0
+    low: float = -math.inf
+    high: float = math.inf
+    legacy: bool = False  # a run saved before laws were kept: raw scale, no embedding
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ColumnLaw:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def describe(self) -> str:
+        """The law in a few words (the training log's column list)."""
+        if self.levels:
+            return f"categorical, {self.levels} categories"
+        parts = ["log scale" if self.log else "standardised"]
+        if self.step is not None:
+            parts.append(f"on a grid of step {self.step:g}")
+        if self.lower is not None:
+            parts.append(f">= {self.lower:g}")
+        if self.mass is not None:
+            parts.append(f"point mass at {self.mass:g}")
+        return ", ".join(parts)
+
+
+def _log1mexp(a: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(a)) for a <= 0, accurate at both ends (Maechler 2012)."""
+    return torch.where(a > -math.log(2), torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
+
+
+def _log_normal_mass(za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
+    """log(Phi(zb) - Phi(za)) for za <= zb, computed in the tail where the two are small."""
+    flip = za + zb > 0  # both far right: Phi(-za) - Phi(-zb) is the same number, without 1 - 1
+    lo, hi = torch.where(flip, -zb, za), torch.where(flip, -za, zb)
+    upper = torch.special.log_ndtr(hi)
+    return upper + _log1mexp((torch.special.log_ndtr(lo) - upper).clamp_max(0))
+
+
+class RealColumns(Head):
+    """A table's real columns, each with its ``ColumnLaw``: a mixture of ``components`` Gaussians
+    on the column's standardised (or log) scale, with bounded means and scales, and where the law
+    says so truncated below, discretised on a grid, or with a point mass (an extra logit).
+
+    Parameters per column: K logits, K means, K scales (both through a sigmoid into their
+    bounds), and the point mass's logit when any column has one. Draws take 3 uniforms: the
+    component, the value (inverse CDF of the truncated component), the point mass.
+    """
+
+    name, discrete = "mog", False
+
+    def __init__(self, laws: Sequence[ColumnLaw], components: int) -> None:
+        if not laws or any(law.levels or law.legacy or not math.isfinite(law.low) for law in laws):
+            raise ValueError("RealColumns takes the laws of real columns")
+        self.laws, self.components = tuple(laws), components
+        self.has_mass = any(law.mass is not None for law in laws)
+        self.params_per_dim = 3 * components + int(self.has_mass)
+        self.noise_per_dim = 3
+        t = lambda values: torch.tensor(values, dtype=torch.float64)  # noqa: E731
+        inf = math.inf
+        self._c = {
+            "shift": t([law.shift for law in laws]),
+            "scale": t([law.scale for law in laws]),
+            "log": torch.tensor([law.log for law in laws]),
+            "grid": torch.tensor([law.step is not None for law in laws]),
+            "step": t([law.step or 0.0 for law in laws]),
+            "origin": t([law.origin for law in laws]),
+            "lower": t([-inf if law.lower is None else law.lower for law in laws]),
+            "mass": t([inf if law.mass is None else law.mass for law in laws]),
+            "low": t([law.low for law in laws]),
+            "width": t([law.high - law.low for law in laws]),
+        }
+        # the truncation point on the y scale (-inf: none); a grid censors instead of truncating
+        lower = self._c["lower"]
+        lower_y = (
+            torch.where(self._c["log"], torch.log(lower.clamp_min(1e-300)), lower) - self._c["shift"]
+        ) / (self._c["scale"])
+        self._c["lower_y"] = torch.where(self._c["grid"] | torch.isinf(self._c["lower"]), -inf, lower_y)
+
+    def _const(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        value = self._c[name]
+        return value.to(like.device) if value.dtype == torch.bool else value.to(like)
+
+    def _mixture(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log weights, means, log scales), each (B, K, R), on the y scale, within their bounds."""
+        k = self.components
+        low, width = self._const("low", params), self._const("width", params)
+        means = low + width * torch.sigmoid(params[:, k : 2 * k])
+        smallest, largest = _SCALE_SHARES
+        log_scales = torch.log(width * smallest) + math.log(largest / smallest) * torch.sigmoid(
+            params[:, 2 * k : 3 * k]
+        )
+        return F.log_softmax(params[:, :k], dim=1), means, log_scales
+
+    def _to_y(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y, log|dy/dx|) (B, R) of values x (any positive value where the scale is log)."""
+        log, scale = self._const("log", x), self._const("scale", x)
+        g = torch.where(log, torch.log(torch.where(log, x, 1.0).clamp_min(torch.finfo(x.dtype).tiny)), x)
+        y = (g - self._const("shift", x)) / scale
+        return y, -torch.log(scale) - torch.where(log, g, 0.0)
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        # Every branch is computed on values it can take (infinities would give NaN gradients
+        # through torch.where), and the branch that applies is picked.
+        log_w, means, log_scales = self._mixture(params)  # (B, K, R)
+        inv = torch.exp(-log_scales)
+        mass = self._const("mass", x)
+        at_mass = x == mass
+        lower, grid, log = self._const("lower", x), self._const("grid", x), self._const("log", x)
+        below = (x < lower) | (log & (x <= 0))
+        safe = torch.where(at_mass | below | ~torch.isfinite(x), self._const("origin", x).abs() + 1, x)
+        # a density on the y scale, renormalised above the truncation point
+        y, log_jacobian = self._to_y(safe)
+        density = torch.logsumexp(log_w + _normal_log_prob(y[:, None], means, log_scales), 1)
+        lower_y = self._const("lower_y", x)
+        truncated = torch.isfinite(lower_y)
+        z_lower = (torch.where(truncated, lower_y, 0.0) - means) * inv
+        kept = torch.logsumexp(log_w + torch.special.log_ndtr(-z_lower), 1)
+        density = density - torch.where(truncated, kept, 0.0) + log_jacobian
+        # on a grid: the probability of the value's cell, the lowest cell open below
+        half = self._const("step", x) / 2  # a grid is never on the log scale: its y is linear
+        ya = torch.where(grid, (safe - half - self._const("shift", x)) / self._const("scale", x), y - 1)
+        yb = torch.where(grid, (safe + half - self._const("shift", x)) / self._const("scale", x), y + 1)
+        za, zb = (ya[:, None] - means) * inv, (yb[:, None] - means) * inv
+        open_below = (safe - half < lower)[:, None]
+        cell_mass = _log_normal_mass(torch.where(open_below, zb - 1, za), zb)
+        cell = torch.logsumexp(log_w + torch.where(open_below, torch.special.log_ndtr(zb), cell_mass), 1)
+        value = torch.where(grid, cell, density)
+        if self.has_mass:
+            logit = params[:, 3 * self.components]
+            value = torch.where(at_mass, F.logsigmoid(logit), F.logsigmoid(-logit) + value)
+        return torch.where(below & ~at_mass, -math.inf, value)
+
+    def draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        if len(self.laws) != 1:
+            raise TypeError("draw one column at a time: column(d)")
+        log_w, means, log_scales = self._mixture(params[:, :, None])  # (B, K, 1)
+        log_w, means, scales = log_w[..., 0], means[..., 0], log_scales[..., 0].exp()  # (B, K)
+        c = {name: float(v[0]) for name, v in self._c.items()}
+        # the component by its weight above the truncation point, then the inverse CDF of its
+        # truncated normal, read from the upper tail so that deep truncation stays accurate
+        tail = torch.special.log_ndtr((means - c["lower_y"]) / scales)  # log P_k(y >= lower)
+        k = _pick(torch.softmax(log_w + tail, -1), u[:, 0])[:, None]
+        m, s, t = means.gather(1, k)[:, 0], scales.gather(1, k)[:, 0], tail.gather(1, k)[:, 0]
+        tiny = torch.finfo(params.dtype).tiny
+        q = ((1 - u[:, 1]) * t.exp()).clamp(tiny, 1 - torch.finfo(params.dtype).eps)
+        y = m - s * torch.special.ndtri(q)
+        g = y * c["scale"] + c["shift"]
+        x = torch.exp(g) if c["log"] else g
+        if c["grid"]:
+            x = c["origin"] + c["step"] * torch.round((x - c["origin"]) / c["step"])
+        x = x.clamp_min(c["lower"]) if math.isfinite(c["lower"]) else x
+        if self.has_mass and math.isfinite(c["mass"]):
+            x = torch.where(u[:, 2] < torch.sigmoid(params[:, 3 * self.components]), c["mass"], x)
+        return x
+
+    def init_bias(self, train: torch.Tensor) -> torch.Tensor:
+        """Equal weights, means at the quantiles of each column's y (observed values off the
+        point mass), scales a share of its spread, and the point mass's share of the rows."""
+        k = self.components
+        bias = torch.zeros(self.params_per_dim, train.shape[1], dtype=train.dtype, device=train.device)
+        smallest, largest = _SCALE_SHARES
+        for r, law in enumerate(self.laws):
+            x = train[:, r]
+            x = x[~torch.isnan(x)]
+            on = x != law.mass if law.mass is not None else torch.ones_like(x, dtype=torch.bool)
+            y, _ = self._to_y(x[on][:, None].expand(-1, len(self.laws)).clone())
+            y = y[:, r] if y.numel() else torch.zeros(1, dtype=train.dtype, device=train.device)
+            width = law.high - law.low
+            levels = (torch.arange(k, dtype=y.dtype, device=y.device) + 0.5) / k
+            q = torch.quantile(y, levels) if k > 1 else y.mean()[None]
+            bias[k : 2 * k, r] = torch.logit(((q - law.low) / width).clamp(0.01, 0.99))
+            spread = (y.std() if y.numel() > 1 else y.new_tensor(width / 4)) / math.sqrt(k)
+            share = torch.log(spread.clamp_min(1e-12) / (width * smallest)) / math.log(largest / smallest)
+            bias[2 * k : 3 * k, r] = torch.logit(share.clamp(0.01, 0.99))
+            if self.has_mass and law.mass is not None and x.numel():
+                bias[3 * k, r] = torch.logit((~on).to(y.dtype).mean().clamp(1e-3, 1 - 1e-3))
+        return bias
+
+    def describe(self) -> str:
+        return f"mixture of {self.components} Gaussian{'s' if self.components > 1 else ''}, bounded"
+
+    def baseline(self) -> Head:
+        return RealColumns(self.laws, 1)
+
+    def column(self, d: int) -> Head:
+        return RealColumns([self.laws[d]], self.components)
+
+
 class _ColumnView(Head):
     """A head that reads the first ``params`` of padded parameters (a ``ColumnHeads`` column)."""
 
@@ -245,26 +469,34 @@ class _ColumnView(Head):
 
 class ColumnHeads(Head):
     """A table's columns, each with its own law: categorical over a discrete column's L
-    categories (codes 0..L-1), ``real`` (a Gaussian or a mixture) for a real column.
+    categories (codes 0..L-1), and for the real columns their ``ColumnLaw``s (``RealColumns``:
+    bounded mixtures on each column's own scale), or, for a run saved before laws were kept, the
+    ``real`` head (a Gaussian or a mixture) on the raw values.
 
     log p(x) stays exact: a sum of log-probabilities and log-densities. The MADE gives every
     column the same number P of parameters, the widest column's; a column reads the first of
-    them (a categorical column of L < P categories has its other logits at -inf).
+    them (a categorical column of L < P categories has its other logits at -inf). A missing cell
+    (NaN) is not scored here: the model leaves it out of the sum.
     """
 
     name = "columns"
 
-    def __init__(self, levels: list[int] | tuple[int, ...], real: Head) -> None:
+    def __init__(self, levels: Sequence[int], real: Head, laws: Sequence[ColumnLaw] | None = None) -> None:
         if not levels or any(level == 1 or level < 0 for level in levels):
             raise ValueError("levels: per column 0 (real) or at least 2 categories")
-        self.levels, self.real = tuple(int(v) for v in levels), real
+        if laws is not None and [law.levels for law in laws] != list(levels):
+            raise ValueError("laws: one per column, with the columns' levels")
+        self.levels, self.laws = tuple(int(v) for v in levels), None if laws is None else tuple(laws)
         self.discrete_dims = [d for d, level in enumerate(self.levels) if level]
         self.real_dims = [d for d, level in enumerate(self.levels) if not level]
+        if self.laws is not None and self.real_dims and not self.laws[self.real_dims[0]].legacy:
+            k = real.components if isinstance(real, MixtureOfGaussians) else 1
+            real = RealColumns([self.laws[d] for d in self.real_dims], k)
+        self.real = real
         self.max_levels = max(self.levels)
         self.params_per_dim = max(self.max_levels, real.params_per_dim if self.real_dims else 0)
         self.noise_per_dim = max(1 if self.discrete_dims else 0, real.noise_per_dim if self.real_dims else 0)
         self.discrete = not self.real_dims
-        self._categorical = Categorical(self.max_levels) if self.discrete_dims else None
         # -inf for the logits beyond each discrete column's categories (L_max, D_discrete)
         present = torch.arange(self.max_levels)[:, None] < torch.tensor(
             [self.levels[d] for d in self.discrete_dims]
@@ -276,7 +508,8 @@ class ColumnHeads(Head):
         return x[..., self.discrete_dims], x[..., self.real_dims]
 
     def log_prob_parts(self, params: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log p of the discrete columns (B, D_discrete), log densities of the real ones (B, D_real))."""
+        """(log p of the discrete columns (B, D_discrete), of the real ones (B, D_real): densities,
+        or probabilities at a point mass or on a grid)."""
         x_disc, x_real = self._split(x)
         p_disc, p_real = self._split(params)
         if self.discrete_dims:
@@ -298,24 +531,37 @@ class ColumnHeads(Head):
     def column(self, d: int) -> Head:
         if self.levels[d]:
             return _ColumnView(Categorical(self.levels[d]), self.levels[d])
+        if isinstance(self.real, RealColumns):
+            return _ColumnView(self.real.column(self.real_dims.index(d)), self.real.params_per_dim)
         return _ColumnView(self.real, self.real.params_per_dim)
 
     def draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         raise TypeError("a table's columns each have their own law: draw through column(d)")
 
+    def fill_value(self) -> torch.Tensor:
+        """(D,) a value each column's law can score, put in a missing cell's place (its score is
+        then left out): code 0, or a real column's origin."""
+        values = [
+            0.0 if level or self.laws is None else self.laws[d].origin for d, level in enumerate(self.levels)
+        ]
+        return torch.tensor(values)
+
     def init_bias(self, train: torch.Tensor) -> torch.Tensor:
         bias = torch.zeros(self.params_per_dim, train.shape[1], dtype=train.dtype, device=train.device)
         for d in self.discrete_dims:
             level = self.levels[d]
-            bias[:level, d] = Categorical(level).init_bias(train[:, d : d + 1])[:, 0]
+            column = train[:, d : d + 1]
+            column = column[~torch.isnan(column[:, 0])]
+            bias[:level, d] = Categorical(level).init_bias(column)[:, 0]
         if self.real_dims:
             bias[: self.real.params_per_dim, self.real_dims] = self.real.init_bias(train[:, self.real_dims])
         return bias
 
     def baseline(self) -> Head:
-        """The head whose marginal fit is the independent baseline: one Gaussian per real column."""
-        real = Gaussian() if isinstance(self.real, MixtureOfGaussians) else self.real
-        return ColumnHeads(self.levels, real)
+        """The head whose marginal fit is the independent baseline: one Gaussian per real column
+        (under the column's law, where it has one)."""
+        real = Gaussian() if isinstance(self.real, (MixtureOfGaussians, RealColumns)) else self.real
+        return ColumnHeads(self.levels, real, self.laws)
 
     def describe(self) -> str:
         parts = []
@@ -328,11 +574,12 @@ class ColumnHeads(Head):
         return "per column: " + ", ".join(parts)
 
     def invalid_values(self, x: torch.Tensor) -> str | None:
-        if not bool(torch.isfinite(x).all()):
+        """Missing cells (NaN) pass: whether a model takes them is the model's to say."""
+        if bool(torch.isinf(x).any()):
             return "values must be finite"
         levels = torch.tensor(self.levels, dtype=x.dtype, device=x.device)
         discrete = levels > 0
-        ok = ~discrete | ((x == x.round()) & (x >= 0) & (x < levels))
+        ok = ~discrete | torch.isnan(x) | ((x == x.round()) & (x >= 0) & (x < levels))
         return None if bool(ok.all()) else "a discrete column's values must be its codes 0..L-1"
 
 
@@ -353,14 +600,14 @@ def check_observed(observed: torch.Tensor, x: torch.Tensor) -> None:
 
 
 def make_head(
-    name: str, levels: int = 2, components: int = 1, column_levels: list[int] | tuple[int, ...] | None = None
+    name: str, levels: int = 2, components: int = 1, columns: Sequence[ColumnLaw] | None = None
 ) -> Head:
     """The head a config names; ``levels`` for categorical, ``components`` for mog. For a table,
-    ``column_levels`` gives each column's categories (0: real), and ``name`` the real columns' law
-    (auto: a mixture of ``components`` Gaussians)."""
-    if column_levels is not None:
+    ``columns`` gives each column's law, and ``name`` the real columns' mixture (auto: of
+    ``components`` Gaussians; gaussian: of one)."""
+    if columns is not None:
         real = Gaussian() if name == "gaussian" else MixtureOfGaussians(components)
-        return ColumnHeads(column_levels, real)
+        return ColumnHeads([law.levels for law in columns], real, columns)
     if name == "bernoulli":
         return Bernoulli()
     if name == "categorical":

@@ -23,7 +23,7 @@ from . import degrees as deg
 from .config import Config, check_seed
 from .errors import BadArgument
 from .evaluation import evaluate_terms
-from .heads import Bernoulli, check_observed, check_rows, standard_normal_log_prob
+from .heads import Bernoulli, ColumnLaw, check_observed, check_rows, standard_normal_log_prob
 from .interface import APPROXIMATE, Completion, Progress
 from .made import MADE
 
@@ -461,7 +461,7 @@ def build_iaf_vae(
     cfg: Config,
     features: int,
     classes: int = 0,
-    column_levels: tuple[int, ...] | None = None,
+    columns: tuple[ColumnLaw, ...] | None = None,
     context: int = 0,
 ) -> IAFVAE:
     """The VAE a config describes (model.kind: iaf_vae): model.* for each step's MADE, iaf.* the rest."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from .config import Config
 from .errors import UsageError
+from .heads import ColumnLaw
 from .iaf import build_iaf_vae
 from .interface import DensityModel, Verification
 from .maf import build_maf
@@ -26,9 +27,7 @@ class ModelKind:
     """What the rest of the toolkit needs to know of a model kind, besides its models."""
 
     name: str
-    build: Callable[
-        ..., DensityModel
-    ]  # (config, features, classes, column_levels=, context=): see build_model
+    build: Callable[..., DensityModel]  # (config, features, classes, columns=, context=): see build_model
     verify: Callable[[Any, int], Verification]  # (model, points): `made verify-ar`'s checks
     summary: Callable[[Mapping[str, Any]], str]  # a saved config (plain data) in a few words
     describe: Callable[[Config, Any], str]  # (config, model): the "model:" line of training
@@ -116,9 +115,9 @@ def build_model(
     cfg: Config,
     features: int,
     classes: int = 0,
-    column_levels: tuple[int, ...] | None = None,
+    columns: tuple[ColumnLaw, ...] | None = None,
     context: int = 0,
 ) -> DensityModel:
     """The model a config describes, for data of ``features`` dimensions and ``classes`` labels;
-    for a table, each column's categories ``column_levels`` (0: a real column) and ``context`` columns."""
-    return kind_of(cfg.model.kind).build(cfg, features, classes, column_levels=column_levels, context=context)
+    for a table, each column's law ``columns`` and its ``context`` columns."""
+    return kind_of(cfg.model.kind).build(cfg, features, classes, columns=columns, context=context)

@@ -223,9 +223,16 @@ class MADE(nn.Module):
         num_masks: int = 1,
         seed: int = 0,
         ranks: torch.Tensor | None = None,
+        embed: Sequence[int] | None = None,
     ) -> None:
         """``ranks`` (K, D), when given, replace the ordering's ranks after they are drawn (so the
-        hidden degrees are those of the same seed): a flow's layers reverse each other this way."""
+        hidden degrees are those of the same seed): a flow's layers reverse each other this way.
+
+        ``embed`` (a table's: per dimension its categories, 0 for a real column) gives the first
+        hidden layer a learned vector per category and one for a missing cell of each column
+        (``embedded``): a category enters the network one-hot, as it were, not as an ordinal
+        code, and a missing cell as itself, not as a value. Each vector reaches only the units
+        the column's input may reach (the first layer's mask)."""
         super().__init__()
         if features < 1 or num_masks < 1 or params_per_dim < 1 or context < 0:
             raise ValueError("features, num_masks and params_per_dim must be >= 1, context >= 0")
@@ -253,6 +260,19 @@ class MADE(nn.Module):
         self._mask_cache: dict[int, dict[str, torch.Tensor]] = {}
         self._blocks, self._block_count = True, None  # use_blocks' choice, kept when degrees change
         self._planned: list[torch.Tensor] | None = None  # the degrees the layers' plans are for
+        self.embedding: nn.Parameter | None = None
+        if embed is not None and self.hidden:
+            if len(embed) != features:
+                raise ValueError("embed: one entry per dimension")
+            levels = torch.tensor([int(v) for v in embed])
+            rows = levels + 1  # a category's vectors, then the missing cell's
+            first = torch.cumsum(rows, 0) - rows
+            self.register_buffer("embed_levels", levels, persistent=False)
+            self.register_buffer("embed_first", first, persistent=False)
+            weight = torch.empty(int(rows.sum()), self.hidden[0])
+            nn.init.uniform_(weight, -((features + context) ** -0.5), (features + context) ** -0.5)
+            weight[first + levels] = 0.0  # a missing cell starts as a value at the mean would
+            self.embedding = nn.Parameter(weight.to(self.output.weight))
         self.register_buffer("ranks", torch.stack(drawn) if ranks is None else ranks.clone().long())
         if self.ranks.shape != (num_masks, features):
             raise ValueError(f"ranks must have shape ({num_masks}, {features})")
@@ -425,14 +445,37 @@ class MADE(nn.Module):
             self.apply_masks(member)
 
     # -- forward -----------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        """Parameters (B, P, D) for the current member."""
+    def embedded(self, raw: torch.Tensor, dims: Sequence[int] | None = None) -> torch.Tensor:
+        """The embedding's share of the first hidden layer's pre-activation (B, H_1), from the
+        values ``raw`` (B, D) (codes; NaN: missing) of ``dims`` (default: all): a category's
+        vector, or a column's missing-cell vector, each masked as the column's input is."""
+        assert self.embedding is not None
+        index = torch.arange(self.features, device=raw.device) if dims is None else torch.as_tensor(
+            list(dims), dtype=torch.long, device=raw.device)  # fmt: skip
+        values = raw.index_select(1, index)  # (B, E)
+        levels, first = self.embed_levels[index], self.embed_first[index]
+        missing = torch.isnan(values)
+        codes = torch.where(missing | (levels == 0), levels.to(values), values).long()  # (B, E)
+        codes = torch.minimum(codes.clamp_min(0), levels)  # a placeholder off the codes reads as missing
+        used = (missing | (levels > 0)).to(self.embedding)  # a real column's value has no vector
+        mask = self.layers[0].mask.index_select(1, index).T  # (E, H_1)
+        vectors = self.embedding[first + codes] * mask  # (B, E, H_1)
+        return (vectors * used[..., None]).sum(1)
+
+    def forward(
+        self, x: torch.Tensor, c: torch.Tensor | None = None, raw: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Parameters (B, P, D) for the current member. ``raw``: the values behind the encoded
+        ``x``, for the embedding (``embedded``; None leaves it out)."""
         if self.context:
             if c is None:
                 raise ValueError("this MADE needs a context input")
             x = torch.cat([x, c], dim=-1)
         h = x
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
+            if i == 0 and self.embedding is not None and raw is not None:
+                h = F.relu(layer(h) + self.embedded(raw))
+                continue
             h = F.relu(layer(h))
         out = self.output(h)
         if self.direct is not None:
@@ -465,8 +508,9 @@ def _relabelled(state: dict[str, Any], prefix: str, orders: list[torch.Tensor]) 
         if torch.equal(order, torch.arange(order.numel(), device=order.device)):
             continue
         nxt = f"layers.{layer + 1}.weight" if layer + 1 < len(orders) else "output.weight"
+        embedding = [("embedding", 1)] if layer == 0 else []
         for name, dim in ((f"hidden_degrees_{layer}", 1), (f"layers.{layer}.weight", 0),
-                          (f"layers.{layer}.bias", 0), (nxt, 1)):  # fmt: skip
+                          (f"layers.{layer}.bias", 0), (nxt, 1), *embedding):  # fmt: skip
             value = take(name)
             if value is not None:
                 out[prefix + name] = value.index_select(dim, order.to(value.device))

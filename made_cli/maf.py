@@ -23,7 +23,15 @@ from . import degrees as deg
 from . import sampling
 from .config import Config
 from .errors import BadArgument, UsageError
-from .heads import Gaussian, Head, MixtureOfGaussians, check_observed, check_rows, standard_normal_log_prob
+from .heads import (
+    ColumnLaw,
+    Gaussian,
+    Head,
+    MixtureOfGaussians,
+    check_observed,
+    check_rows,
+    standard_normal_log_prob,
+)
 from .interface import EXACT, Completion
 from .made import MADE
 from .models import (
@@ -187,7 +195,11 @@ class MAF(ExactLikelihood, nn.Module):
         context_features: int = 0,
         column_levels: Sequence[int] | None = None,
         per_column: bool = False,
+        grids: Sequence[tuple[float, float, float]] | None = None,
     ) -> None:
+        """``grids``: per column (step, origin, lower) of a table's column on a grid, step 0 for
+        any other; such a column is dequantised across its cell, and samples come back on the
+        grid (no lower than ``lower``, -inf for none)."""
         super().__init__()
         if layers < 1:
             raise ValueError("a flow needs at least one layer")
@@ -225,7 +237,13 @@ class MAF(ExactLikelihood, nn.Module):
             raise ValueError("column_levels: one per column")
         # not saved: they come from the table's schema, which the run keeps
         self.register_buffer("column_levels", torch.tensor(levels, dtype=torch.float32), persistent=False)
-        self.discrete_columns = sum(1 for level in levels if level)
+        cells = torch.tensor(
+            list(grids) if grids else [(0.0, 0.0, -math.inf)] * features, dtype=torch.float32
+        )
+        self.register_buffer("grid_step", cells[:, 0].contiguous(), persistent=False)
+        self.register_buffer("grid_origin", cells[:, 1].contiguous(), persistent=False)
+        self.register_buffer("grid_lower", cells[:, 2].contiguous(), persistent=False)
+        self.discrete_columns = sum(1 for d, level in enumerate(levels) if level or float(cells[d, 0]) > 0)
 
     @property
     def features(self) -> int:
@@ -288,7 +306,8 @@ class MAF(ExactLikelihood, nn.Module):
                 for row in x.detach().cpu().double().numpy()
             ]
             u = torch.stack(draws) if draws else x.new_zeros(x.shape)
-        return x + u.to(x.device) * (self.column_levels > 0)
+        u = u.to(x.device)
+        return x + u * (self.column_levels > 0) + (u - 0.5) * self.grid_step  # a grid value: its cell
 
     @torch.no_grad()
     def fit_inputs(
@@ -431,7 +450,11 @@ class MAF(ExactLikelihood, nn.Module):
         if not self.discrete_columns:
             return x
         codes = torch.minimum(x.floor().clamp_min(0), (self.column_levels - 1).clamp_min(0))
-        return torch.where(self.column_levels > 0, codes, x)
+        step = torch.where(self.grid_step > 0, self.grid_step, 1.0)
+        on_grid = torch.maximum(
+            self.grid_origin + step * torch.round((x - self.grid_origin) / step), self.grid_lower
+        )
+        return torch.where(self.column_levels > 0, codes, torch.where(self.grid_step > 0, on_grid, x))
 
     # -- completion --------------------------------------------------------------------------
     def incomplete_reason(self, observed: torch.Tensor) -> str | None:
@@ -577,15 +600,21 @@ def build_maf(
     cfg: Config,
     features: int,
     classes: int = 0,
-    column_levels: tuple[int, ...] | None = None,
+    columns: tuple[ColumnLaw, ...] | None = None,
     context: int = 0,
 ) -> MAF:
     """The flow a config describes (model.kind: maf), for ``features`` dimensions, ``classes``
-    labels and, for a table, each column's categories ``column_levels`` (0: real) and ``context`` columns."""
+    labels and, for a table, each column's law ``columns`` (the flow reads their categories) and
+    its ``context`` columns."""
+    column_levels = None if columns is None else [law.levels for law in columns]
+    grids = None if columns is None else [
+        (law.step or 0.0, law.origin, -math.inf if law.lower is None else law.lower) for law in columns
+    ]  # fmt: skip
     m, f = cfg.model, cfg.flow
     return MAF(
         features, m.hidden, layers=f.layers, classes=context_classes(cfg, classes),
         direct=m.direct, ordering=m.ordering, flow_ordering=f.ordering, hidden_degrees=m.hidden_degrees,
         batch_norm=f.batch_norm, base=f.base, components=m.components, seed=cfg.seed,
         context_features=context, column_levels=column_levels, per_column=column_levels is not None,
+        grids=grids,
     )  # fmt: skip

@@ -15,7 +15,7 @@ from . import sampling
 from .config import Config
 from .errors import BadArgument, UsageError
 from .evaluation import evaluate_nll, evaluate_terms
-from .heads import Bernoulli, ColumnHeads, Head, check_observed, check_rows, make_head
+from .heads import Bernoulli, ColumnHeads, ColumnLaw, Head, check_observed, check_rows, make_head
 from .interface import APPROXIMATE, EXACT, MARKOV_CHAIN, SUB_ENSEMBLE, Completion, Progress
 from .made import MADE
 from .mcmc import effective_sample_size
@@ -85,9 +85,12 @@ def input_standardisation(train: torch.Tensor, per_column: bool = False) -> tupl
     each by its own standard deviation.
     """
     if train.shape[0] < 2:
-        return train.mean(0), torch.ones(train.shape[1], dtype=train.dtype, device=train.device)
-    if per_column:
-        return train.mean(0), train.std(0).clamp_min(1e-3)
+        return train.nan_to_num().mean(0), torch.ones(train.shape[1], dtype=train.dtype, device=train.device)
+    if per_column:  # a table's missing cells (NaN) aside
+        mean = train.nanmean(0)
+        count = (~torch.isnan(train)).sum(0).clamp_min(2)
+        var = ((train - mean) ** 2).nansum(0) / (count - 1)
+        return mean.nan_to_num(), var.sqrt().nan_to_num(1.0).clamp_min(1e-3)
     return train.mean(0), train.std().clamp_min(1e-3).expand(train.shape[1])
 
 
@@ -311,9 +314,19 @@ class MADEModel(ExactLikelihood, nn.Module):
             return sampling.Encoding()
         return sampling.Encoding(self.input_shift, self.input_scale)
 
+    @property
+    def takes_missing_cells(self) -> bool:
+        """A table's MADE trains on and scores rows with missing cells (NaN): log p of the
+        observed cells, each conditional seeing which earlier cells are missing."""
+        return isinstance(self.head, ColumnHeads)
+
     def network_input(self, x: torch.Tensor) -> torch.Tensor:
-        """x as the network sees it (``encoding``'s arithmetic, without building one each step)."""
-        return (x - self.input_shift) / self.input_scale if self.standardises else x
+        """x as the network sees it (``encoding``'s arithmetic, without building one each step);
+        a table's missing cell enters as 0, the training mean (and as itself, by the embedding)."""
+        if not self.standardises:
+            return x
+        encoded = (x - self.input_shift) / self.input_scale
+        return torch.nan_to_num(encoded, nan=0.0) if self.per_column else encoded
 
     @torch.no_grad()
     def fit_inputs(
@@ -338,7 +351,7 @@ class MADEModel(ExactLikelihood, nn.Module):
     def params(self, x: torch.Tensor, member: int, c: torch.Tensor | None = None) -> torch.Tensor:
         """The head's parameters (B, P, D) under member ``member``, given context ``c``."""
         self.net.set_member(member)
-        return self.net(self.network_input(x), c)
+        return self.net(self.network_input(x), c, raw=x if self.net.embedding is not None else None)
 
     def log_prob_dims(
         self,
@@ -347,9 +360,19 @@ class MADEModel(ExactLikelihood, nn.Module):
         labels: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """log p_k(x_d | x_<d) for every dimension (B, D), under member ``member``."""
+        """log p_k(x_d | x_<d) for every dimension (B, D), under member ``member``; 0 for a
+        missing cell (NaN) of a table, whose row then has the log-probability of its observed
+        cells given which are missing."""
         c = self.condition(labels, context, x.shape[0])
-        return self.head.log_prob(self.params(x, member, c), x)
+        params = self.params(x, member, c)
+        if not self.per_column:
+            return self.head.log_prob(params, x)
+        missing = torch.isnan(x)
+        if not bool(missing.any()):
+            return self.head.log_prob(params, x)
+        fill = self.head.fill_value().to(x)  # type: ignore[attr-defined]
+        dims = self.head.log_prob(params, torch.where(missing, fill, x))
+        return torch.where(missing, 0.0, dims)
 
     def log_prob_member(
         self,
@@ -721,13 +744,13 @@ def build_made(
     cfg: Config,
     features: int,
     classes: int = 0,
-    column_levels: tuple[int, ...] | None = None,
+    columns: tuple[ColumnLaw, ...] | None = None,
     context: int = 0,
 ) -> MADEModel:
     """The MADE a config describes (model.kind: made), for ``features`` dimensions, ``classes``
-    labels and, for a table, each column's categories ``column_levels`` (0: real) and ``context`` columns."""
+    labels and, for a table, each column's law ``columns`` and its ``context`` columns."""
     m = cfg.model
-    head = make_head(m.head, levels=cfg.data.levels, components=m.components, column_levels=column_levels)
+    head = make_head(m.head, levels=cfg.data.levels, components=m.components, columns=columns)
     n_classes = context_classes(cfg, classes)
     net = MADE(
         features,
@@ -739,5 +762,9 @@ def build_made(
         hidden_degrees=m.hidden_degrees,
         num_masks=m.num_masks,
         seed=cfg.seed,
+        # a table's categories and missing cells enter by embedding (runs saved before had none)
+        embed=None
+        if columns is None or any(law.legacy for law in columns)
+        else [law.levels for law in columns],
     )
-    return MADEModel(net, head, n_classes, context, per_column=column_levels is not None)
+    return MADEModel(net, head, n_classes, context, per_column=columns is not None)

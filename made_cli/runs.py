@@ -27,6 +27,7 @@ from .tables import TableSchema
 
 __all__ = [
     "LOGGER",
+    "SCHEMA_FILE",
     "Run",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 RUNS_DIR = Path("runs")
+SCHEMA_FILE = "schema.json"  # a table run's columns and their laws, as the checkpoint keeps them
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -40,11 +40,16 @@ class Encoding:
     scale: torch.Tensor | None = None  # (D,)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.shift is None or self.scale is None else (x - self.shift) / self.scale
+        """Encoded values; a missing cell (NaN) enters as 0, the training mean."""
+        if self.shift is None or self.scale is None:
+            return x
+        return torch.nan_to_num((x - self.shift) / self.scale, nan=0.0)
 
     def column(self, value: torch.Tensor, d: int) -> torch.Tensor:
         """Dimension ``d`` of the encoding, for one column of values: the same arithmetic."""
-        return value if self.shift is None or self.scale is None else (value - self.shift[d]) / self.scale[d]
+        if self.shift is None or self.scale is None:
+            return value
+        return torch.nan_to_num((value - self.shift[d]) / self.scale[d], nan=0.0)
 
 
 def exact_members(ranks: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
@@ -123,7 +128,7 @@ def ancestral_naive(
         rows = fill[:, d]
         if not rows.any():
             continue
-        value = head.column(d).draw(net(encoding(x), c)[:, :, d], uniforms[:, d])
+        value = head.column(d).draw(net(encoding(x), c, raw=x)[:, :, d], uniforms[:, d])
         x[:, d] = torch.where(rows, value, x[:, d])
     return x
 
@@ -227,6 +232,8 @@ def ancestral_fast(
         else:
             xs = z[:, h_last + order_t[start:stop]]
         pre[0].addmm_(xs, w_in[start:stop])  # inputs of ranks start+1..stop are set
+        if net.embedding is not None:  # and so are their categories' (or missing cells') vectors
+            pre[0] += net.embedded(out, order[start:stop])[:, perms[0]]
         for layer in range(len(masked)):
             lo, hi = final_after[layer][start], final_after[layer][stop]
             if hi == lo:

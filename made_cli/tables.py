@@ -1,11 +1,14 @@
 """Tables as data: CSV, TSV and Parquet read by pyarrow, columns typed, rows encoded and decoded.
 
-A table's modelled columns are the model's dimensions, in the order given. A column is discrete
-when it holds integers or text with at most ``data.max_levels`` distinct values: its values
-become codes 0..L-1 (in sorted order) with a categorical law. Float columns, and integer columns
-with more values, are real. The schema (names, types, categories, the label's class names) is
-decided once, from the training file, and saved with the run: resuming, evaluating and scoring
-new rows apply it as it is, so a row is always encoded the way the model learnt it.
+A table's modelled columns are the model's dimensions, in the order given. Every column has a
+role by default: text with at most ``data.max_levels`` distinct values, booleans, and numbers
+with few distinct values are discrete (codes 0..L-1 in sorted order, a categorical law); other
+numbers, and dates (days since 1970-01-01), are real, each with a ``ColumnLaw`` chosen from its
+training values (scale, grid, lower bound, point mass: ``real_law``). Constants, identifiers and
+text of too many values are left out, each with its reason. Missing cells encode as NaN. The
+schema (names, types, categories, laws, the label's class names) is decided once, from the
+training file, and saved with the run: resuming, evaluating and scoring new rows apply it as it
+is, so a row is always encoded the way the model learnt it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
+from .heads import ColumnLaw
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -34,6 +38,7 @@ __all__ = [
     "TableSchema",
     "infer_schema",
     "read_table",
+    "real_law",
     "split_rows",
     "table_bytes",
     "table_format",
@@ -203,73 +208,178 @@ def _looks_numeric(path: Path, col: pa.ChunkedArray) -> bool:
     return any("." in v for v in numbers) or len(numbers) >= 5 * max(strays, 1)
 
 
-def _check_present(path: Path, name: str, col: pa.ChunkedArray) -> None:
-    """Every row has a value: an empty cell (or NA, NaN, which readers read as missing) is refused."""
-    if col.null_count:
-        first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-        raise UsageError(f"{path}: column {name!r}, {_where(first)}: the value is missing (empty, NA or NaN)")
+def _nulls(col: pa.ChunkedArray) -> np.ndarray:
+    """(N,) bool: the missing cells (empty, NA, NaN) of a column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    missing = col.is_null()
+    if pa.types.is_floating(col.type):
+        missing = pc.or_(missing, pc.fill_null(pc.is_nan(col), False))
+    return np.asarray(missing.to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _numbers(path: Path, name: str, col: pa.ChunkedArray) -> np.ndarray:
-    """A column of numbers as float64 (N,), refused at the first missing, non-numeric or infinite value."""
+def _check_present(path: Path, name: str, col: pa.ChunkedArray, what: str = "") -> None:
+    """Every row has a value: a missing cell in a column that must have one is refused."""
+    missing = _nulls(col)
+    if missing.any():
+        first = int(np.flatnonzero(missing)[0])
+        raise UsageError(
+            f"{path}: column {name!r}, {_where(first)}: the value is missing (empty, NA or NaN){what}"
+        )
+
+
+def _numbers(path: Path, name: str, col: pa.ChunkedArray, allow_missing: bool = False) -> np.ndarray:
+    """A column of numbers as float64 (N,), NaN in missing cells (refused unless
+    ``allow_missing``), refused at the first non-numeric or infinite value."""
     import pyarrow as pa
 
-    _check_present(path, name, col)
+    missing = _nulls(col)
+    if not allow_missing:
+        _check_present(path, name, col)
     if _is_text(col.type):
         values = col.to_pylist()
         for i, v in enumerate(values):
-            if not _parses(v):
+            if v is not None and not _parses(v):
                 raise UsageError(f"{path}: column {name!r}, {_where(i)}: {v!r} is not a number")
-        a = np.array([float(v) for v in values], dtype=np.float64)
+        a = np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
     elif _is_number(col.type) or pa.types.is_null(col.type):
-        a = col.to_numpy(zero_copy_only=False).astype(np.float64)
+        a = _as_numbers(col).cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    elif _is_time(col.type):
+        a = _days(col)
     else:
         raise UsageError(f"{path}: column {name!r} holds {col.type}, not numbers")
-    bad = np.flatnonzero(~np.isfinite(a))
+    a[missing] = math.nan
+    bad = np.flatnonzero(np.isinf(a))
     if bad.size:
         raise UsageError(f"{path}: column {name!r}, {_where(int(bad[0]))}: {a[bad[0]]} is not finite")
     return a
 
 
+def _is_time(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_date(t) or pa.types.is_timestamp(t))
+
+
+_DAY_SECONDS = 86400.0
+
+
+def _days(col: pa.ChunkedArray) -> np.ndarray:
+    """A date or timestamp column as days since 1970-01-01 (float64; NaN where missing), the
+    scale on which dates are modelled."""
+    import pyarrow as pa
+
+    if pa.types.is_date(col.type):
+        days = col.cast(pa.date32()).cast(pa.int32())
+        return days.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    unit = col.type.unit
+    per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
+    ticks = col.cast(pa.timestamp(unit)).cast(pa.int64()).cast(pa.float64())
+    return ticks.to_numpy(zero_copy_only=False).astype(np.float64) / per_second / _DAY_SECONDS
+
+
+def _from_days(days: np.ndarray, type_name: str) -> pa.Array:
+    """Days since 1970-01-01 -> an array of the column's own date or timestamp type."""
+    import pyarrow as pa
+
+    t = _arrow_type(type_name)
+    if pa.types.is_date(t):
+        return pa.array(np.round(days).astype(np.int32), pa.int32()).cast(pa.date32()).cast(t)
+    per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[t.unit]
+    ticks = np.round(days * _DAY_SECONDS * per_second).astype(np.int64)
+    return pa.array(ticks, pa.int64()).cast(pa.timestamp(t.unit)).cast(t)
+
+
+def _arrow_type(name: str) -> pa.DataType:
+    """date32[day], date64[ms], timestamp[us] or timestamp[us, tz=UTC] back as a type."""
+    import pyarrow as pa
+
+    if name.startswith("date64"):
+        return pa.date64()
+    if name.startswith("date"):
+        return pa.date32()
+    inner = name[name.index("[") + 1 : name.rindex("]")]
+    unit, _, tz = inner.partition(", tz=")
+    return pa.timestamp(unit, tz=tz or None)
+
+
+# Columns of this many distinct values or fewer are categories even when they hold numbers (a
+# year of study, a rating 1-5); integer columns with more get a law over the integers, so an
+# unseen value in range has its probability.
+_FEW_VALUES = 10
+# A value held by this share of a real column's rows is a point mass (0 mm of rain).
+_POINT_MASS_SHARE = 0.1
+# Text (or integer) columns with distinct values in more than this share of the rows name rows
+# (names, codes): identifiers, which no density should model.
+_IDENTIFIER_SHARE = 0.5
+
+
 @dataclass(frozen=True)
 class Column:
-    """One column: its name, what its values are, and a discrete column's categories in code order.
+    """One column: its name, what its values are, and how they are modelled.
 
-    ``kind`` real: numbers modelled by a density; integer, boolean or text: discrete, code i is
-    ``categories[i]``.
+    ``kind`` real, integer, boolean, text, date or timestamp (``type_name`` keeps a date's or
+    timestamp's own type). A discrete column has ``categories`` (code i is ``categories[i]``);
+    any other column has a ``law`` (``heads.ColumnLaw``) for its numbers (dates: days since
+    1970-01-01). A column saved before laws were kept reads back with a legacy law.
     """
 
     name: str
-    kind: str  # real | integer | boolean | text
+    kind: str  # real | integer | boolean | text | date | timestamp
     categories: tuple[Any, ...] = ()
+    law: ColumnLaw | None = None
+    type_name: str = ""
 
     @property
     def levels(self) -> int:
         """Categories of a discrete column; 0 for a real one."""
         return len(self.categories)
 
+    def column_law(self, legacy: bool = False) -> ColumnLaw:
+        """The column's law; ``legacy`` for a schema saved before laws were kept."""
+        if self.categories:
+            return ColumnLaw(levels=self.levels, legacy=legacy)
+        return self.law or ColumnLaw(legacy=True)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "categories": list(self.categories)}
+        d: dict[str, Any] = {"name": self.name, "kind": self.kind, "categories": list(self.categories)}
+        if self.law is not None:
+            d["law"] = self.law.to_dict()
+        if self.type_name:
+            d["type"] = self.type_name
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Column:
-        return cls(str(d["name"]), str(d["kind"]), tuple(d.get("categories") or ()))
+        law = d.get("law")
+        return cls(
+            str(d["name"]), str(d["kind"]), tuple(d.get("categories") or ()),
+            None if law is None else ColumnLaw.from_dict(law), str(d.get("type") or ""),
+        )  # fmt: skip
 
     def describe(self) -> str:
-        return "real" if self.kind == "real" else f"{self.kind}, {self.levels} categories"
+        if self.categories:
+            return f"{self.kind}, {self.levels} categories"
+        return f"{self.kind}, {self.column_law().describe() if self.law else 'real'}"
 
     def encode(self, path: Path, col: pa.ChunkedArray) -> np.ndarray:
-        """Values -> float64 (N,): reals as they are, discrete values as their codes."""
-        if self.kind == "real":
-            return _numbers(path, self.name, col)
-        _check_present(path, self.name, col)
+        """Values -> float64 (N,): numbers (dates in days) as they are, discrete values as their
+        codes, NaN in missing cells."""
+        missing = _nulls(col)
+        if not self.categories:
+            return _numbers(path, self.name, col, allow_missing=True)
         if self.kind in ("integer", "boolean"):
-            values: list[Any] = _integers(path, self.name, col).tolist()
+            values: list[Any] = _integers(path, self.name, col, missing).tolist()
+        elif self.kind == "real":
+            values = _numbers(path, self.name, col, allow_missing=True).tolist()
         else:
-            values = [str(v) for v in col.to_pylist()]
+            values = [None if v is None else str(v) for v in col.to_pylist()]
         codes = {v: i for i, v in enumerate(self.categories)}
-        out = np.empty(len(values), dtype=np.float64)
+        out = np.full(len(values), math.nan, dtype=np.float64)
         for i, v in enumerate(values):
+            if missing[i]:
+                continue
             code = codes.get(v)
             if code is None:
                 shown = ", ".join(map(repr, self.categories[:5])) + (", ..." if self.levels > 5 else "")
@@ -280,12 +390,25 @@ class Column:
             out[i] = code
         return out
 
-    def decode(self, codes: np.ndarray) -> list[Any] | np.ndarray:
-        """Codes (or reals) -> the column's values."""
-        if self.kind == "real":
+    def decode(self, codes: np.ndarray) -> Any:
+        """Codes (or numbers) -> the column's values, in its own type (NaN: a missing cell)."""
+        import pyarrow as pa
+
+        if not self.categories:
+            if self.kind in ("date", "timestamp"):
+                return _from_days(codes, self.type_name)
+            if self.kind == "integer":
+                return pa.array(np.round(np.nan_to_num(codes)).astype(np.int64), mask=np.isnan(codes))
+            law = self.column_law()
+            if law.step is not None:  # on the grid, with the step's digits: 39.1, not 39.099998
+                steps = np.round((codes - law.origin) / law.step)
+                digits = len(f"{law.step:.6g}".partition(".")[2])
+                return np.round(
+                    law.origin + steps * law.step, digits + len(f"{law.origin:.6g}".partition(".")[2])
+                )
             return codes.astype(np.float32)  # the model's precision: no digits it does not have
-        index = np.clip(np.round(codes), 0, self.levels - 1).astype(np.int64)
-        return [self.categories[i] for i in index]
+        index = np.clip(np.round(np.nan_to_num(codes)), 0, self.levels - 1).astype(np.int64)
+        return [None if math.isnan(c) else self.categories[i] for c, i in zip(codes, index, strict=True)]
 
 
 def _as_numbers(col: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -295,17 +418,21 @@ def _as_numbers(col: pa.ChunkedArray) -> pa.ChunkedArray:
     return col.cast(pa.int64()) if pa.types.is_boolean(col.type) else col
 
 
-def _integers(path: Path, name: str, col: pa.ChunkedArray) -> np.ndarray:
+def _integers(path: Path, name: str, col: pa.ChunkedArray, missing: np.ndarray | None = None) -> np.ndarray:
     """A column of integers as int64 (N,), exactly (not through float64, which rounds above
-    2**53), refused at the first value that is not an integer."""
+    2**53), refused at the first value that is not an integer; 0 in ``missing`` cells."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
+    if missing is None:
+        _check_present(path, name, col)
+    elif missing.any():  # a placeholder in the missing cells, so the rest keep their row numbers
+        placeholder = pa.scalar("0") if _is_text(col.type) else pa.scalar(0).cast(col.type)
+        col = pc.if_else(pa.array(~missing), col.combine_chunks(), placeholder)
     col = _as_numbers(col)
     if pa.types.is_integer(col.type):
-        _check_present(path, name, col)
         return col.to_numpy(zero_copy_only=False).astype(np.int64)
     if _is_text(col.type):
-        _check_present(path, name, col)
         out = []
         for i, v in enumerate(col.to_pylist()):
             try:
@@ -326,65 +453,169 @@ def _integers(path: Path, name: str, col: pa.ChunkedArray) -> np.ndarray:
     return a.astype(np.int64)
 
 
-def _infer_column(path: Path, name: str, col: pa.ChunkedArray, max_levels: int) -> Column:
-    """The column's kind and categories, from its type and its distinct values."""
+def _grid_step(values: np.ndarray) -> float | None:
+    """The step of a grid the distinct ``values`` (sorted) sit on (ratings 1.0-5.0, amounts in
+    cents, values rounded to 0.1), or None when they sit on none finer than their spread."""
+    gaps = np.diff(values)
+    if gaps.size == 0:
+        return None
+    smallest = float(gaps.min())
+    for step in (smallest, smallest / 2, smallest / 5, smallest / 10):
+        ratio = (values - values[0]) / step
+        if np.abs(ratio - np.round(ratio)).max() < 1e-3:
+            tidy = float(f"{step:.6g}")  # 0.1, not 0.09999999999999964
+            return tidy if abs(tidy - step) < 1e-9 * max(1.0, abs(step)) else step
+    return None
+
+
+def _skew(y: np.ndarray) -> float:
+    sd = y.std()
+    return float(((y - y.mean()) ** 3).mean() / sd**3) if sd > 0 else 0.0
+
+
+def real_law(values: np.ndarray, integer: bool = False, time: bool = False) -> ColumnLaw:
+    """The law of a real column from its training values (NaN: missing), as a statistician would
+    choose it: a point mass for a value that holds a large share of the rows, a grid for
+    integers and for values that sit on one with ties, a lower bound of 0 for a column that is
+    never negative (or the log scale, where that makes a positive column more symmetric), and
+    the standardising shift and scale of what is left."""
+    x = values[~np.isnan(values)]
+    distinct, counts = np.unique(x, return_counts=True)
+    step = _grid_step(distinct) if integer or len(distinct) <= len(x) / 2 else None
+    if integer and step is None:
+        step = 1.0
+    mass = None
+    if step is None and not time and counts.max() >= max(_POINT_MASS_SHARE * len(x), 5):
+        mass = float(distinct[counts.argmax()])
+    rest = x[x != mass] if mass is not None else x
+    if rest.size == 0:
+        rest = x
+    lower, log = None, False
+    if not time and x.min() >= 0:
+        positive = step is None and rest.min() > 0
+        if positive and _skew(rest) > 1 and abs(_skew(np.log(rest))) < abs(_skew(rest)):
+            log = True
+        else:
+            lower = 0.0
+    y = np.log(rest) if log else rest
+    shift, scale = float(y.mean()), float(y.std()) if y.size > 1 else 1.0
+    if not scale > 0:
+        scale = max(abs(shift), 1.0) * 1e-3
+    low, high = (float(y.min()) - shift) / scale, (float(y.max()) - shift) / scale
+    if high - low < 1e-6:
+        low, high = low - 1.0, high + 1.0
+    origin = float(distinct[0]) if step is not None else float(np.median(x))
+    if step is not None and lower is not None and abs(origin / step - round(origin / step)) > 1e-6:
+        lower = None  # 0 is off the grid: no censoring cell there
+    return ColumnLaw(
+        shift=shift,
+        scale=scale,
+        log=log,
+        lower=lower,
+        mass=mass,
+        step=step,
+        origin=origin,
+        low=low,
+        high=high,
+    )
+
+
+def _infer_column(
+    path: Path, name: str, col: pa.ChunkedArray, max_levels: int, named: bool = False
+) -> Column | str:
+    """The column's kind and law, from its type and its distinct values (missing cells aside);
+    or why it is left out (a constant, an identifier, text of too many values). ``named``: the
+    user named it in data.columns, so only what cannot be modelled is refused."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    _check_present(path, name, col)
+    present = col.filter(pa.chunked_array([pa.array(~_nulls(col))])) if col.null_count or \
+        pa.types.is_floating(col.type) else col  # fmt: skip
+    n = len(present)
+    if n == 0:
+        return "every cell is missing"
     if _is_text(col.type) and _looks_numeric(path, col):
-        _numbers(path, name, col)  # names the first value that is not a number
-        return Column(name, "real")  # numbers stored as text (every value parses)
-    if pa.types.is_floating(col.type):
-        _numbers(path, name, col)
-        kind, distinct = "real", None
-    elif pa.types.is_boolean(col.type):
-        distinct, kind = sorted(pc.unique(col).to_pylist()), "boolean"
-    elif pa.types.is_integer(col.type):
-        distinct = sorted(int(v) for v in pc.unique(col).to_pylist())
-        kind = "integer" if len(distinct) <= max_levels else "real"
-    elif _is_text(col.type):
-        distinct = sorted(pc.unique(col).to_pylist())
-        if len(distinct) > max_levels:
-            raise UsageError(
-                f"{path}: column {name!r} holds {len(distinct)} distinct text values, more than "
-                f"data.max_levels ({max_levels}); leave it out of data.columns or raise data.max_levels"
-            )
-        kind = "text"
+        _numbers(path, name, col, allow_missing=True)  # names the first value that is not a number
+        col, present = _numbers_column(path, name, col), _numbers_column(path, name, present)
+    t = col.type
+    if pa.types.is_boolean(t):
+        kind, distinct = "boolean", sorted(pc.unique(present).to_pylist())
+    elif pa.types.is_integer(t):
+        kind, distinct = "integer", sorted(int(v) for v in pc.unique(present).to_pylist())
+    elif pa.types.is_floating(t):
+        kind, distinct = "real", sorted(float(v) for v in pc.unique(present).to_pylist())
+    elif _is_text(t):
+        kind, distinct = "text", sorted(pc.unique(present).to_pylist())
+    elif _is_time(t):
+        kind, distinct = ("date" if pa.types.is_date(t) else "timestamp"), None
     else:
-        raise UsageError(f"{path}: column {name!r} holds {col.type}; a model takes numbers or text")
-    if kind != "real" and distinct is not None:
-        if len(distinct) < 2:
-            raise UsageError(
-                f"{path}: column {name!r} holds one value ({distinct[0]!r}) in every row; leave it out"
-            )
+        return f"it holds {t}, which is neither numbers, dates nor text"
+    if (distinct is not None and len(distinct) < 2) or (kind in ("date", "timestamp") and \
+            len(pc.unique(present)) < 2):  # fmt: skip
+        value = distinct[0] if distinct else present[0].as_py()
+        return f"it holds one value ({value!r}) in every row"
+    if kind == "text":
+        if len(distinct) > max_levels:
+            return f"{len(distinct)} distinct text values, more than data.max_levels ({max_levels})"
+        if not named and n >= 20 and len(distinct) > _IDENTIFIER_SHARE * n:
+            return f"{len(distinct)} distinct values in {n} rows: an identifier"
         return Column(name, kind, tuple(distinct))
-    if float(pc.min(_as_numbers(col)).as_py()) == float(pc.max(_as_numbers(col)).as_py()):
-        raise UsageError(f"{path}: column {name!r} holds one value in every row; leave it out")
-    return Column(name, kind)
+    if kind == "integer" and not named and len(distinct) == n and n >= 20 and \
+            (distinct[-1] - distinct[0] == n - 1 or _names_rows(name)):  # fmt: skip
+        return "one value per row, counting up: an identifier"
+    if kind in ("boolean",) or (
+        kind in ("integer", "real") and len(distinct) <= min(_FEW_VALUES, max_levels)
+    ):
+        return Column(name, kind, tuple(distinct))
+    if kind in ("date", "timestamp"):
+        return Column(name, kind, law=real_law(_days(present), time=True), type_name=str(t))
+    values = _numbers(path, name, present)
+    return Column(name, kind, law=real_law(values, integer=kind == "integer"))
+
+
+def _names_rows(name: str) -> bool:
+    """A column name that says it names rows: id, ID, row_id, customerId, index."""
+    lowered = name.lower()
+    return lowered in ("id", "index", "key", "row") or lowered.endswith(("_id", " id")) or name.endswith("Id")
+
+
+def _numbers_column(path: Path, name: str, col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A text column of numbers as float64 (its missing cells null)."""
+    import pyarrow as pa
+
+    values = _numbers(path, name, col, allow_missing=True)
+    return pa.chunked_array([pa.array(values, mask=np.isnan(values))])
 
 
 @dataclass(frozen=True)
 class EncodedRows:
     """A table's rows as the model takes them."""
 
-    x: torch.Tensor  # (N, D) float32: the modelled columns (codes for discrete ones)
+    x: torch.Tensor  # (N, D) float32: the modelled columns (codes for discrete ones), NaN if missing
     labels: torch.Tensor | None  # (N,) int64 class indices, when the schema has a label column
     context: torch.Tensor | None  # (N, C) float32, when the schema has context columns
 
 
 @dataclass(frozen=True)
 class TableSchema:
-    """What a model of a table knows of its columns: saved with the run (``to_dict``)."""
+    """What a model of a table knows of its columns: saved with the run (``to_dict``).
+    ``left_out``: the columns not modelled, each with its reason (said in the training log)."""
 
     columns: tuple[Column, ...]
     label: Column | None = None
     context: tuple[str, ...] = ()
+    left_out: tuple[tuple[str, str], ...] = ()
+    version: int = 2  # 1: saved before columns had laws (their models keep the old ones)
 
     @property
     def column_levels(self) -> tuple[int, ...]:
         """Per modelled column: its number of categories, 0 for a real column."""
         return tuple(c.levels for c in self.columns)
+
+    @property
+    def laws(self) -> tuple[ColumnLaw, ...]:
+        """Per modelled column: its law (``heads.ColumnLaw``), for the model's heads."""
+        return tuple(c.column_law(self.version < 2) for c in self.columns)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -406,6 +637,8 @@ class TableSchema:
             "columns": [c.to_dict() for c in self.columns],
             "label": None if self.label is None else self.label.to_dict(),
             "context": list(self.context),
+            "left_out": [list(pair) for pair in self.left_out],
+            "version": self.version,
         }
 
     @classmethod
@@ -415,6 +648,8 @@ class TableSchema:
             tuple(Column.from_dict(c) for c in d["columns"]),
             None if label is None else Column.from_dict(label),
             tuple(d.get("context") or ()),
+            tuple((str(a), str(b)) for a, b in d.get("left_out") or ()),
+            int(d.get("version", 1)),
         )
 
     def describe(self) -> str:
@@ -426,18 +661,29 @@ class TableSchema:
             parts.append(f"{len(self.context)} context columns")
         return ", ".join(parts)
 
+    def column_lines(self) -> list[str]:
+        """One line per modelled column (its kind and law) and per column left out (why)."""
+        width = max(len(c.name) for c in self.columns)
+        lines = [f"  {c.name:<{width}}  {c.describe()}" for c in self.columns]
+        lines += [f"  left out {name!r}: {why}" for name, why in self.left_out]
+        return lines
+
     def encode(self, table: pa.Table, path: Path, labels: bool = True) -> EncodedRows:
-        """The rows of ``table`` (columns matched by name, in any order; others ignored).
-        ``labels``: read the label column (else it may be absent)."""
+        """The rows of ``table`` (columns matched by name, in any order; others ignored), NaN in
+        missing cells of the modelled columns. ``labels``: read the label column (else it may
+        be absent)."""
         wanted = [*self.names, *self.context, *([self.label.name] if labels and self.label else [])]
         _require(table, path, wanted)
         x = np.stack([c.encode(path, table.column(c.name)) for c in self.columns], 1)
         y = None
         if labels and self.label is not None:
-            y = torch.from_numpy(self.label.encode(path, table.column(self.label.name)).astype(np.int64))
+            codes = self.label.encode(path, table.column(self.label.name))
+            y = torch.from_numpy(np.nan_to_num(codes, nan=-1).astype(np.int64))  # -1: missing
         context = None
         if self.context:
-            context = np.stack([_numbers(path, name, table.column(name)) for name in self.context], 1)
+            context = np.stack(
+                [_numbers(path, name, table.column(name), allow_missing=True) for name in self.context], 1
+            )
             context = torch.from_numpy(context.astype(np.float32))
         return EncodedRows(torch.from_numpy(x.astype(np.float32)), y, context)
 
@@ -470,38 +716,46 @@ def _require(table: pa.Table, path: Path, names: Sequence[str]) -> None:
 
 
 def infer_schema(table: pa.Table, cfg: DataConfig, path: Path) -> TableSchema:
-    """The schema of a training table under the config's data.* column choices."""
+    """The schema of a training table under the config's data.* column choices: every column has
+    a role (modelled, label, context, split) or is left out with its reason."""
     roles = [*cfg.context_columns, *(n for n in (cfg.label_column, cfg.split_column) if n is not None)]
-    _require(table, path, [*cfg.columns, *roles])
-    if cfg.columns:
-        names = list(cfg.columns)
-    else:  # every numeric column (and every text column of numbers, to name its stray value)
-        names = [
-            n for n in table.column_names
-            if n not in roles and (_is_number(table.column(n).type) or
-                                   (_is_text(table.column(n).type) and _looks_numeric(path, table.column(n))))
-        ]  # fmt: skip
-        if not names:
-            raise UsageError(f"{path} has no numeric columns to model; name them in data.columns")
-    columns = tuple(_infer_column(path, n, table.column(n), cfg.max_levels) for n in names)
+    _require(table, path, [*cfg.columns, *roles, *cfg.exclude])
+    named = bool(cfg.columns)
+    candidates = list(cfg.columns) if named else [
+        n for n in table.column_names if n not in roles and n not in cfg.exclude
+    ]  # fmt: skip
+    columns, left_out = [], []
+    for name in candidates:
+        inferred = _infer_column(path, name, table.column(name), cfg.max_levels, named)
+        if isinstance(inferred, Column):
+            columns.append(inferred)
+        elif named:
+            raise UsageError(
+                f"{path}: column {name!r} cannot be modelled: {inferred}; leave it out of data.columns"
+            )
+        else:
+            left_out.append((name, inferred))
+    if not columns:
+        why = "; ".join(f"{n}: {w}" for n, w in left_out[:3])
+        raise UsageError(f"{path} has no column to model ({why}); name them in data.columns")
     label = None
     if cfg.label_column is not None:
         import pyarrow.compute as pc
 
         col = table.column(cfg.label_column)
-        _check_present(path, cfg.label_column, col)
-        distinct = pc.unique(col).to_pylist()
+        distinct = [v for v in pc.unique(col).to_pylist() if v is not None]
         if len(distinct) < 2:
             raise UsageError(
                 f"{path}: label column {cfg.label_column!r} has one class ({distinct[0]!r}); a "
                 "class-conditional model needs two or more"
             )
-        label = _infer_column(path, cfg.label_column, col, 2**31)
-        if label.kind == "real":
+        inferred = _infer_column(path, cfg.label_column, col, 2**31, named=True)
+        if isinstance(inferred, str) or inferred.levels == 0:
             raise UsageError(f"{path}: label column {cfg.label_column!r} holds real numbers, not classes")
+        label = inferred
     for name in cfg.context_columns:
-        _numbers(path, name, table.column(name))
-    return TableSchema(columns, label, tuple(cfg.context_columns))
+        _numbers(path, name, table.column(name), allow_missing=True)
+    return TableSchema(tuple(columns), label, tuple(cfg.context_columns), tuple(left_out))
 
 
 def split_rows(table: pa.Table, cfg: DataConfig, path: Path) -> np.ndarray:

@@ -36,7 +36,7 @@ from .checkpoint import (
     restore_model,
 )
 from .config import Config, config_from_dict, config_to_dict
-from .data import Dataset, load_dataset, table_record
+from .data import DROPPED, Dataset, load_dataset, table_record
 from .distributed import SINGLE, Dist
 from .errors import BadArgument, Interrupted, MadeError, UsageError
 from .evaluation import evaluate_terms, labels_for, tf32
@@ -45,6 +45,7 @@ from .interface import DensityModel
 from .kinds import build_model, kind_of
 from .made import load_portable_optimizer_state, parameter_counts, portable_optimizer_state
 from .runs import (
+    SCHEMA_FILE,
     atomic_write_bytes,
     atomic_write_text,
     new_run_dir,
@@ -100,7 +101,11 @@ def independent_baseline_nll(
     total = 0.0
     for i in range(0, test.shape[0], batch_size):  # (B, P, D) at once can be gigabytes
         rows = test[i : i + batch_size]
-        total += float(head.log_prob(params.expand(rows.shape[0], -1, -1), rows).sum())
+        missing = torch.isnan(rows)  # a table's missing cells: the observed cells' marginals
+        filled = torch.where(missing, 0.0, rows) if not missing.any() else torch.where(
+            missing, head.fill_value().to(rows), rows)  # type: ignore[attr-defined]  # fmt: skip
+        dims = head.log_prob(params.expand(rows.shape[0], -1, -1), filled)
+        total += float(torch.where(missing, 0.0, dims).sum())
     return -total / test.shape[0]
 
 
@@ -251,8 +256,14 @@ class Trainer:
         self.kind = kind_of(config.model.kind)
         d = self.dataset
         self.model = build_model(
-            config, d.features, d.classes, column_levels=d.column_levels, context=d.context_features
+            config, d.features, d.classes, columns=d.columns, context=d.context_features
         ).to(self.device)
+        gaps = sum(int(torch.isnan(d.split(name)).any(1).sum()) for name in ("train", "valid", "test"))
+        if gaps and not getattr(self.model, "takes_missing_cells", False):
+            raise UsageError(
+                f"model.kind: {config.model.kind} cannot train on the {gaps} rows with missing cells; "
+                "set data.missing: drop to leave them out, or use model.kind: made"
+            )
         self._agree_on_degrees()
         train_labels, train_context = d.split_labels("train"), d.split_context("train")
         self.model.fit_inputs(
@@ -287,9 +298,8 @@ class Trainer:
             "features": d.features,
             "classes": d.classes,
             "image_shape": list(d.image_shape) if d.image_shape else None,
-            "column_levels": list(d.column_levels)
-            if d.column_levels is not None
-            else None,  # a table's column types
+            "column_levels": list(d.column_levels) if d.column_levels is not None else None,
+            "column_laws": None if d.columns is None else [law.to_dict() for law in d.columns],
             "context_features": d.context_features,
             "table": table_record(d),  # a table's schema and split, applied as they are from now on
             "model": self.model.state_dict(),
@@ -373,6 +383,17 @@ class Trainer:
             f"{model.head.baseline().describe()} "
             f"baseline {baseline:.2f} nats on valid"
         )
+        if d.table_schema is not None:
+            log.info("columns:\n" + "\n".join(d.table_schema.column_lines()))
+            assert d.split_codes is not None
+            dropped = int((d.split_codes == DROPPED).sum())
+            gaps = int(torch.isnan(d.train).any(1).sum())
+            if dropped:
+                log.info(f"dropped {dropped} rows with missing cells (data.missing: drop)")
+            if gaps:
+                cells = int(torch.isnan(d.train).sum())
+                log.info(f"{gaps} training rows have missing cells ({cells} cells): each trains on "
+                         "its observed cells, log p(observed cells | which are missing)")  # fmt: skip
         whole, stored = parameter_counts(model)
         in_blocks = f" ({stored:,} stored in degree blocks)" if stored != whole else ""
         log.info(f"model: {self.kind.describe(cfg, model)}, {whole:,} parameters{in_blocks}")
@@ -449,6 +470,9 @@ class Trainer:
                 buffer = io.BytesIO()
                 np.save(buffer, self.dataset.split_codes)
                 atomic_write_bytes(self.run_dir / "split.npy", buffer.getvalue())
+            if self.dataset.table_schema is not None:  # the columns and their laws, for made runs --long
+                schema = json.dumps(self.dataset.table_schema.to_dict(), indent=1, default=str)
+                atomic_write_text(self.run_dir / SCHEMA_FILE, schema + "\n")
             record_invocation(
                 self.run_dir, self.command, self.overrides, self.device, group.world, self.dataset.root
             )

@@ -16,10 +16,12 @@ import torch.nn.functional as F
 from made_cli import blocks
 from made_cli import degrees as deg
 from made_cli.config import load_config
+from made_cli.heads import ColumnLaw
 from made_cli.kinds import build_model
 from made_cli.made import MADE, load_portable_optimizer_state, portable_optimizer_state
 from made_cli.verify import verify_made
 
+_REAL = ColumnLaw(shift=0.1, scale=1.2, low=-3.0, high=3.0)  # a real column's law, standardised
 # (overrides, features, extra build_model arguments, data kind)
 MODELS = [
     pytest.param(["model.hidden=[24, 24]"], 7, {}, "binary", id="bernoulli-natural-direct"),
@@ -35,7 +37,8 @@ MODELS = [
     pytest.param(["data.name=npz", "data.path=x.npz", "data.values=levels", "model.head=categorical",
                   "data.levels=4", "model.hidden=[24, 24]"], 6, {}, "levels", id="categorical"),
     pytest.param(["data.name=table", "data.path=unused.csv", "model.hidden=[24, 24]"], 4,
-                 {"column_levels": (3, 0, 2, 0), "context": 2}, "table", id="table-columns-context"),
+                 {"columns": (ColumnLaw(levels=3), _REAL, ColumnLaw(levels=2), _REAL), "context": 2}, "table",
+                 id="table-columns-context"),
     pytest.param(["data.name=toy", "model.kind=maf", "model.hidden=[24, 24]", "flow.layers=3",
                   "flow.base=mog", "model.components=2"], 5, {}, "real", id="maf-mog-base"),
     pytest.param(["data.name=toy", "model.kind=maf", "model.hidden=[24]", "flow.ordering=random",

@@ -19,7 +19,7 @@ from made_cli.cli import app
 from made_cli.config import load_config
 from made_cli.data import load_dataset
 from made_cli.errors import UsageError
-from made_cli.heads import Categorical, ColumnHeads, Gaussian, MixtureOfGaussians
+from made_cli.heads import Categorical, ColumnHeads, ColumnLaw, Gaussian, MixtureOfGaussians
 from made_cli.kinds import build_model
 from made_cli.runs import load_run
 from made_cli.tables import read_table
@@ -104,18 +104,19 @@ def test_an_integer_column_with_more_values_than_max_levels_is_real(tmp_path: Pa
     cfg = load_config(_config(tmp_path, csv), ["data.max_levels=3"])
     dataset = load_dataset(cfg.data)
     assert dataset.table_schema is not None
-    assert [c.kind for c in dataset.table_schema.columns] == ["text", "real", "real"]
+    assert [c.kind for c in dataset.table_schema.columns] == ["text", "integer", "real"]
     assert dataset.column_levels == (3, 0, 0)
+    items = dataset.table_schema.columns[1].law  # a law over the integers, not categories
+    assert items is not None and items.step == 1 and items.lower == 0
 
 
 def test_default_columns_are_the_numeric_ones_not_given_a_role(tmp_path: Path) -> None:
     csv = _write(tmp_path / "t.csv", _shop(300))
     cfg = load_config(None, ["data.name=table", f"data.path={csv}", "data.context_columns=[items]"])
     dataset = load_dataset(cfg.data)
-    assert dataset.table_schema is not None and dataset.table_schema.names == (
-        "id",
-        "amount",
-    )  # text: named only
+    schema = dataset.table_schema
+    assert schema is not None and schema.names == ("channel", "kind", "amount")  # text too
+    assert schema.left_out == (("id", "one value per row, counting up: an identifier"),)
     assert dataset.context_features == 1 and cfg.model.head == "auto"
 
 
@@ -239,9 +240,16 @@ def test_column_heads_are_each_columns_own_law() -> None:
     assert isinstance(head.baseline().real, Gaussian)
 
 
-def _table_model(levels: tuple[int, ...], *overrides: str, context: int = 0):
+_REAL = ColumnLaw(shift=0.5, scale=2.0, low=-3.0, high=3.0)  # a real column, standardised
+
+
+def _table_model(levels: tuple[int, ...], *overrides: str, context: int = 0, legacy: bool = False):
+    """A float64 table MADE with random weights: ``levels`` per column (0: real, under ``_REAL``,
+    or under the unbounded law of runs saved before laws were kept, with ``legacy``)."""
     cfg = load_config(None, ["data.name=table", "data.path=unused.csv", "model.hidden=[16, 16]", *overrides])
-    model = build_model(cfg, len(levels), 0, column_levels=levels, context=context).double()
+    real = ColumnLaw(legacy=True) if legacy else _REAL
+    columns = tuple(ColumnLaw(levels=v, legacy=legacy) if v else real for v in levels)
+    model = build_model(cfg, len(levels), 0, columns=columns, context=context).double()
     with torch.no_grad():  # random conditionals that depend on the earlier columns
         for p in model.parameters():
             p.copy_(torch.randn_like(p) * 0.4)
@@ -249,10 +257,14 @@ def _table_model(levels: tuple[int, ...], *overrides: str, context: int = 0):
     return model.eval()
 
 
-@pytest.mark.parametrize("masks", [1, 3])
-def test_the_mixed_model_sums_to_one_over_codes_and_integrates_to_one_over_a_real_column(masks: int) -> None:
+@pytest.mark.parametrize(("masks", "legacy"), [(1, False), (3, False), (3, True)])
+def test_the_mixed_model_sums_to_one_over_codes_and_integrates_to_one_over_a_real_column(
+    masks: int, legacy: bool
+) -> None:
     levels = (3, 0, 2)  # the real column in the middle: later columns depend on it
-    model = _table_model(levels, f"model.num_masks={masks}", "model.ordering=random", "model.components=2")
+    model = _table_model(
+        levels, f"model.num_masks={masks}", "model.ordering=random", "model.components=2", legacy=legacy
+    )
     grid = torch.linspace(-100, 100, 100001, dtype=torch.float64)
     total = 0.0
     with torch.no_grad():
@@ -380,8 +392,8 @@ BAD_TABLES = [
     ("header.csv", "id,channel,kind,items,amount\n", "has a header but no rows"),
     ("text.csv", "id,channel,kind,items,amount\n1,store,food,2,3.5\n2,online,fuel,1,oops\n3,store,food,1,2\n",
      "column 'amount', row 2: 'oops' is not a number"),
-    ("nan.csv", "id,channel,kind,items,amount\n1,store,food,2,3.5\n2,online,fuel,1,nan\n3,store,food,1,2\n",
-     "column 'amount', row 2: the value is missing"),
+    ("nan.csv", "id,channel,kind,items,amount\n1,store,food,2,3.5\n2,,fuel,1,2\n3,online,food,1,2\n",
+     "label column 'channel', row 2: the value is missing; a model is given its label"),
     ("inf.csv", "id,channel,kind,items,amount\n1,store,food,2,3.5\n2,online,fuel,1,2\n3,store,toys,1,-inf\n",
      "column 'amount', row 3: -inf is not finite"),
     ("oneclass.csv", "id,channel,kind,items,amount\n1,store,food,2,3.5\n2,store,fuel,1,2\n3,store,toys,1,2\n",
@@ -571,8 +583,10 @@ def test_types_from_other_writers_are_read(tmp_path: Path) -> None:
 def test_blank_text_cells_are_missing_and_out_must_be_a_file(shop_run: Path, tmp_path: Path) -> None:
     path = tmp_path / "blank.csv"
     path.write_text("id,channel,kind,items,amount\n1,store,,2,3.5\n2,online,fuel,1,2\n3,store,food,1,2\n")
-    result = runner.invoke(app, ["train", str(_config(tmp_path, path)), "--run-dir", str(tmp_path / "r")])
+    config = _config(tmp_path, path)
+    result = runner.invoke(app, ["train", str(config), "data.missing=refuse", "--run-dir", str(tmp_path / "r")])
     assert result.exit_code == 2 and "column 'kind', row 1: the value is missing" in result.stderr
+    assert "data.missing: drop" in result.stderr  # says what to do
     (tmp_path / "dir.csv").mkdir()
     new = _write(tmp_path / "new.csv", _shop(5))
     result = runner.invoke(app, ["score", str(shop_run), str(new), "--out", str(tmp_path / "dir.csv")])

@@ -285,6 +285,15 @@ class MADEModel(ExactLikelihood, nn.Module):
             # keeps Bernoulli checkpoints as they were.
             self.register_buffer("input_shift", torch.zeros(net.features))
             self.register_buffer("input_scale", torch.ones(net.features))
+        # A table's log-scale columns enter on their log scale, as the head models them (no
+        # smaller than the least training value, so a point mass at 0 stays finite). From the
+        # columns' laws, which the run keeps: not saved here.
+        laws = getattr(self.head, "laws", None) or ()
+        logs = [bool(law.log) for law in laws] or [False] * net.features
+        floors = [math.exp(law.shift + law.scale * law.low) if law.log else 1.0 for law in laws]
+        self.register_buffer("input_log", torch.tensor(logs), persistent=False)
+        self.register_buffer("input_floor", torch.tensor(floors or [1.0] * net.features), persistent=False)
+        self.logs_inputs = any(logs)
 
     @property
     def features(self) -> int:
@@ -312,6 +321,8 @@ class MADEModel(ExactLikelihood, nn.Module):
         """How x enters the network: centred and scaled for levels and reals, as is for 0/1."""
         if not self.standardises:
             return sampling.Encoding()
+        if self.logs_inputs:
+            return sampling.Encoding(self.input_shift, self.input_scale, self.input_log, self.input_floor)
         return sampling.Encoding(self.input_shift, self.input_scale)
 
     @property
@@ -325,6 +336,8 @@ class MADEModel(ExactLikelihood, nn.Module):
         a table's missing cell enters as 0, the training mean (and as itself, by the embedding)."""
         if not self.standardises:
             return x
+        if self.logs_inputs:
+            x = self._log_columns(x)
         encoded = (x - self.input_shift) / self.input_scale
         return torch.nan_to_num(encoded, nan=0.0) if self.per_column else encoded
 
@@ -342,11 +355,17 @@ class MADEModel(ExactLikelihood, nn.Module):
             self.label_log_prior.copy_(label_log_prior(labels, self.classes))
         self._fit_context(context)
         if self.standardises:
-            shift, scale = input_standardisation(train, self.per_column)
+            shift, scale = input_standardisation(self._log_columns(train) if self.logs_inputs else train,
+                                                 self.per_column)  # fmt: skip
             self.input_shift.copy_(shift)
             self.input_scale.copy_(scale)
         bias = self.head.init_bias(train).reshape(-1)  # (P * D,): output p * D + d
         self.net.output.bias.copy_(bias.to(self.net.output.bias))
+
+    def _log_columns(self, x: torch.Tensor) -> torch.Tensor:
+        """x with the log-scale columns on their log scale (``encoding``)."""
+        floor = self.input_floor.to(x)
+        return torch.where(self.input_log, torch.log(torch.maximum(x, floor)), x)
 
     def params(self, x: torch.Tensor, member: int, c: torch.Tensor | None = None) -> torch.Tensor:
         """The head's parameters (B, P, D) under member ``member``, given context ``c``."""

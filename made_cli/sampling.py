@@ -31,24 +31,32 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Encoding:
-    """How values enter the network: (x - shift) / scale per dimension, or as they are (None).
+    """How values enter the network: (g(x) - shift) / scale per dimension, or as they are (None);
+    g is the log (of x, no smaller than ``floor``) where ``log`` says so (a table's log-scale
+    columns), else the identity.
 
     The head models the values as stored; only what the network reads is encoded.
     """
 
     shift: torch.Tensor | None = None  # (D,)
     scale: torch.Tensor | None = None  # (D,)
+    log: torch.Tensor | None = None  # (D,) bool
+    floor: torch.Tensor | None = None  # (D,)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Encoded values; a missing cell (NaN) enters as 0, the training mean."""
         if self.shift is None or self.scale is None:
             return x
+        if self.log is not None and self.floor is not None:
+            x = torch.where(self.log, torch.log(torch.maximum(x, self.floor)), x)
         return torch.nan_to_num((x - self.shift) / self.scale, nan=0.0)
 
     def column(self, value: torch.Tensor, d: int) -> torch.Tensor:
         """Dimension ``d`` of the encoding, for one column of values: the same arithmetic."""
         if self.shift is None or self.scale is None:
             return value
+        if self.log is not None and self.floor is not None and bool(self.log[d]):
+            value = torch.log(torch.clamp_min(value, float(self.floor[d])))
         return torch.nan_to_num((value - self.shift[d]) / self.scale[d], nan=0.0)
 
 

@@ -360,9 +360,13 @@ def test_split_and_standardisation_come_from_the_training_rows_and_are_reused(
     saved = np.load(shop_run / "split.npy")
     assert np.array_equal(saved, run.checkpoint["table"]["split"].numpy())
     d = commands._load_data(run)
-    assert torch.allclose(run.model.input_shift, d.train.mean(0))
-    assert torch.allclose(run.model.input_scale, d.train.std(0))  # per column, from train alone
+    assert bool(run.model.input_log[2]) and not bool(run.model.input_log[:2].any())  # amount: log scale
+    seen = d.train.clone()
+    seen[:, 2] = seen[:, 2].log()  # the network sees a log-scale column on its log scale
+    assert torch.allclose(run.model.input_shift, seen.mean(0))
+    assert torch.allclose(run.model.input_scale, seen.std(0))  # per column, from train alone
     everything = torch.cat([d.train, d.valid, d.test])
+    everything[:, 2] = everything[:, 2].log()
     assert not torch.allclose(run.model.input_shift, everything.mean(0))
     result = runner.invoke(app, ["train", "--resume", str(shop_run), "train.epochs=3"])
     assert result.exit_code == 0, result.output
@@ -584,7 +588,9 @@ def test_blank_text_cells_are_missing_and_out_must_be_a_file(shop_run: Path, tmp
     path = tmp_path / "blank.csv"
     path.write_text("id,channel,kind,items,amount\n1,store,,2,3.5\n2,online,fuel,1,2\n3,store,food,1,2\n")
     config = _config(tmp_path, path)
-    result = runner.invoke(app, ["train", str(config), "data.missing=refuse", "--run-dir", str(tmp_path / "r")])
+    result = runner.invoke(
+        app, ["train", str(config), "data.missing=refuse", "--run-dir", str(tmp_path / "r")]
+    )
     assert result.exit_code == 2 and "column 'kind', row 1: the value is missing" in result.stderr
     assert "data.missing: drop" in result.stderr  # says what to do
     (tmp_path / "dir.csv").mkdir()

@@ -1,0 +1,225 @@
+"""A table's real-column laws (heads.RealColumns): normalised, sampled by their law, bounded; and
+the MADE that reads categories and missing cells by its embedding (made.MADE.embedded)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from made_cli import sampling
+from made_cli.config import load_config
+from made_cli.heads import ColumnHeads, ColumnLaw, MixtureOfGaussians, RealColumns
+from made_cli.kinds import build_model
+
+# y = (g(x) - shift) / scale; low, high: the training range of y
+LAWS = {
+    "standardised": ColumnLaw(shift=1.0, scale=2.0, low=-2.0, high=3.0),
+    "truncated at 0": ColumnLaw(shift=1.0, scale=2.0, lower=0.0, low=-0.5, high=3.0),
+    "log scale": ColumnLaw(shift=0.5, scale=0.8, log=True, low=-2.5, high=2.5),
+    "point mass at 0, truncated": ColumnLaw(shift=1.0, scale=1.5, lower=0.0, mass=0.0, low=-0.6, high=3.0),
+    "point mass at 2, log": ColumnLaw(shift=0.5, scale=0.8, log=True, mass=2.0, low=-2.0, high=2.0),
+    "grid of 0.5 from 0": ColumnLaw(
+        shift=2.0, scale=1.5, step=0.5, origin=0.0, lower=0.0, low=-1.3, high=3.0
+    ),
+    "grid of 0.25, unbounded": ColumnLaw(shift=0.0, scale=1.0, step=0.25, origin=-0.75, low=-3.0, high=3.0),
+}
+
+
+def _law_params(law: ColumnLaw, rows: int = 1, seed: int = 0) -> tuple[RealColumns, torch.Tensor]:
+    head = RealColumns([law], components=3)
+    g = torch.Generator().manual_seed(seed)
+    params = torch.randn(1, head.params_per_dim, 1, generator=g, dtype=torch.float64) * 1.5
+    return head, params.expand(rows, -1, -1)
+
+
+def _support(law: ColumnLaw) -> torch.Tensor:
+    """Points to integrate over (a fine grid), or the grid's values."""
+    if law.step is not None:
+        first = law.lower if law.lower is not None else law.origin - 200 * law.step
+        return first + law.step * torch.arange(1200, dtype=torch.float64)
+    if law.log:
+        return torch.logspace(-12, 6, 400001, dtype=torch.float64)
+    low = law.lower if law.lower is not None else -80.0
+    return torch.linspace(low, 80.0, 400001, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", LAWS)
+def test_each_law_sums_or_integrates_to_one(name: str) -> None:
+    law = LAWS[name]
+    for seed in range(3):
+        points = _support(law)
+        head, params = _law_params(law, len(points), seed)
+        with torch.no_grad():
+            logp = head.log_prob(params, points[:, None])[:, 0]
+        if law.step is not None:
+            total = float(logp.exp().sum())
+        else:
+            off = points != law.mass if law.mass is not None else torch.ones_like(points, dtype=torch.bool)
+            total = float(torch.trapezoid(logp[off].exp(), points[off]))
+            if law.mass is not None:
+                at = torch.tensor([[law.mass]], dtype=torch.float64)
+                total += float(head.log_prob(params[:1], at).exp())
+        assert total == pytest.approx(1.0, abs=2e-3), (name, seed)
+
+
+@pytest.mark.parametrize("name", LAWS)
+def test_draws_follow_the_law_and_respect_its_support(name: str) -> None:
+    law = LAWS[name]
+    n = 40000
+    head, params = _law_params(law, n, seed=1)
+    u = torch.rand(n, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with torch.no_grad():
+        x = head.draw(params[:, :, 0], u)
+    assert torch.isfinite(x).all()
+    if law.lower is not None:
+        assert bool((x >= law.lower).all())
+    if law.log:
+        assert bool((x > 0).all())
+    if law.step is not None:  # on the grid, and each value as often as its probability
+        k = (x - law.origin) / law.step
+        assert torch.allclose(k, k.round(), atol=1e-9)
+        values, counts = torch.unique(x, return_counts=True)
+        with torch.no_grad():
+            p = head.log_prob(params[: len(values)], values[:, None])[:, 0].exp()
+        assert 0.5 * float((counts / n - p).abs().sum() + (1 - p.sum())) < 0.02
+        return
+    if law.mass is not None:
+        with torch.no_grad():
+            p_mass = float(head.log_prob(params[:1], torch.tensor([[law.mass]], dtype=torch.float64)).exp())
+        assert float((x == law.mass).double().mean()) == pytest.approx(p_mass, abs=0.01)
+        x = x[x != law.mass]
+    # the rest: bin probabilities from the density's integral (its CDF on a fine grid,
+    # interpolated at the edges) against the draws' histogram
+    points = _support(law)
+    points = points[points != law.mass] if law.mass is not None else points
+    with torch.no_grad():
+        density = head.log_prob(params[:1].expand(len(points), -1, -1), points[:, None])[:, 0].exp()
+    cdf = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumulative_trapezoid(density, points)])
+    edges = torch.quantile(x, torch.linspace(0, 1, 21, dtype=torch.float64))
+    at_edges = torch.from_numpy(np.interp(edges.numpy(), points.numpy(), cdf.numpy()))
+    expected = at_edges.diff() / cdf[-1]
+    observed = torch.histogram(x, edges).hist / len(x)
+    assert 0.5 * float((observed - expected).abs().sum()) < 0.02
+
+
+def test_bounds_keep_every_draw_near_the_training_range() -> None:
+    """Means inside [low, high] and scales at most a third of its width: even with extreme
+    parameters no draw lands beyond the range widened by its width on each side."""
+    law = ColumnLaw(shift=10.0, scale=3.0, low=-2.0, high=2.0)
+    head = RealColumns([law], components=4)
+    n = 50000
+    params = torch.randn(
+        n, head.params_per_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    params = params * 50  # far past any trained value
+    x = head.draw(params, torch.rand(n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+    y = (x - law.shift) / law.scale
+    width = law.high - law.low
+    assert float(((y < law.low - width) | (y > law.high + width)).double().mean()) < 1e-3
+
+
+def test_a_value_below_the_support_has_probability_zero() -> None:
+    head, params = _law_params(LAWS["truncated at 0"], 2)
+    logp = head.log_prob(params, torch.tensor([[-0.1], [0.2]], dtype=torch.float64))[:, 0]
+    assert logp[0] == -math.inf and math.isfinite(float(logp[1]))
+    head, params = _law_params(LAWS["log scale"], 1)
+    assert head.log_prob(params, torch.tensor([[0.0]], dtype=torch.float64))[0, 0] == -math.inf
+
+
+# -- the table MADE: embedding, missing cells, samplers -------------------------------------------
+_MIXED = (
+    ColumnLaw(levels=3),
+    LAWS["point mass at 0, truncated"],
+    ColumnLaw(levels=2),
+    LAWS["grid of 0.5 from 0"],
+    LAWS["standardised"],
+)
+
+
+def _model(*overrides: str, columns: tuple[ColumnLaw, ...] = _MIXED):
+    cfg = load_config(None, ["data.name=table", "data.path=unused.csv", "model.hidden=[16, 16]",
+                             "model.components=2", *overrides])  # fmt: skip
+    model = build_model(cfg, len(columns), 0, columns=columns).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+        model.net.mask_weights()
+    return model.eval()
+
+
+def _rows(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([
+        torch.randint(0, 3, (n,), generator=g).double(),
+        torch.where(torch.rand(n, generator=g) < 0.3, 0.0, torch.rand(n, generator=g, dtype=torch.float64) * 4),
+        torch.randint(0, 2, (n,), generator=g).double(),
+        0.5 * torch.randint(0, 8, (n,), generator=g).double(),
+        torch.randn(n, generator=g, dtype=torch.float64),
+    ], 1)  # fmt: skip
+
+
+def test_the_head_reads_the_laws_and_pads_nothing_wrong() -> None:
+    model = _model()
+    assert isinstance(model.head, ColumnHeads) and isinstance(model.head.real, RealColumns)
+    assert model.net.embedding is not None and model.net.embedding.shape[0] == (3 + 1) + 1 + (2 + 1) + 1 + 1
+
+
+@pytest.mark.parametrize("ordering", ["natural", "random"])
+def test_a_column_reaches_only_the_columns_generated_after_it(ordering: str) -> None:
+    """Changing one cell (its category, its value, or blanking it) moves only the parameters of
+    columns later in the ordering: the embedding keeps the autoregressive property."""
+    model = _model(f"model.ordering={ordering}", "seed=3")
+    ranks = model.net.ranks[0]
+    x = _rows(6)
+    base = model.params(x, 0)
+    for j in range(x.shape[1]):
+        for change in ("value", "missing"):
+            y = x.clone()
+            y[:, j] = (
+                math.nan if change == "missing" else (y[:, j] + 1) % (3 if j == 0 else 2 if j == 2 else 5)
+            )
+            moved = (model.params(y, 0) - base).abs().amax((0, 1)) > 0  # per column
+            assert not bool(moved[ranks <= ranks[j]].any()), (j, change)
+            assert bool(moved[ranks > ranks[j]].any()) or int(ranks[j]) == len(ranks)
+
+
+@pytest.mark.parametrize("masks", [1, 3])
+def test_fast_and_naive_samplers_agree_on_a_table(masks: int) -> None:
+    model = _model("model.ordering=random", f"model.num_masks={masks}")
+    n = 64
+    uniforms = torch.rand(n, 5, model.head.noise_per_dim, dtype=torch.float64,
+                          generator=torch.Generator().manual_seed(4))  # fmt: skip
+    x = torch.zeros(n, 5, dtype=torch.float64)
+    fill = torch.ones_like(x, dtype=torch.bool)
+    for member in range(masks):
+        args = (model.net, model.head, model.encoding, x, fill, member, uniforms)
+        fast, naive = sampling.ancestral_fast(*args), sampling.ancestral_naive(*args)
+        assert torch.allclose(fast, naive, atol=1e-9)
+        assert bool((fast[:, 1] >= 0).all()) and bool((fast[:, 3] >= 0).all())
+
+
+@pytest.mark.parametrize("masks", [1, 3])
+def test_rows_with_missing_cells_score_their_observed_cells_normalised(masks: int) -> None:
+    """With a cell missing, exp(log p) summed over the observed cells' values is 1: a law of the
+    observed cells (given which are missing), for one mask and for the mixture."""
+    columns = (ColumnLaw(levels=3), ColumnLaw(levels=2), ColumnLaw(levels=2), ColumnLaw(levels=3))
+    model = _model("model.ordering=random", f"model.num_masks={masks}", columns=columns)
+    for missing in ([1], [0, 3], [2]):
+        grids = [torch.arange(c.levels, dtype=torch.float64) for c in columns]
+        for d in missing:
+            grids[d] = torch.tensor([math.nan], dtype=torch.float64)
+        x = torch.cartesian_prod(*grids)
+        with torch.no_grad():
+            total = float(model.log_prob(x).exp().sum())
+        assert total == pytest.approx(1.0, abs=1e-9), missing
+
+
+def test_a_model_built_without_laws_keeps_its_old_parameters() -> None:
+    """A run saved before laws were kept (legacy) has no embedding and the raw-scale mixture."""
+    columns = (ColumnLaw(levels=3, legacy=True), ColumnLaw(legacy=True))
+    model = _model(columns=columns)
+    assert model.net.embedding is None and isinstance(model.head.real, MixtureOfGaussians)
+    assert "embedding" not in model.state_dict()

@@ -152,9 +152,10 @@ def _model(*overrides: str, columns: tuple[ColumnLaw, ...] = _MIXED):
 
 def _rows(n: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
+    wet = torch.rand(n, generator=g, dtype=torch.float64) * 4
     return torch.stack([
         torch.randint(0, 3, (n,), generator=g).double(),
-        torch.where(torch.rand(n, generator=g) < 0.3, 0.0, torch.rand(n, generator=g, dtype=torch.float64) * 4),
+        torch.where(torch.rand(n, generator=g) < 0.3, 0.0, wet),
         torch.randint(0, 2, (n,), generator=g).double(),
         0.5 * torch.randint(0, 8, (n,), generator=g).double(),
         torch.randn(n, generator=g, dtype=torch.float64),

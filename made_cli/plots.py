@@ -165,16 +165,18 @@ def pair_plot(
         data, weights = data[kept], weights[kept]
     # integer columns show their values where floats hold them plainly, else their codes like text
     numeric = [
-        c.kind in ("integer", "boolean") and max(abs(int(v)) for v in c.categories) < 2**24
+        bool(c.categories) and c.kind in ("integer", "boolean", "real")
+        and max(abs(float(v)) for v in c.categories) < 2**24
         for c in columns[:k]
-    ]
+    ]  # fmt: skip
 
     def values(rows: np.ndarray, j: int) -> np.ndarray:  # what the axis shows
         codes = rows[:, j]
         if not columns[j].levels:
             return codes
-        index = np.clip(np.round(codes), 0, columns[j].levels - 1).astype(int)
-        return np.asarray(columns[j].categories, dtype=float)[index] if numeric[j] else index.astype(float)
+        index = np.clip(np.round(np.nan_to_num(codes)), 0, columns[j].levels - 1).astype(int)
+        shown = np.asarray(columns[j].categories, dtype=float)[index] if numeric[j] else index.astype(float)
+        return np.where(np.isnan(codes), np.nan, shown)  # a missing cell stays missing
 
     def jittered(rows: np.ndarray, j: int) -> np.ndarray:
         v = values(rows, j)
@@ -188,14 +190,17 @@ def pair_plot(
             if col > row:
                 ax.axis("off")
                 continue
-            if row == col:
+            if row == col:  # missing cells (NaN) are left out of each picture
                 both = np.concatenate([values(data, col), values(samples, col)])
+                both = both[~np.isnan(both)]
                 bins: Any = 30
                 if columns[col].levels and len(np.unique(both)) < 40:  # a bin per value
                     shown = np.unique(both)
                     bins = np.concatenate([shown - 0.5, [shown[-1] + 0.5]])
-                ax.hist(values(data, col), bins=bins, weights=weights, density=True, color="0.5", alpha=0.6,
-                        label="data")  # fmt: skip
+                present = ~np.isnan(values(data, col))
+                kept = None if weights is None else weights[present]
+                ax.hist(values(data, col)[present], bins=bins, weights=kept, density=True, color="0.5",
+                        alpha=0.6, label="data")  # fmt: skip
                 ax.hist(values(samples, col), bins=bins, density=True, color="tab:orange", alpha=0.6,
                         label="samples")  # fmt: skip
             else:

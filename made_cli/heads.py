@@ -504,14 +504,15 @@ class ColumnHeads(Head):
         self._absent = torch.where(present, 0.0, -torch.inf)
         self._order = torch.tensor(self.discrete_dims + self.real_dims).argsort()  # parts -> columns
 
-    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def split_columns(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the discrete columns of ``x``, the real ones), in ``log_prob_parts``' order."""
         return x[..., self.discrete_dims], x[..., self.real_dims]
 
     def log_prob_parts(self, params: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log p of the discrete columns (B, D_discrete), of the real ones (B, D_real): densities,
         or probabilities at a point mass or on a grid)."""
-        x_disc, x_real = self._split(x)
-        p_disc, p_real = self._split(params)
+        x_disc, x_real = self.split_columns(x)
+        p_disc, p_real = self.split_columns(params)
         if self.discrete_dims:
             logits = p_disc[:, : self.max_levels] + self._absent.to(params)
             disc = F.log_softmax(logits, dim=1).gather(1, x_disc.long()[:, None]).squeeze(1)

@@ -389,7 +389,7 @@ class MADEModel(ExactLikelihood, nn.Module):
         missing = torch.isnan(x)
         if not bool(missing.any()):
             return self.head.log_prob(params, x)
-        fill = self.head.fill_value().to(x)  # type: ignore[attr-defined]
+        fill = self.head.fill_value().to(x)  # type: ignore[attr-defined]  # per_column: ColumnHeads
         dims = self.head.log_prob(params, torch.where(missing, fill, x))
         return torch.where(missing, 0.0, dims)
 
@@ -607,9 +607,12 @@ class MADEModel(ExactLikelihood, nn.Module):
         self.check_input(x)
         self.check_condition(labels, context, x.shape[0])
         c = self.condition(labels, context, x.shape[0])
-        per = [self.head.log_prob_parts(self.params(x, k, c), x) for k in range(self.num_masks)]
-        disc = torch.stack([d.sum(-1) for d, _ in per])  # (K, B)
-        real = torch.stack([r.sum(-1) for _, r in per])
+        missing = torch.isnan(x)  # a missing cell is in no part
+        filled = torch.where(missing, self.head.fill_value().to(x), x)
+        gap_disc, gap_real = self.head.split_columns(missing)
+        per = [self.head.log_prob_parts(self.params(x, k, c), filled) for k in range(self.num_masks)]
+        disc = torch.stack([torch.where(gap_disc, 0.0, d).sum(-1) for d, _ in per])  # (K, B)
+        real = torch.stack([torch.where(gap_real, 0.0, r).sum(-1) for _, r in per])
         weights = torch.softmax(disc + real, 0)  # p(k | x)
         parts = {"discrete": (weights * disc).sum(0), "continuous": (weights * real).sum(0)}
         if self.num_masks > 1:

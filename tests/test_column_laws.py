@@ -224,3 +224,16 @@ def test_a_model_built_without_laws_keeps_its_old_parameters() -> None:
     model = _model(columns=columns)
     assert model.net.embedding is None and isinstance(model.head.real, MixtureOfGaussians)
     assert "embedding" not in model.state_dict()
+
+
+@pytest.mark.parametrize("masks", [1, 3])
+def test_a_tables_parts_sum_to_its_log_likelihood_with_missing_cells(masks: int) -> None:
+    model = _model("model.ordering=random", f"model.num_masks={masks}")
+    x = _rows(40, seed=5)
+    x[::3, 0] = math.nan  # a category missing, a real value missing
+    x[1::4, 3] = math.nan
+    with torch.no_grad():
+        parts = model.log_prob_parts(x)
+        total = model.log_prob(x)
+    assert torch.isfinite(total).all()
+    assert torch.allclose(sum(parts.values()), total, atol=1e-9)

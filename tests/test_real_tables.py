@@ -225,3 +225,21 @@ def test_missing_cells_train_the_law_of_the_observed_cells(tmp_path: Path) -> No
     ):
         assert rows.sum() > 30
         assert float(log_p[rows].mean()) == pytest.approx(float(truth[rows].mean()), abs=0.12)
+
+
+def test_a_run_saved_before_columns_had_laws_scores_as_it_did(tmp_path: Path) -> None:
+    """A table run of the code before laws (tests/fixtures/table-run-before-laws) keeps its
+    columns' old laws: the same scores, to float rounding, and it still samples."""
+    import shutil
+
+    fixture = Path(__file__).parent / "fixtures" / "table-run-before-laws"
+    run = tmp_path / "run"
+    shutil.copytree(fixture / "run", run)
+    out = tmp_path / "scores.csv"
+    result = runner.invoke(app, ["score", str(run), str(fixture / "shop.csv"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    got = pcsv.read_csv(out).column("log_prob").to_numpy()
+    want = pcsv.read_csv(fixture / "expected-scores.csv").column("log_prob").to_numpy()
+    assert np.allclose(got, want, atol=1e-5)
+    assert load_run(run).model.net.embedding is None
+    assert runner.invoke(app, ["sample", str(run), "--n", "10"]).exit_code == 0

@@ -357,7 +357,8 @@ def _table(path: Path, cfg: DataConfig, recorded: dict[str, Any] | None) -> Data
     table = read_table(path, () if schema is None else schema.text_columns)
     digest = file_digest(path)
     if schema is None:
-        schema, codes = infer_schema(table, cfg, path), split_rows(table, cfg, path)
+        codes = split_rows(table, cfg, path)
+        schema = infer_schema(table, cfg, path, train=codes == 0)
     else:
         if recorded.get("sha256") not in (None, digest):
             raise UsageError(
@@ -418,12 +419,16 @@ def _missing_cells(
             if not (codes == i).any():
                 raise UsageError(f"{path}: every {name} row has a missing cell (data.missing: drop)")
         return codes
-    label_gap = rows.labels is not None and bool((rows.labels < 0).any())
-    context_gap = rows.context is not None and bool(torch.isnan(rows.context).any())
+    kept = torch.from_numpy(codes != DROPPED)  # a run's rows that data.missing: drop left out aside
+    label_gaps = None if rows.labels is None else (rows.labels < 0) & kept
+    context_gaps = None if rows.context is None else torch.isnan(rows.context).any(1) & kept
+    label_gap = label_gaps is not None and bool(label_gaps.any())
+    context_gap = context_gaps is not None and bool(context_gaps.any())
     if label_gap or context_gap:
         what = "label" if label_gap else "context"
-        first = int(np.flatnonzero((rows.labels < 0).numpy() if label_gap else
-                                   torch.isnan(rows.context).any(1).numpy())[0])  # fmt: skip
+        gaps_of = label_gaps if label_gap else context_gaps
+        assert gaps_of is not None
+        first = int(np.flatnonzero(gaps_of.numpy())[0])
         name = (
             schema.label.name
             if label_gap and schema.label

@@ -387,8 +387,9 @@ class RealColumns(Head):
         density = density - torch.where(truncated, kept, 0.0) + log_jacobian
         # on a grid: the probability of the value's cell, the lowest cell open below
         half = self._const("step", x) / 2  # a grid is never on the log scale: its y is linear
-        ya = torch.where(grid, (safe - half - self._const("shift", x)) / self._const("scale", x), y - 1)
-        yb = torch.where(grid, (safe + half - self._const("shift", x)) / self._const("scale", x), y + 1)
+        half_y = half / self._const("scale", x)  # the cell's edges on the y scale, from y itself
+        ya = torch.where(grid, y - half_y, y - 1)
+        yb = torch.where(grid, y + half_y, y + 1)
         za, zb = (ya[:, None] - means) * inv, (yb[:, None] - means) * inv
         open_below = (safe - half < lower)[:, None]
         cell_mass = _log_normal_mass(torch.where(open_below, zb - 1, za), zb)

@@ -391,10 +391,13 @@ class MAF(ExactLikelihood, nn.Module):
         rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """log p(x) (B,) in nats: a density. Discrete columns are dequantised first, each row by
-        noise of its own (see ``dequantise``; ``rows`` plays no part)."""
+        noise of its own (see ``dequantise``; ``rows`` plays no part). A grid column's density
+        over its cell, times the cell's width, estimates the value's probability, which is what
+        a MADE gives it: log step is added for each."""
         self.check_input(x)
         self.check_condition(labels, context, x.shape[0])
-        return self.log_prob_dims(self.dequantise(x), labels, context).sum(-1)
+        cells = torch.log(self.grid_step[self.grid_step > 0]).sum()
+        return self.log_prob_dims(self.dequantise(x), labels, context).sum(-1) + cells
 
     @torch.no_grad()
     def inverse(

@@ -313,8 +313,14 @@ class MADEModel(ExactLikelihood, nn.Module):
 
     def check_input(self, x: torch.Tensor, what: str = "x") -> None:
         """``x`` is (rows, D) and holds values the head models, else a ValueError that says so
-        (instead of a shape error deep in torch, or a number that means nothing)."""
+        (instead of a shape error deep in torch, or a number that means nothing). Missing cells
+        (NaN) only for a table model that has learnt what a missing cell is."""
         check_rows(x, self.features, self.head, what)
+        if self.per_column and not self.takes_missing_cells and bool(torch.isnan(x).any()):
+            raise ValueError(
+                f"{what} has missing cells, which this run (trained before missing cells were "
+                "modelled) cannot score; leave those rows out"
+            )
 
     @property
     def encoding(self) -> sampling.Encoding:
@@ -329,7 +335,7 @@ class MADEModel(ExactLikelihood, nn.Module):
     def takes_missing_cells(self) -> bool:
         """A table's MADE trains on and scores rows with missing cells (NaN): log p of the
         observed cells, each conditional seeing which earlier cells are missing."""
-        return isinstance(self.head, ColumnHeads)
+        return isinstance(self.head, ColumnHeads) and self.net.embedding is not None
 
     def network_input(self, x: torch.Tensor) -> torch.Tensor:
         """x as the network sees it (``encoding``'s arithmetic, without building one each step);

@@ -284,11 +284,14 @@ def _from_days(days: np.ndarray, type_name: str) -> pa.Array:
     import pyarrow as pa
 
     t = _arrow_type(type_name)
+    missing = np.isnan(days)  # a missing cell stays missing
+    days = np.nan_to_num(days)
     if pa.types.is_date(t):
-        return pa.array(np.round(days).astype(np.int32), pa.int32()).cast(pa.date32()).cast(t)
+        whole = pa.array(np.round(days).astype(np.int32), pa.int32(), mask=missing)
+        return whole.cast(pa.date32()).cast(t)
     per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[t.unit]
     ticks = np.round(days * _DAY_SECONDS * per_second).astype(np.int64)
-    return pa.array(ticks, pa.int64()).cast(pa.timestamp(t.unit)).cast(t)
+    return pa.array(ticks, pa.int64(), mask=missing).cast(pa.timestamp(t.unit)).cast(t)
 
 
 def _arrow_type(name: str) -> pa.DataType:
@@ -330,6 +333,7 @@ class Column:
     categories: tuple[Any, ...] = ()
     law: ColumnLaw | None = None
     type_name: str = ""
+    offset: float = 0.0  # a date's or timestamp's: days since 1970-01-01 of its value 0
 
     @property
     def levels(self) -> int:
@@ -347,7 +351,7 @@ class Column:
         if self.law is not None:
             d["law"] = self.law.to_dict()
         if self.type_name:
-            d["type"] = self.type_name
+            d["type"], d["offset"] = self.type_name, self.offset
         return d
 
     @classmethod
@@ -356,6 +360,7 @@ class Column:
         return cls(
             str(d["name"]), str(d["kind"]), tuple(d.get("categories") or ()),
             None if law is None else ColumnLaw.from_dict(law), str(d.get("type") or ""),
+            float(d.get("offset") or 0.0),
         )  # fmt: skip
 
     def describe(self) -> str:
@@ -368,7 +373,7 @@ class Column:
         codes, NaN in missing cells."""
         missing = _nulls(col)
         if not self.categories:
-            return _numbers(path, self.name, col, allow_missing=True)
+            return _numbers(path, self.name, col, allow_missing=True) - self.offset
         if self.kind in ("integer", "boolean"):
             values: list[Any] = _integers(path, self.name, col, missing).tolist()
         elif self.kind == "real":
@@ -396,7 +401,7 @@ class Column:
 
         if not self.categories:
             if self.kind in ("date", "timestamp"):
-                return _from_days(codes, self.type_name)
+                return _from_days(codes + self.offset, self.type_name)
             if self.kind == "integer":
                 return pa.array(np.round(np.nan_to_num(codes)).astype(np.int64), mask=np.isnan(codes))
             law = self.column_law()
@@ -521,11 +526,18 @@ def real_law(values: np.ndarray, integer: bool = False, time: bool = False) -> C
 
 
 def _infer_column(
-    path: Path, name: str, col: pa.ChunkedArray, max_levels: int, named: bool = False
+    path: Path,
+    name: str,
+    col: pa.ChunkedArray,
+    max_levels: int,
+    named: bool = False,
+    train: np.ndarray | None = None,
 ) -> Column | str:
     """The column's kind and law, from its type and its distinct values (missing cells aside);
     or why it is left out (a constant, an identifier, text of too many values). ``named``: the
-    user named it in data.columns, so only what cannot be modelled is refused."""
+    user named it in data.columns, so only what cannot be modelled is refused. A real column's
+    law comes from the ``train`` rows (a boolean mask; default: all), as the network's
+    standardisation does; its role and a discrete column's categories from every row."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -567,10 +579,14 @@ def _infer_column(
         kind in ("integer", "real") and len(distinct) <= min(_FEW_VALUES, max_levels)
     ):
         return Column(name, kind, tuple(distinct))
+    fitted = (lambda v: v) if train is None else (lambda v: v[train])
     if kind in ("date", "timestamp"):
-        return Column(name, kind, law=real_law(_days(present), time=True), type_name=str(t))
-    values = _numbers(path, name, present)
-    return Column(name, kind, law=real_law(values, integer=kind == "integer"))
+        days = _numbers(path, name, col, allow_missing=True)
+        offset = float(np.floor(np.nanmin(days)))  # small numbers keep a float32's precision
+        law = real_law(fitted(days) - offset, time=True)
+        return Column(name, kind, law=law, type_name=str(t), offset=offset)
+    values = _numbers(path, name, col, allow_missing=True)
+    return Column(name, kind, law=real_law(fitted(values), integer=kind == "integer"))
 
 
 def _names_rows(name: str) -> bool:
@@ -715,9 +731,12 @@ def _require(table: pa.Table, path: Path, names: Sequence[str]) -> None:
         raise UsageError(f"{path} has no column {missing[0]!r} (it has: {have}){hint}")
 
 
-def infer_schema(table: pa.Table, cfg: DataConfig, path: Path) -> TableSchema:
+def infer_schema(
+    table: pa.Table, cfg: DataConfig, path: Path, train: np.ndarray | None = None
+) -> TableSchema:
     """The schema of a training table under the config's data.* column choices: every column has
-    a role (modelled, label, context, split) or is left out with its reason."""
+    a role (modelled, label, context, split) or is left out with its reason. Real columns' laws
+    come from the ``train`` rows (a boolean mask; default: all)."""
     roles = [*cfg.context_columns, *(n for n in (cfg.label_column, cfg.split_column) if n is not None)]
     _require(table, path, [*cfg.columns, *roles, *cfg.exclude])
     named = bool(cfg.columns)
@@ -726,7 +745,7 @@ def infer_schema(table: pa.Table, cfg: DataConfig, path: Path) -> TableSchema:
     ]  # fmt: skip
     columns, left_out = [], []
     for name in candidates:
-        inferred = _infer_column(path, name, table.column(name), cfg.max_levels, named)
+        inferred = _infer_column(path, name, table.column(name), cfg.max_levels, named, train)
         if isinstance(inferred, Column):
             columns.append(inferred)
         elif named:

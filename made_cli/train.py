@@ -261,8 +261,8 @@ class Trainer:
         gaps = sum(int(torch.isnan(d.split(name)).any(1).sum()) for name in ("train", "valid", "test"))
         if gaps and not getattr(self.model, "takes_missing_cells", False):
             raise UsageError(
-                f"model.kind: {config.model.kind} cannot train on the {gaps} rows with missing cells; "
-                "set data.missing: drop to leave them out, or use model.kind: made"
+                f"model.kind: {config.model.kind} cannot train on the {gaps} rows with missing cells (a "
+                "MADE with a hidden layer can); set data.missing: drop to leave them out"
             )
         self._agree_on_degrees()
         train_labels, train_context = d.split_labels("train"), d.split_context("train")

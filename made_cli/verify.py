@@ -12,6 +12,7 @@ step's ordering, with log|det| equal to the sum of log gates that log q(z | x) s
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -109,6 +110,26 @@ def jacobian(net: MADE, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor
     return rows_jacobian(lambda v: net(v, None if c is None else c.expand(v.shape[0], -1)).flatten(1), x)
 
 
+def embedding_violations(net: MADE, x: torch.Tensor, c: torch.Tensor | None, allowed: torch.Tensor) -> int:
+    """Outputs (of P*D) that move when one column's category changes, or its cell goes missing,
+    where the degrees forbid it: the embedding's share of the Jacobian check, which autograd
+    cannot see through a lookup. ``x`` (D,): a point whose discrete columns are read as codes."""
+    levels = net.embed_levels.to(x.device)
+    raw = torch.where(levels > 0, torch.floor(x * levels.clamp_min(1)), x)[None]  # (1, D)
+    c = None if c is None else c[None]
+    with torch.no_grad():
+        base = net(x[None], c, raw=raw).flatten(1)[0]
+        count = 0
+        for j in range(net.features):
+            changes = [math.nan] + ([float((raw[0, j] + 1) % levels[j])] if int(levels[j]) > 1 else [])
+            for value in changes:
+                moved_raw = raw.clone()
+                moved_raw[0, j] = value
+                moved = net(x[None], c, raw=moved_raw).flatten(1)[0] != base
+                count += int((moved & ~allowed[:, j].to(moved.device)).sum())
+    return count
+
+
 def verify_made(net: MADE, points: int = 2, seed: int = 0) -> list[MemberReport]:
     """Check every member of ``net``: exact path structure and Jacobians at random points."""
     generator = torch.Generator().manual_seed(seed)
@@ -128,6 +149,8 @@ def verify_made(net: MADE, points: int = 2, seed: int = 0) -> list[MemberReport]
             c = torch.randn(net.context, generator=generator).to(device, dtype) if net.context else None
             jac = jacobian(net, x, c)
             violations += int(((jac != 0) & ~allowed).sum())
+            if net.embedding is not None:  # a table's categories and missing cells
+                violations += embedding_violations(net, x, c, allowed)
         reaches = paths.any(0)
         reports.append(
             MemberReport(

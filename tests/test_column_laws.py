@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from made_cli import sampling
+from made_cli import degrees as deg
+from made_cli import sampling, verify
 from made_cli.config import load_config
 from made_cli.heads import ColumnHeads, ColumnLaw, MixtureOfGaussians, RealColumns
 from made_cli.kinds import build_model
@@ -237,3 +238,22 @@ def test_a_tables_parts_sum_to_its_log_likelihood_with_missing_cells(masks: int)
         total = model.log_prob(x)
     assert torch.isfinite(total).all()
     assert torch.allclose(sum(parts.values()), total, atol=1e-9)
+
+
+def test_verify_ar_checks_the_embedding_and_a_leak_through_it_fails() -> None:
+    """verify-ar counts outputs that move when a category changes or a cell goes missing; a
+    first-layer mask that lets a hidden unit read a later column (and so its vectors) fails."""
+    model = _model("model.ordering=random", "seed=2")
+    net = model.net
+    (report,) = verify.verify_made(net, points=2)
+    assert report.jacobian_violations == 0 and report.forbidden_paths == 0
+    ranks = net.ranks[0]
+    hidden = net.hidden_degrees_0[0]
+    column = int(ranks.argmax())  # generated last: no unit may read it before the end
+    unit = int(hidden.argmin())
+    with torch.no_grad():
+        net.layers[0].mask[unit, column] = 1.0
+        net.layers[0].sync_plan()
+    allowed = deg.allowed(ranks).repeat(net.params_per_dim, 1)
+    x = torch.rand(net.features, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert verify.embedding_violations(net, x, None, allowed) > 0

@@ -235,10 +235,25 @@ class MixtureOfGaussians(Head):
 
 
 # A real column's mixture keeps its means inside the training rows' range [low, high] (on the
-# standardised scale) and its scales between these shares of that range's width: a sample then
-# lies beyond the range widened by its width less than once in 10**4 draws, and no component can
-# shrink onto single values.
-_SCALE_SHARES = (1e-3, 1 / 3)
+# y scale) and its scales at most a third of the margin to that range widened by its width on
+# each side (in the file's units: on the log scale the margins differ): a draw then lands beyond
+# the widened range only past 3 standard deviations of its component, at most 0.14% of draws
+# whatever the weights. Nor can a scale shrink below a share of the width onto single values.
+_SMALLEST_SCALE = 1e-3  # of the width of [low, high]
+_SPREAD_IN_MARGIN = 3.0
+
+
+def _scale_bounds(law: ColumnLaw) -> tuple[float, float]:
+    """(smallest, largest) scale of a real column's mixture components, on its y scale."""
+    width = law.high - law.low
+    margin = width
+    if law.log:  # the x range [a, b] widened to [2a - b, 2b - a], seen from the log scale
+        a, b = math.exp(law.shift + law.scale * law.low), math.exp(law.shift + law.scale * law.high)
+        margin = min(margin, math.log((2 * b - a) / b) / law.scale)
+        if 2 * a - b > 0:
+            margin = min(margin, math.log(a / (2 * a - b)) / law.scale)
+    largest = margin / _SPREAD_IN_MARGIN
+    return min(width * _SMALLEST_SCALE, largest / 10), largest
 
 
 @dataclass(frozen=True)
@@ -337,6 +352,8 @@ class RealColumns(Head):
             "mass": t([inf if law.mass is None else law.mass for law in laws]),
             "low": t([law.low for law in laws]),
             "width": t([law.high - law.low for law in laws]),
+            "log_smallest": t([math.log(_scale_bounds(law)[0]) for law in laws]),
+            "log_range": t([math.log(_scale_bounds(law)[1] / _scale_bounds(law)[0]) for law in laws]),
         }
         # the truncation point on the y scale (-inf: none); a grid censors instead of truncating
         lower = self._c["lower"]
@@ -354,10 +371,8 @@ class RealColumns(Head):
         k = self.components
         low, width = self._const("low", params), self._const("width", params)
         means = low + width * torch.sigmoid(params[:, k : 2 * k])
-        smallest, largest = _SCALE_SHARES
-        log_scales = torch.log(width * smallest) + math.log(largest / smallest) * torch.sigmoid(
-            params[:, 2 * k : 3 * k]
-        )
+        smallest, spread = self._const("log_smallest", params), self._const("log_range", params)
+        log_scales = smallest + spread * torch.sigmoid(params[:, 2 * k : 3 * k])
         return F.log_softmax(params[:, :k], dim=1), means, log_scales
 
     def _to_y(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -428,8 +443,8 @@ class RealColumns(Head):
         point mass), scales a share of its spread, and the point mass's share of the rows."""
         k = self.components
         bias = torch.zeros(self.params_per_dim, train.shape[1], dtype=train.dtype, device=train.device)
-        smallest, largest = _SCALE_SHARES
         for r, law in enumerate(self.laws):
+            smallest, largest = _scale_bounds(law)
             x = train[:, r]
             x = x[~torch.isnan(x)]
             on = x != law.mass if law.mass is not None else torch.ones_like(x, dtype=torch.bool)
@@ -440,7 +455,7 @@ class RealColumns(Head):
             q = torch.quantile(y, levels) if k > 1 else y.mean()[None]
             bias[k : 2 * k, r] = torch.logit(((q - law.low) / width).clamp(0.01, 0.99))
             spread = (y.std() if y.numel() > 1 else y.new_tensor(width / 4)) / math.sqrt(k)
-            share = torch.log(spread.clamp_min(1e-12) / (width * smallest)) / math.log(largest / smallest)
+            share = torch.log(spread.clamp_min(1e-12) / smallest) / math.log(largest / smallest)
             bias[2 * k : 3 * k, r] = torch.logit(share.clamp(0.01, 0.99))
             if self.has_mass and law.mass is not None and x.numel():
                 bias[3 * k, r] = torch.logit((~on).to(y.dtype).mean().clamp(1e-3, 1 - 1e-3))

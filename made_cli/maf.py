@@ -536,7 +536,7 @@ class MAF(ExactLikelihood, nn.Module):
         if self.discrete_columns:
             exact = torch.zeros_like(exact)
         terms = self.log_prob_dims(x, labels, context)
-        return torch.where(exact, (terms * ~observed).sum(-1), torch.nan)
+        return torch.where(exact, torch.where(observed, 0.0, terms).sum(-1), torch.nan)
 
     # -- training (the DensityModel protocol) ---------------------------------------------------
     def forward(

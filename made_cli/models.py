@@ -667,7 +667,7 @@ class MADEModel(ExactLikelihood, nn.Module):
             [self.log_prob_dims(x, k, labels, context) for k in range(self.num_masks)]
         )  # (K, B, D)
         joint = torch.logsumexp(dims.sum(-1), 0)
-        marginal = torch.logsumexp((dims * observed).sum(-1), 0)
+        marginal = torch.logsumexp(torch.where(observed, dims, 0.0).sum(-1), 0)
         return torch.where(exact, joint - marginal, torch.nan)
 
     def noise(self, rows: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -102,7 +102,10 @@ def choose_members(
     exact = exact_members(ranks, observed)  # (B, K)
     if k == 1:
         return torch.zeros(observed.shape[0], dtype=torch.long, device=observed.device), exact[:, 0]
-    log_obs = torch.stack([(log_prob_dims(m) * observed).sum(-1) for m in range(k)], dim=1)  # (B, K)
+    # where, not a product: a placeholder in a missing cell may have log p = -inf (off a support)
+    log_obs = torch.stack(
+        [torch.where(observed, log_prob_dims(m), 0.0).sum(-1) for m in range(k)], 1
+    )  # (B, K)
     ignored = ignored_evidence(ranks, observed)
     least = ignored == ignored.amin(1, keepdim=True)  # the exact members, if a row has any
     logits = torch.where(least, log_obs, -torch.inf)

@@ -145,6 +145,7 @@ _MIXED = (
     ColumnLaw(levels=2),
     LAWS["grid of 0.5 from 0"],
     LAWS["standardised"],
+    LAWS["log scale"],
 )
 
 
@@ -168,13 +169,16 @@ def _rows(n: int, seed: int = 0) -> torch.Tensor:
         torch.randint(0, 2, (n,), generator=g).double(),
         0.5 * torch.randint(0, 8, (n,), generator=g).double(),
         torch.randn(n, generator=g, dtype=torch.float64),
+        torch.rand(n, generator=g, dtype=torch.float64) * 5 + 0.1,
     ], 1)  # fmt: skip
 
 
 def test_the_head_reads_the_laws_and_pads_nothing_wrong() -> None:
     model = _model()
     assert isinstance(model.head, ColumnHeads) and isinstance(model.head.real, RealColumns)
-    assert model.net.embedding is not None and model.net.embedding.shape[0] == (3 + 1) + 1 + (2 + 1) + 1 + 1
+    assert (
+        model.net.embedding is not None and model.net.embedding.shape[0] == (3 + 1) + 1 + (2 + 1) + 1 + 1 + 1
+    )
 
 
 @pytest.mark.parametrize("ordering", ["natural", "random"])
@@ -200,9 +204,9 @@ def test_a_column_reaches_only_the_columns_generated_after_it(ordering: str) -> 
 def test_fast_and_naive_samplers_agree_on_a_table(masks: int) -> None:
     model = _model("model.ordering=random", f"model.num_masks={masks}")
     n = 64
-    uniforms = torch.rand(n, 5, model.head.noise_per_dim, dtype=torch.float64,
+    uniforms = torch.rand(n, 6, model.head.noise_per_dim, dtype=torch.float64,
                           generator=torch.Generator().manual_seed(4))  # fmt: skip
-    x = torch.zeros(n, 5, dtype=torch.float64)
+    x = torch.zeros(n, 6, dtype=torch.float64)
     fill = torch.ones_like(x, dtype=torch.bool)
     for member in range(masks):
         args = (model.net, model.head, model.encoding, x, fill, member, uniforms)
@@ -265,3 +269,11 @@ def test_verify_ar_checks_the_embedding_and_a_leak_through_it_fails() -> None:
     allowed = deg.allowed(ranks).repeat(net.params_per_dim, 1)
     x = torch.rand(net.features, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     assert verify.embedding_violations(net, x, None, allowed) > 0
+
+
+def test_an_ensemble_samples_a_table_whose_placeholders_are_off_a_support() -> None:
+    """Sampling starts from placeholders (0) that a log-scale column gives log p = -inf; an
+    ensemble's choice of member must not turn them into NaN."""
+    model = _model("model.ordering=random", "model.num_masks=3")
+    x = model.sample(200, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(x).all() and bool((x[:, 5] > 0).all())

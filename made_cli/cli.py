@@ -146,7 +146,11 @@ def _fmt_nll(nll: float, bpd: float | None) -> str:
 @app.command()
 def train(
     config: Annotated[
-        str | None, typer.Argument(help="YAML config, e.g. configs/mnist.yaml (none with --resume).")
+        str | None,
+        typer.Argument(
+            help="YAML config, e.g. configs/mnist.yaml, or a table (.csv, .tsv, .parquet) to train on "
+            "with the table defaults (none with --resume)."
+        ),
     ] = None,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Dotted overrides: model.hidden=[500,500] train.lr=3e-4")
@@ -166,6 +170,8 @@ def train(
     SIGINT or SIGTERM finish the current step, save the last checkpoint and exit 130 or 143.
 
     Example: made train configs/mnist.yaml model.hidden=[500,500] train.lr=3e-4
+
+    Example: made train penguins.csv train.epochs=50
 
     Example: made train --resume runs/mnist-20261121-101500 train.epochs=200
     """

@@ -76,10 +76,11 @@ class DataConfig:
     features: int = 12  # synthetic only: dimensions
     size: int = 5000  # synthetic, toy: training rows (validation and test get a fifth each)
     shape: ToyShape = "moons"  # toy: moons | circles | eight_gaussians | checkerboard | pinwheel | spirals
-    # table only: the modelled columns (default: every numeric column not named below), the
-    # label column (classes for condition_on: label), continuous context columns (the model is
-    # p(x | c)), a column of train/valid/test per row (default: a seeded 80/10/10 split), and the
-    # most distinct values an integer or text column may have to be discrete (categorical)
+    # table only: the modelled columns (default: every column with no role below that can be
+    # modelled, see tables.infer_schema), the label column (classes for condition_on: label),
+    # continuous context columns (the model is p(x | c)), a column of train/valid/test per row
+    # (default: a seeded 80/10/10 split), and the most distinct values a text column may have
+    # to be modelled (a categorical)
     columns: tuple[str, ...] = ()
     label_column: str | None = None
     context_columns: tuple[str, ...] = ()

@@ -243,9 +243,13 @@ _SMALLEST_SCALE = 1e-3  # of the width of [low, high]
 _SPREAD_IN_MARGIN = 3.0
 
 
-def _scale_bounds(law: ColumnLaw) -> tuple[float, float]:
-    """(smallest, largest) scale of a real column's mixture components, on its y scale."""
+def _scale_bounds(law: ColumnLaw, margin: bool = True) -> tuple[float, float]:
+    """(smallest, largest) scale of a real column's mixture components, on its y scale; without
+    ``margin``, the largest is the range's width (the independent baseline's single Gaussian,
+    which must be able to spread as the column does)."""
     width = law.high - law.low
+    if not margin:
+        return width * _SMALLEST_SCALE, width
     margin = width
     if law.log:  # the x range [a, b] widened to [2a - b, 2b - a], seen from the log scale
         a, b = math.exp(law.shift + law.scale * law.low), math.exp(law.shift + law.scale * law.high)
@@ -332,10 +336,10 @@ class RealColumns(Head):
 
     name, discrete = "mog", False
 
-    def __init__(self, laws: Sequence[ColumnLaw], components: int) -> None:
+    def __init__(self, laws: Sequence[ColumnLaw], components: int, margin: bool = True) -> None:
         if not laws or any(law.levels or law.legacy or not math.isfinite(law.low) for law in laws):
             raise ValueError("RealColumns takes the laws of real columns")
-        self.laws, self.components = tuple(laws), components
+        self.laws, self.components, self.margin = tuple(laws), components, margin
         self.has_mass = any(law.mass is not None for law in laws)
         self.params_per_dim = 3 * components + int(self.has_mass)
         self.noise_per_dim = 3
@@ -352,8 +356,10 @@ class RealColumns(Head):
             "mass": t([inf if law.mass is None else law.mass for law in laws]),
             "low": t([law.low for law in laws]),
             "width": t([law.high - law.low for law in laws]),
-            "log_smallest": t([math.log(_scale_bounds(law)[0]) for law in laws]),
-            "log_range": t([math.log(_scale_bounds(law)[1] / _scale_bounds(law)[0]) for law in laws]),
+            "log_smallest": t([math.log(_scale_bounds(law, margin)[0]) for law in laws]),
+            "log_range": t(
+                [math.log(_scale_bounds(law, margin)[1] / _scale_bounds(law, margin)[0]) for law in laws]
+            ),
         }
         # the truncation point on the y scale (-inf: none); a grid censors instead of truncating
         lower = self._c["lower"]
@@ -444,7 +450,7 @@ class RealColumns(Head):
         k = self.components
         bias = torch.zeros(self.params_per_dim, train.shape[1], dtype=train.dtype, device=train.device)
         for r, law in enumerate(self.laws):
-            smallest, largest = _scale_bounds(law)
+            smallest, largest = _scale_bounds(law, self.margin)
             x = train[:, r]
             x = x[~torch.isnan(x)]
             on = x != law.mass if law.mass is not None else torch.ones_like(x, dtype=torch.bool)
@@ -465,10 +471,11 @@ class RealColumns(Head):
         return f"mixture of {self.components} Gaussian{'s' if self.components > 1 else ''}, bounded"
 
     def baseline(self) -> Head:
-        return RealColumns(self.laws, 1)
+        """One Gaussian per column under its law, free to spread as the column does."""
+        return RealColumns(self.laws, 1, margin=False)
 
     def column(self, d: int) -> Head:
-        return RealColumns([self.laws[d]], self.components)
+        return RealColumns([self.laws[d]], self.components, self.margin)
 
 
 class _ColumnView(Head):
@@ -505,7 +512,8 @@ class ColumnHeads(Head):
         self.levels, self.laws = tuple(int(v) for v in levels), None if laws is None else tuple(laws)
         self.discrete_dims = [d for d, level in enumerate(self.levels) if level]
         self.real_dims = [d for d, level in enumerate(self.levels) if not level]
-        if self.laws is not None and self.real_dims and not self.laws[self.real_dims[0]].legacy:
+        new_laws = self.laws is not None and self.real_dims and not self.laws[self.real_dims[0]].legacy
+        if new_laws and not isinstance(real, RealColumns):
             k = real.components if isinstance(real, MixtureOfGaussians) else 1
             real = RealColumns([self.laws[d] for d in self.real_dims], k)
         self.real = real
@@ -577,7 +585,9 @@ class ColumnHeads(Head):
     def baseline(self) -> Head:
         """The head whose marginal fit is the independent baseline: one Gaussian per real column
         (under the column's law, where it has one)."""
-        real = Gaussian() if isinstance(self.real, (MixtureOfGaussians, RealColumns)) else self.real
+        if isinstance(self.real, RealColumns):
+            return ColumnHeads(self.levels, self.real.baseline(), self.laws)
+        real = Gaussian() if isinstance(self.real, MixtureOfGaussians) else self.real
         return ColumnHeads(self.levels, real, self.laws)
 
     def describe(self) -> str:

@@ -277,3 +277,17 @@ def test_an_ensemble_samples_a_table_whose_placeholders_are_off_a_support() -> N
     model = _model("model.ordering=random", "model.num_masks=3")
     x = model.sample(200, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(x).all() and bool((x[:, 5] > 0).all())
+
+
+def test_the_independent_baseline_spreads_as_the_column_does() -> None:
+    """The baseline's one Gaussian per column starts at the column's own spread (a model's
+    components are narrower on a log scale, to keep samples in range; the baseline's are not)."""
+    law = ColumnLaw(shift=3.0, scale=1.0, log=True, low=-3.0, high=3.0)
+    head = ColumnHeads([0], MixtureOfGaussians(5), [law])
+    baseline = head.baseline()
+    assert isinstance(baseline.real, RealColumns) and baseline.real.components == 1
+    y = torch.randn(5000, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).clamp(-3, 3)
+    x = torch.exp(law.shift + law.scale * y)[:, None]
+    bias = baseline.init_bias(x)
+    _, _, log_scales = baseline.real._mixture(bias[None, : baseline.real.params_per_dim])
+    assert float(log_scales.exp()) == pytest.approx(float(y.std()), rel=0.02)

@@ -528,6 +528,12 @@ class ColumnHeads(Head):
         self._absent = torch.where(present, 0.0, -torch.inf)
         self._order = torch.tensor(self.discrete_dims + self.real_dims).argsort()  # parts -> columns
 
+    @property
+    def column_params(self) -> tuple[int, ...]:
+        """The parameters each column reads (the rest of the P are padding)."""
+        real = self.real.params_per_dim if self.real_dims else 0
+        return tuple(level if level else real for level in self.levels)
+
     def split_columns(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the discrete columns of ``x``, the real ones), in ``log_prob_parts``' order."""
         return x[..., self.discrete_dims], x[..., self.real_dims]

@@ -216,7 +216,7 @@ class MADE(nn.Module):
         hidden: Sequence[int],
         *,
         context: int = 0,
-        params_per_dim: int = 1,
+        params_per_dim: int | Sequence[int] = 1,
         direct: bool = True,
         ordering: deg.Ordering = "natural",
         hidden_degrees: deg.HiddenDegrees = "random",
@@ -228,25 +228,41 @@ class MADE(nn.Module):
         """``ranks`` (K, D), when given, replace the ordering's ranks after they are drawn (so the
         hidden degrees are those of the same seed): a flow's layers reverse each other this way.
 
+        ``params_per_dim`` may differ per dimension (a table's columns: a categorical column's L
+        logits, a real column's mixture): the output and direct layers then hold only the rows
+        each dimension uses (``output_rows``), and ``forward`` pads the rest with zeros, so a
+        head still reads (B, P, D) with P the largest count and nothing is computed twice.
+
         ``embed`` (a table's: per dimension its categories, 0 for a real column) gives the first
         hidden layer a learned vector per category and one for a missing cell of each column
         (``embedded``): a category enters the network one-hot, as it were, not as an ordinal
         code, and a missing cell as itself, not as a value. Each vector reaches only the units
         the column's input may reach (the first layer's mask)."""
         super().__init__()
-        if features < 1 or num_masks < 1 or params_per_dim < 1 or context < 0:
-            raise ValueError("features, num_masks and params_per_dim must be >= 1, context >= 0")
-        self.features, self.context, self.params_per_dim = features, context, params_per_dim
+        counts = (
+            [params_per_dim] * features
+            if isinstance(params_per_dim, int)
+            else [int(v) for v in params_per_dim]
+        )
+        if features < 1 or num_masks < 1 or len(counts) != features or min(counts) < 1 or context < 0:
+            raise ValueError(
+                "features, num_masks and params_per_dim must be >= 1 (one per dimension), context >= 0"
+            )
+        self.features, self.context, self.params_per_dim = features, context, max(counts)
+        kept = [
+            p * features + d for p in range(self.params_per_dim) for d in range(features) if p < counts[d]
+        ]
+        compact = len(kept) < self.params_per_dim * features
+        # output unit i stands for parameter p * D + d of the padded layout (None: all of them)
+        self.register_buffer("output_rows", torch.tensor(kept) if compact else None, persistent=False)
         self.hidden = list(hidden)
         self.num_masks = num_masks
         self.member = 0
 
         sizes = [features + context, *self.hidden]
         self.layers = nn.ModuleList(MaskedLinear(a, b) for a, b in itertools.pairwise(sizes))
-        self.output = MaskedLinear(sizes[-1], params_per_dim * features)
-        self.direct = (
-            MaskedLinear(features + context, params_per_dim * features, bias=False) if direct else None
-        )
+        self.output = MaskedLinear(sizes[-1], len(kept))
+        self.direct = MaskedLinear(features + context, len(kept), bias=False) if direct else None
 
         generator = torch.Generator().manual_seed(seed)
         drawn, hidden_degs = [], [[] for _ in self.hidden]
@@ -338,7 +354,17 @@ class MADE(nn.Module):
         ranks, *hidden = (d[member] for d in self.degree_buffers())
         inputs = torch.cat([ranks, ranks.new_zeros(self.context)])
         outputs = ranks.repeat(self.params_per_dim)
+        if self.output_rows is not None:
+            outputs = outputs[self.output_rows.to(outputs.device)]
         return [inputs, *hidden, outputs]
+
+    def padded(self, rows: torch.Tensor) -> torch.Tensor:
+        """A tensor of the output layer's rows (R, ...) in the padded layout (P * D, ...), zeros
+        (False) in the rows no dimension uses; as it is when nothing is padded."""
+        if self.output_rows is None:
+            return rows
+        full = rows.new_zeros((self.params_per_dim * self.features, *rows.shape[1:]))
+        return full.index_copy(0, self.output_rows, rows)
 
     def masks(self, member: int) -> dict[str, torch.Tensor]:
         """Boolean masks of one member, computed from its degrees (what the layers should hold)."""
@@ -390,6 +416,9 @@ class MADE(nn.Module):
         for name, layer in self.masked_layers().items():
             reads_inputs = name in ("layers.0", "direct") or (name == "output" and not self.layers)
             writes_outputs = name in ("output", "direct")
+            if writes_outputs and self.output_rows is not None:  # not P copies of one staircase
+                plans[name] = None
+                continue
             plans[name] = blocks.plan(
                 layer.mask,
                 segments=params if writes_outputs else 1,
@@ -480,6 +509,10 @@ class MADE(nn.Module):
         out = self.output(h)
         if self.direct is not None:
             out = out + self.direct(x)
+        if self.output_rows is not None:  # zeros where a dimension has fewer parameters
+            out = out.new_zeros(x.shape[0], self.params_per_dim * self.features).index_copy(
+                1, self.output_rows, out
+            )
         return out.view(x.shape[0], self.params_per_dim, self.features)
 
     def extra_repr(self) -> str:

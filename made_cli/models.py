@@ -366,6 +366,8 @@ class MADEModel(ExactLikelihood, nn.Module):
             self.input_shift.copy_(shift)
             self.input_scale.copy_(scale)
         bias = self.head.init_bias(train).reshape(-1)  # (P * D,): output p * D + d
+        if self.net.output_rows is not None:  # the rows the output layer holds
+            bias = bias[self.net.output_rows.to(bias.device)]
         self.net.output.bias.copy_(bias.to(self.net.output.bias))
 
     def _log_columns(self, x: torch.Tensor) -> torch.Tensor:
@@ -784,7 +786,10 @@ def build_made(
         features,
         m.hidden,
         context=n_classes + context,
-        params_per_dim=head.params_per_dim,
+        # a table's columns each get their own number of parameters, none padded
+        params_per_dim=head.params_per_dim
+        if columns is None or any(law.legacy for law in columns)
+        else head.column_params,  # type: ignore[attr-defined]
         direct=m.direct,
         ordering=m.ordering,
         hidden_degrees=m.hidden_degrees,

@@ -206,10 +206,11 @@ def ancestral_fast(
     if n_ctx:
         z[:, h_last + n_dims : -1] = c
     z[:, -1] = 1.0
-    w_out = net.output.masked_weight()
+    w_out = net.padded(net.output.masked_weight())  # (P * D, H): rows no dimension uses are 0
+    out_bias = net.padded(net.output.bias)
     w_inputs = torch.zeros(w_out.shape[0], n_dims + n_ctx, dtype=x.dtype, device=x.device)
     if net.direct is not None:
-        w_inputs = w_inputs + net.direct.masked_weight()
+        w_inputs = w_inputs + net.padded(net.direct.masked_weight())
     if masked:
         w_out = w_out[:, perms[-1]]
     else:  # no hidden layer: the output layer itself reads x and the context
@@ -218,9 +219,9 @@ def ancestral_fast(
     # and the bias, not the D + C columns of zeros (7x less work per step for 1x128 at D = 784).
     hidden_only = net.direct is None and bool(masked)
     reads = h_last if hidden_only else z.shape[1]
-    w_all = torch.cat([w_out, w_inputs, net.output.bias[:, None]], 1)[:, :reads]  # (P * D, Z)
+    w_all = torch.cat([w_out, w_inputs, out_bias[:, None]], 1)[:, :reads]  # (P * D, Z)
     w_params = w_all.view(head.params_per_dim, n_dims, -1).permute(1, 2, 0).contiguous()  # (D, Z, P)
-    bias = net.output.bias.view(head.params_per_dim, n_dims).T.contiguous()  # (D, P)
+    bias = out_bias.view(head.params_per_dim, n_dims).T.contiguous()  # (D, P)
 
     uniforms = uniforms[:, order_t].transpose(0, 1).contiguous()  # (D, B, U): step t's noise
     needed = fill[:, order_t]

@@ -173,9 +173,17 @@ def _rows(n: int, seed: int = 0) -> torch.Tensor:
     ], 1)  # fmt: skip
 
 
-def test_the_head_reads_the_laws_and_pads_nothing_wrong() -> None:
+def test_the_head_reads_the_laws_and_no_column_is_padded() -> None:
+    """Each column has its own number of outputs (3 and 2 logits, a real column's mixture), not
+    the widest column's: the output layer holds their sum, and the padding reads as zeros."""
     model = _model()
     assert isinstance(model.head, ColumnHeads) and isinstance(model.head.real, RealColumns)
+    counts = model.head.column_params
+    assert counts == (3, 7, 2, 7, 7, 7)  # 2 components: 6 numbers, and a point mass's logit
+    assert model.net.output.out_features == sum(counts) and model.net.direct.out_features == sum(counts)
+    params = model.params(_rows(4), 0)  # (B, P, D), P the widest
+    padding = torch.arange(params.shape[1])[:, None] >= torch.tensor(counts)
+    assert bool((params[:, padding] == 0).all()) and bool((params[:, ~padding] != 0).any())
     assert (
         model.net.embedding is not None and model.net.embedding.shape[0] == (3 + 1) + 1 + (2 + 1) + 1 + 1 + 1
     )
@@ -260,11 +268,9 @@ def test_verify_ar_checks_the_embedding_and_a_leak_through_it_fails() -> None:
     (report,) = verify.verify_made(net, points=2)
     assert report.jacobian_violations == 0 and report.forbidden_paths == 0
     ranks = net.ranks[0]
-    hidden = net.hidden_degrees_0[0]
-    column = int(ranks.argmax())  # generated last: no unit may read it before the end
-    unit = int(hidden.argmin())
-    with torch.no_grad():
-        net.layers[0].mask[unit, column] = 1.0
+    column = int(ranks.argmax())  # generated last: no unit may read it
+    with torch.no_grad():  # every unit reads it (some unit is active at any point)
+        net.layers[0].mask[:, column] = 1.0
         net.layers[0].sync_plan()
     allowed = deg.allowed(ranks).repeat(net.params_per_dim, 1)
     x = torch.rand(net.features, dtype=torch.float64, generator=torch.Generator().manual_seed(0))

@@ -235,29 +235,29 @@ class MixtureOfGaussians(Head):
 
 
 # A real column's mixture keeps its means inside the training rows' range [low, high] (on the
-# y scale) and its scales at most a third of the margin to that range widened by its width on
-# each side (in the file's units: on the log scale the margins differ): a draw then lands beyond
-# the widened range only past 3 standard deviations of its component, at most 0.14% of draws
-# whatever the weights. Nor can a scale shrink below a share of the width onto single values.
+# y scale) and each component's scale at most a third of its mean's distance to that range
+# widened by its width on each side (in the file's units: on the log scale the edges are not
+# symmetric): a draw lands beyond the widened range only past 3 standard deviations of its
+# component, at most 0.14% of draws whatever the weights, while central components may be as
+# wide as the column. Nor can a scale shrink below a share of the width onto single values.
 _SMALLEST_SCALE = 1e-3  # of the width of [low, high]
 _SPREAD_IN_MARGIN = 3.0
 
 
-def _scale_bounds(law: ColumnLaw, margin: bool = True) -> tuple[float, float]:
-    """(smallest, largest) scale of a real column's mixture components, on its y scale; without
-    ``margin``, the largest is the range's width (the independent baseline's single Gaussian,
-    which must be able to spread as the column does)."""
+def _edges(law: ColumnLaw, margin: bool = True) -> tuple[float, float, float]:
+    """(lower edge, upper edge, smallest scale) on a real column's y scale: the training range
+    widened by its width in the file's units (-inf where that reaches below 0 on the log scale);
+    without ``margin`` no edges (the independent baseline's single Gaussian spreads freely)."""
     width = law.high - law.low
     if not margin:
-        return width * _SMALLEST_SCALE, width
-    margin = width
-    if law.log:  # the x range [a, b] widened to [2a - b, 2b - a], seen from the log scale
-        a, b = math.exp(law.shift + law.scale * law.low), math.exp(law.shift + law.scale * law.high)
-        margin = min(margin, math.log((2 * b - a) / b) / law.scale)
-        if 2 * a - b > 0:
-            margin = min(margin, math.log(a / (2 * a - b)) / law.scale)
-    largest = margin / _SPREAD_IN_MARGIN
-    return min(width * _SMALLEST_SCALE, largest / 10), largest
+        return -math.inf, math.inf, width * _SMALLEST_SCALE
+    below = above = width
+    if law.log:  # the x range [a, b] widened to [2a - b, 2b - a]: log(2 - a/b), -log(2 - b/a)
+        span = law.scale * width
+        above = math.log1p(-math.expm1(-span)) / law.scale
+        below = -math.log(2 - math.exp(span)) / law.scale if span < math.log(2) else math.inf
+    smallest = min(width * _SMALLEST_SCALE, min(above, below) / _SPREAD_IN_MARGIN / 10)
+    return law.low - below, law.high + above, smallest
 
 
 @dataclass(frozen=True)
@@ -356,10 +356,9 @@ class RealColumns(Head):
             "mass": t([inf if law.mass is None else law.mass for law in laws]),
             "low": t([law.low for law in laws]),
             "width": t([law.high - law.low for law in laws]),
-            "log_smallest": t([math.log(_scale_bounds(law, margin)[0]) for law in laws]),
-            "log_range": t(
-                [math.log(_scale_bounds(law, margin)[1] / _scale_bounds(law, margin)[0]) for law in laws]
-            ),
+            "lower_edge": t([_edges(law, margin)[0] for law in laws]),
+            "upper_edge": t([_edges(law, margin)[1] for law in laws]),
+            "log_smallest": t([math.log(_edges(law, margin)[2]) for law in laws]),
         }
         # the truncation point on the y scale (-inf: none); a grid censors instead of truncating
         lower = self._c["lower"]
@@ -377,9 +376,18 @@ class RealColumns(Head):
         k = self.components
         low, width = self._const("low", params), self._const("width", params)
         means = low + width * torch.sigmoid(params[:, k : 2 * k])
-        smallest, spread = self._const("log_smallest", params), self._const("log_range", params)
-        log_scales = smallest + spread * torch.sigmoid(params[:, 2 * k : 3 * k])
+        smallest = self._const("log_smallest", params)
+        log_scales = smallest + (self._log_largest(means) - smallest) * torch.sigmoid(
+            params[:, 2 * k : 3 * k]
+        )
         return F.log_softmax(params[:, :k], dim=1), means, log_scales
+
+    def _log_largest(self, means: torch.Tensor) -> torch.Tensor:
+        """The log of the largest scale components of these means may take (see ``_edges``):
+        a third of the distance to the nearer edge, and never over the range's width."""
+        lower, upper = self._const("lower_edge", means), self._const("upper_edge", means)
+        distance = torch.minimum(means - lower, upper - means) / _SPREAD_IN_MARGIN
+        return torch.log(torch.minimum(distance, self._const("width", means)))
 
     def _to_y(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(y, log|dy/dx|) (B, R) of values x (any positive value where the scale is log)."""
@@ -450,7 +458,7 @@ class RealColumns(Head):
         k = self.components
         bias = torch.zeros(self.params_per_dim, train.shape[1], dtype=train.dtype, device=train.device)
         for r, law in enumerate(self.laws):
-            smallest, largest = _scale_bounds(law, self.margin)
+            smallest = _edges(law, self.margin)[2]
             x = train[:, r]
             x = x[~torch.isnan(x)]
             on = x != law.mass if law.mass is not None else torch.ones_like(x, dtype=torch.bool)
@@ -460,8 +468,10 @@ class RealColumns(Head):
             levels = (torch.arange(k, dtype=y.dtype, device=y.device) + 0.5) / k
             q = torch.quantile(y, levels) if k > 1 else y.mean()[None]
             bias[k : 2 * k, r] = torch.logit(((q - law.low) / width).clamp(0.01, 0.99))
+            means = law.low + width * torch.sigmoid(bias[k : 2 * k, r])  # as _mixture reads them
+            largest = self.column(r)._log_largest(means[:, None]).exp()[:, 0]  # (K,)
             spread = (y.std() if y.numel() > 1 else y.new_tensor(width / 4)) / math.sqrt(k)
-            share = torch.log(spread.clamp_min(1e-12) / smallest) / math.log(largest / smallest)
+            share = torch.log(spread.clamp_min(1e-12) / smallest) / torch.log(largest / smallest)
             bias[2 * k : 3 * k, r] = torch.logit(share.clamp(0.01, 0.99))
             if self.has_mass and law.mass is not None and x.numel():
                 bias[3 * k, r] = torch.logit((~on).to(y.dtype).mean().clamp(1e-3, 1 - 1e-3))

@@ -364,7 +364,7 @@ class MADE(nn.Module):
         if self.output_rows is None:
             return rows
         full = rows.new_zeros((self.params_per_dim * self.features, *rows.shape[1:]))
-        return full.index_copy(0, self.output_rows, rows)
+        return full.index_copy(0, self.output_rows.to(rows.device), rows)
 
     def masks(self, member: int) -> dict[str, torch.Tensor]:
         """Boolean masks of one member, computed from its degrees (what the layers should hold)."""

@@ -297,3 +297,23 @@ def test_the_independent_baseline_spreads_as_the_column_does() -> None:
     bias = baseline.init_bias(x)
     _, _, log_scales = baseline.real._mixture(bias[None, : baseline.real.params_per_dim])
     assert float(log_scales.exp()) == pytest.approx(float(y.std()), rel=0.02)
+
+
+@pytest.mark.parametrize("components", [1, 5])
+def test_a_log_scale_column_can_spread_as_wide_as_it_is(components: int) -> None:
+    """The bound on a component's scale is its own mean's distance to the widened range, so a
+    central component may be as wide as the column: a log-normal column is fitted to its true
+    entropy by one component as by five (not only by a comb of narrow ones)."""
+    y = torch.randn(4000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    law = ColumnLaw(shift=2.0, scale=1.0, log=True, low=float(y.min()), high=float(y.max()))
+    x = torch.exp(law.shift + law.scale * y)[:, None]
+    head = RealColumns([law], components)
+    params = head.init_bias(x)[None].clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([params], lr=0.05)
+    for _ in range(300):
+        optimizer.zero_grad()
+        loss = -head.log_prob(params.expand(len(x), -1, -1), x).mean()
+        loss.backward()
+        optimizer.step()
+    truth = float((0.5 * y**2 + 0.5 * math.log(2 * math.pi) + law.shift + law.scale * y).mean())
+    assert float(loss.detach()) == pytest.approx(truth, abs=0.02)

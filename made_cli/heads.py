@@ -366,10 +366,18 @@ class RealColumns(Head):
             torch.where(self._c["log"], torch.log(lower.clamp_min(1e-300)), lower) - self._c["shift"]
         ) / (self._c["scale"])
         self._c["lower_y"] = torch.where(self._c["grid"] | torch.isinf(self._c["lower"]), -inf, lower_y)
+        self._converted: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
 
     def _const(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        value = self._c[name]
-        return value.to(like.device) if value.dtype == torch.bool else value.to(like)
+        """A per-column constant on ``like``'s device (and dtype, but for flags), converted once
+        per device and dtype: a training step reads a dozen of them."""
+        key = (name, like.device, like.dtype)
+        value = self._converted.get(key)
+        if value is None:
+            value = self._c[name]
+            value = value.to(like.device) if value.dtype == torch.bool else value.to(like)
+            self._converted[key] = value
+        return value
 
     def _mixture(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log weights, means, log scales), each (B, K, R), on the y scale, within their bounds."""
@@ -462,8 +470,8 @@ class RealColumns(Head):
             x = train[:, r]
             x = x[~torch.isnan(x)]
             on = x != law.mass if law.mass is not None else torch.ones_like(x, dtype=torch.bool)
-            y, _ = self._to_y(x[on][:, None].expand(-1, len(self.laws)).clone())
-            y = y[:, r] if y.numel() else torch.zeros(1, dtype=train.dtype, device=train.device)
+            y = self.column(r)._to_y(x[on][:, None])[0][:, 0]
+            y = y if y.numel() else torch.zeros(1, dtype=train.dtype, device=train.device)
             width = law.high - law.low
             levels = (torch.arange(k, dtype=y.dtype, device=y.device) + 0.5) / k
             q = torch.quantile(y, levels) if k > 1 else y.mean()[None]
@@ -537,6 +545,12 @@ class ColumnHeads(Head):
         )
         self._absent = torch.where(present, 0.0, -torch.inf)
         self._order = torch.tensor(self.discrete_dims + self.real_dims).argsort()  # parts -> columns
+        self._fill = torch.tensor(
+            [
+                0.0 if level or self.laws is None else self.laws[d].origin
+                for d, level in enumerate(self.levels)
+            ]
+        )
 
     @property
     def column_params(self) -> tuple[int, ...]:
@@ -582,10 +596,7 @@ class ColumnHeads(Head):
     def fill_value(self) -> torch.Tensor:
         """(D,) a value each column's law can score, put in a missing cell's place (its score is
         then left out): code 0, or a real column's origin."""
-        values = [
-            0.0 if level or self.laws is None else self.laws[d].origin for d, level in enumerate(self.levels)
-        ]
-        return torch.tensor(values)
+        return self._fill
 
     def init_bias(self, train: torch.Tensor) -> torch.Tensor:
         bias = torch.zeros(self.params_per_dim, train.shape[1], dtype=train.dtype, device=train.device)

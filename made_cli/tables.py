@@ -219,14 +219,12 @@ def _nulls(col: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(missing.to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _check_present(path: Path, name: str, col: pa.ChunkedArray, what: str = "") -> None:
+def _check_present(path: Path, name: str, col: pa.ChunkedArray) -> None:
     """Every row has a value: a missing cell in a column that must have one is refused."""
     missing = _nulls(col)
     if missing.any():
         first = int(np.flatnonzero(missing)[0])
-        raise UsageError(
-            f"{path}: column {name!r}, {_where(first)}: the value is missing (empty, NA or NaN){what}"
-        )
+        raise UsageError(f"{path}: column {name!r}, {_where(first)}: the value is missing (empty, NA or NaN)")
 
 
 def _numbers(path: Path, name: str, col: pa.ChunkedArray, allow_missing: bool = False) -> np.ndarray:
@@ -263,6 +261,7 @@ def _is_time(t: pa.DataType) -> bool:
 
 
 _DAY_SECONDS = 86400.0
+_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}  # a timestamp's ticks per second, by unit
 
 
 def _days(col: pa.ChunkedArray) -> np.ndarray:
@@ -274,7 +273,7 @@ def _days(col: pa.ChunkedArray) -> np.ndarray:
         days = col.cast(pa.date32()).cast(pa.int32())
         return days.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
     unit = col.type.unit
-    per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
+    per_second = _PER_SECOND[unit]
     ticks = col.cast(pa.timestamp(unit)).cast(pa.int64()).cast(pa.float64())
     return ticks.to_numpy(zero_copy_only=False).astype(np.float64) / per_second / _DAY_SECONDS
 
@@ -289,7 +288,7 @@ def _from_days(days: np.ndarray, type_name: str) -> pa.Array:
     if pa.types.is_date(t):
         whole = pa.array(np.round(days).astype(np.int32), pa.int32(), mask=missing)
         return whole.cast(pa.date32()).cast(t)
-    per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[t.unit]
+    per_second = _PER_SECOND[t.unit]
     ticks = np.round(days * _DAY_SECONDS * per_second).astype(np.int64)
     return pa.array(ticks, pa.int64(), mask=missing).cast(pa.timestamp(t.unit)).cast(t)
 

@@ -344,18 +344,37 @@ def sample(
     means: Annotated[
         bool, typer.Option("--means", help="VAE runs: save p(x = 1 | z) instead of binary draws.")
     ] = False,
+    given: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Table runs: fix cells, col=value[,col=value...] (modelled, label or context columns); "
+            "the rows are drawn from the model's law given them."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Table runs: write the samples here (.csv, .tsv or .parquet).")
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            help="--given: Metropolis-Hastings moves per chain where no ordering gives the cells first (200)."
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Draw exact samples: a PNG grid for image data, a CSV of a table's columns, and the raw .npy.
+    """Draw exact samples: a PNG grid for image data, a table of a table's columns, and the raw .npy.
 
     A MADE samples ancestrally; a VAE draws z from the prior and decodes all pixels in one pass.
-    A model with context columns samples given those of random test rows (written beside).
+    A model with context columns samples given those of random test rows (written beside), or
+    given --given's. With --given, rows are drawn from p(rest | given cells): exactly where every
+    ordering generates the given cells first, else as the ends of Markov chains that follow the
+    model (Metropolis-Hastings; acceptance and effective sample size are printed).
 
     Example: made sample --n 64 --seed 1
 
     Example: made sample runs/mnist-label-20261121-101500 --label 3
 
-    Example: made sample runs/iris-20261121-101500 --label setosa --n 100
+    Example: made sample runs/penguins-20261121-101500 --given island=Dream,sex=female --out dream.csv
 
     Example: made sample runs/iaf-20261121-101500 --means
     """
@@ -364,18 +383,49 @@ def sample(
         from .runs import load_run
         from .train import resolve_device
 
+        if steps is not None and steps < 0:
+            raise BadArgument("steps", f"must be at least 0 (got {steps})")
         loaded = load_run(run, device=resolve_device(device))
-        paths = sample_run(loaded, n, seed, label, means)
-        given = ""
-        if loaded.model.classes:
-            given = f" of class {label}" if label is not None else ", classes in turn"
-        lines = [f"{n} samples{given} (seed {seed}) from {loaded.dir} [{loaded.model.sampler_name(means)}]"]
+        paths = sample_run(loaded, n, seed, label, means, given, out, steps)
+        drawn = paths.pop("given", None)
+        of = ""
+        if loaded.model.classes and not (given and any(g.split("=")[0] == getattr(
+                loaded.table_schema.label, "name", None) for g in ",".join(given).split(","))):  # type: ignore[union-attr]  # fmt: skip
+            of = f" of class {label}" if label is not None else ", classes in turn"
+        if drawn is not None:
+            how = "exact: every ordering generates the given cells first" if drawn.status == "exact" else (
+                f"Markov chains of {drawn.steps} Metropolis-Hastings moves, acceptance {drawn.acceptance:.3f}"
+                + ("" if math.isnan(drawn.ess) else f", effective sample size {drawn.ess:.1f}")
+                + ": their stationary law is p(rest | given)"
+            ) if drawn.status == "Markov chain" else drawn.status  # fmt: skip
+            lines = [f"{n} samples given {drawn.given}{of} (seed {seed}) from {loaded.dir} [{how}]"]
+        else:
+            lines = [f"{n} samples{of} (seed {seed}) from {loaded.dir} [{loaded.model.sampler_name(means)}]"]
         _log_lines(loaded.dir, "sample", [*lines, *(f"wrote {path}" for path in paths.values())])
 
 
 @app.command()
 def complete(
-    run: RunArg = None,
+    run_or_file: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="[RUN] [FILE]: the run (default: the newest) and, for a table run, a table whose missing "
+            "cells to fill."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="FILE: where the completed table goes (.csv, .tsv, .parquet; default: in the run)."
+        ),
+    ] = None,
+    per_row: Annotated[
+        int,
+        typer.Option(help="FILE: imputations per row (more than 1: a long table with an imputation column)."),
+    ] = 1,
+    columns: Annotated[
+        str | None, typer.Option(help="FILE: blank and redraw these columns in every row, a,b,...")
+    ] = None,
     half: Annotated[
         bool, typer.Option("--half", help="Observe the top half of each image (same as --mask top).")
     ] = False,
@@ -404,9 +454,16 @@ def complete(
     ] = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Complete random held-out test images from an observed part.
+    """Complete random held-out test images from an observed part, or fill a table's missing cells.
 
-    Writes originals | observed part | completions as a PNG (missing pixels in blue), the arrays
+    With a table FILE (and a table run), every missing cell is drawn from the model's
+    p(missing | observed): exactly where every ordering generates the row's observed cells
+    first, else as the end of a Markov chain that follows the model; observed cells are kept as
+    written, in FILE's format and column order. --per-row K gives K imputations per row
+    (multiple imputation, a long table with an imputation column); --columns a,b redraws those
+    columns in every row. A file with no missing cell (and no --columns) is refused (exit 2).
+
+    Otherwise writes originals | observed part | completions as a PNG (missing pixels in blue), the arrays
     as .npz, what each image got as .json, and the model's conditional NLL of the true missing
     part where it is exact: when every ordering generates the observed pixels first. Any other
     image is completed by a Markov chain whose stationary law is the model's p(missing |
@@ -417,11 +474,31 @@ def complete(
     Example: made complete --half --n 16 --seed 0
 
     Example: made complete --mask centre --per-image 5 --steps 500
+
+    Example: made complete runs/penguins-20261121-101500 penguins.csv --out filled.csv --per-row 5
     """
     with _boundary():
         from .commands import complete_run
         from .runs import load_run
+        from .tables import table_format
         from .train import resolve_device
+
+        args = list(run_or_file or [])
+        if len(args) > 2:
+            raise _usage(f"give [RUN] [FILE], not {len(args)} arguments", "complete")
+        file = Path(args.pop()) if args and table_format(Path(args[-1])) is not None else None
+        run = args[0] if args else None
+        if file is None and (out is not None or per_row != 1 or columns is not None):
+            raise _usage("--out, --per-row and --columns go with a table FILE to complete", "complete")
+        if file is not None:
+            if half or mask is not None or fraction is not None or rounds is not None:
+                raise _usage(
+                    "--half, --mask, --fraction and --rounds are for test images, not a FILE", "complete"
+                )
+            if steps is not None and steps < 0:
+                raise BadArgument("steps", f"must be at least 0 (got {steps})")
+            _complete_file(run, file, out, per_row, steps, columns, seed, device)
+            return
 
         if half and mask not in (None, "top"):
             raise _usage(f"--half is --mask top; it cannot go with --mask {mask}", "complete")
@@ -488,6 +565,95 @@ def complete(
         _log_lines(loaded.dir, "complete", lines)
 
 
+def _complete_file(
+    run: str | None,
+    file: Path,
+    out: Path | None,
+    per_row: int,
+    steps: int | None,
+    columns: str | None,
+    seed: int,
+    device: str,
+) -> None:
+    """`made complete RUN FILE`: fill the table's missing cells, say how each row was drawn."""
+    from .commands import impute_file
+    from .runs import load_run
+    from .train import resolve_device
+
+    loaded = load_run(run, device=resolve_device(device))
+    names = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    result = impute_file(loaded, file, out, per_row, steps, names, seed)
+    each = f" x {per_row} imputations" if per_row > 1 else ""
+    lines = [
+        f"completed {result.completed} of {result.rows} rows of {file}{each}, {result.cells} cells drawn "
+        f"(seed {seed})"
+    ]
+    if result.exact:
+        lines.append(f"{result.exact} rows exact [every ordering generates their observed cells first]")
+    if result.chain:
+        ess = (
+            "" if math.isnan(result.ess) else f", effective sample size {result.ess:.1f} of {per_row} chains"
+        )
+        lines.append(
+            f"{result.chain} rows by Markov chains of {result.steps} Metropolis-Hastings moves, acceptance "
+            f"{result.acceptance:.3f}{ess} [the chain's stationary law is p(missing | observed)]"
+        )
+    for why, count in result.skipped.items():
+        lines.append(f"{count} rows not completed: {why} (left as they are)")
+    lines += [f"wrote {result.path}", f"wrote {result.report}"]
+    _log_lines(loaded.dir, "complete", lines)
+
+
+@app.command()
+def density(
+    run: RunArg = None,
+    column: Annotated[
+        str, typer.Option(help="The column whose law to show (a modelled column or the label).")
+    ] = "",
+    given: Annotated[
+        list[str] | None,
+        typer.Option(help="Fixed cells, col=value[,col=value...]; none: the column's marginal."),
+    ] = None,
+    points: Annotated[int, typer.Option(help="Grid points over a real column's range.")] = 200,
+    draws: Annotated[
+        int, typer.Option(help="Importance-sampling completions per member where not exact.")
+    ] = 100,
+    seed: Annotated[int, typer.Option(help="Seeds the importance sampling.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Where the table goes (.csv, .tsv, .parquet; a .png beside).")
+    ] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """A table run's law of one column given others, p(column | given), on a grid of its values.
+
+    Each value's p(column = v, given) and p(given) are the model's log-probabilities of those
+    cells with the rest summed out: exact where every ordering generates them first, else by
+    importance sampling (--draws per member). Prints the likeliest values (or a real column's
+    mode and quantiles) and writes the grid as a table and a plot.
+
+    Example: made density runs/penguins-20261121-101500 --column species --given island=Dream
+
+    Example: made density --column body_mass_g --given species=Gentoo,sex=female
+    """
+    with _boundary():
+        from .commands import density_run
+        from .runs import load_run
+        from .train import resolve_device
+
+        if not column:
+            raise _usage("name the column: --column NAME", "density")
+        loaded = load_run(run, device=resolve_device(device))
+        result = density_run(loaded, column, given, points, draws, seed, out)
+        d = result.density
+        how = "exact: every ordering generates these cells first" if d.exact else (
+            f"importance sampling, {d.draws} completions per member")  # fmt: skip
+        what = f"p({column} | {result.given})" if result.given else f"p({column})"
+        total = f"normalised over the grid (it {'summed' if d.discrete else 'integrated'} to {d.total:.3f})"
+        lines = [f"{what} from {loaded.dir}, {total} [{how}]", *result.lines]
+        lines += [f"wrote {path}" for path in result.paths.values()]
+        _log_lines(loaded.dir, "density", lines)
+
+
 @app.command()
 def score(
     run_or_file: Annotated[
@@ -502,13 +668,23 @@ def score(
         float | None,
         typer.Option(help="Add an outlier column: rows below this quantile (0-1) of the validation scores."),
     ] = None,
+    draws: Annotated[
+        int,
+        typer.Option(help="Rows with missing cells: importance-sampling completions per ensemble member."),
+    ] = 100,
+    seed: Annotated[int, typer.Option(help="Seeds the importance sampling of rows with missing cells.")] = 0,
     device: DeviceOpt = "auto",
 ) -> None:
     """Score every row of a table (or .npz) with log p(x) in nats, the file's columns copied through.
 
     A table's columns are matched to the training columns by name, in any order; extra columns
-    (an id) are copied to the output. A class-conditional model is scored given the file's label
-    column, or with the label summed out where the file has none; a VAE's score is its
+    (an id) are copied to the output. A row with missing cells scores log p of its observed
+    cells, the rest summed out: exact where the model's orderings generate them first, else by
+    importance sampling (--draws completions per member; unbiased in p), with a `missing` column
+    and an `estimator` column where rows differ. With --flag-below such a row is compared with
+    the validation rows with the same cells blanked. A category never seen in training scores
+    -inf (flagged). A class-conditional model is scored given the file's label column, or with
+    the label summed out where the file (or the row) has none; a VAE's score is its
     importance-weighted estimate (K in an importance_samples column).
 
     Example: made score runs/iris-20261121-101500 new.csv --out scored.parquet
@@ -525,15 +701,34 @@ def score(
         run_path = Path(run_or_file[0]) if len(run_or_file) == 2 else None
         file = Path(run_or_file[-1])
         loaded = load_run(run_path, device=resolve_device(device))
-        result = score_run(loaded, file, out, flag_below)
+        if draws < 1:
+            raise BadArgument("draws", f"must be at least 1 (got {draws})")
+        result = score_run(loaded, file, out, flag_below, draws=draws, seed=seed)
         rows = f"{result.rows} row" + ("s" if result.rows != 1 else "")
         lines = [
             f"scored {rows} of {file}: log p(x) mean {result.mean:.2f}, min {result.low:.2f}, "
             f"max {result.high:.2f} nats [{result.estimator}]"
         ]
-        if result.threshold is not None:
+        if result.gaps:
+            sampled = (
+                f", {result.sampled} of them by importance sampling" if result.sampled else ", all exact"
+            )
+            lines.append(f"{result.gaps} rows with missing cells{sampled} [{result.gaps_estimator}]")
+        if result.unseen:
             lines.append(
-                f"outlier: {result.flagged} of {rows} below {result.threshold:.2f} nats, the "
+                f"{result.unseen} rows hold a category no training row had: log p = -inf"
+                + (", flagged" if flag_below is not None else "")
+            )
+        if result.pattern_thresholds and len(result.pattern_thresholds) > 1:
+            lines.append(
+                f"outlier: {result.flagged} of {rows} below the {flag_below:g}-quantile of the validation "
+                "rows' log p with the same cells blanked:"
+            )
+            lines += [f"  {what}: {limit:.2f} nats" for what, limit in result.pattern_thresholds]
+        elif result.flagged is not None:
+            limit = result.threshold if result.threshold is not None else result.pattern_thresholds[0][1]  # type: ignore[index]
+            lines.append(
+                f"outlier: {result.flagged} of {rows} below {limit:.2f} nats, the "
                 f"{flag_below:g}-quantile of the validation split's log p(x)"
             )
         _log_lines(loaded.dir, "score", [*lines, f"wrote {result.path}"])

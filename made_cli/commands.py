@@ -8,6 +8,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,10 @@ from .errors import BadArgument, UsageError
 from .heads import check_rows
 from .interface import EXACT, MARKOV_CHAIN, SUB_ENSEMBLE, DensityModel, Progress, Verification
 from .kinds import KINDS, build_model, kind_of
-from .models import check_labels
+from .models import OBSERVED_DRAWS, check_labels
 from .pictures import rows_by_class, save_png
 from .runs import SCHEMA_FILE, Run, atomic_write_bytes, atomic_write_text, find_runs, read_record
-from .tables import read_table, table_bytes, table_format
+from .tables import read_table, table_bytes, table_format, text_table_bytes
 
 log = logging.getLogger(__name__)  # what a command says besides its results; the CLI prints it
 
@@ -35,7 +36,9 @@ __all__ = [
     "ScoreResult",
     "complete_run",
     "density_panels",
+    "density_run",
     "evaluate_run",
+    "impute_file",
     "list_runs",
     "observed_mask",
     "plot_runs",
@@ -144,28 +147,99 @@ def sample_context(run: Run, n: int, generator: torch.Generator) -> torch.Tensor
     return test[torch.randint(test.shape[0], (n,), generator=generator)]
 
 
-def sample_run(
-    run: Run, n: int, seed: int, label: int | str | None = None, means: bool = False
-) -> dict[str, Path]:
-    """Draw ``n`` exact samples; write samples/seed<S>-n<N>[-label<L>|-means].npy, a PNG grid for
-    images, the labels of a class-conditional model's samples beside them, and for a table the
-    samples as a CSV of its columns' values (class names, the context columns they were drawn
-    given: those of random test rows).
+@dataclass(frozen=True)
+class GivenSampling:
+    """How samples given cells were drawn (``sample_run`` with ``given``)."""
 
+    given: str  # the cells, as given
+    status: str  # exact, or Markov chain
+    steps: int = 0
+    acceptance: float = math.nan
+    ess: float = math.nan  # over the n chains' second halves
+
+
+def draw_rows(
+    run: Run,
+    n: int,
+    seed: int,
+    label: int | str | None = None,
+    means: bool = False,
+    given: list[str] | Mapping[str, Any] | None = None,
+    steps: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, GivenSampling | None]:
+    """``n`` rows (n, D) as ``sample_run`` draws them, with their labels and context (None where
+    the model takes none) and, given cells, how they were drawn."""
+    table = run.table_schema
+    parsed = None
+    if given:
+        if table is None:
+            raise BadArgument(
+                "given", f"names a table's columns; the model in {run.dir} was not trained on a table"
+            )
+        from .queries import parse_given
+
+        parsed = parse_given(run, given)
+        if parsed.label is not None:
+            if label is not None:
+                raise BadArgument("label", "and --given both name the class; give it once")
+            label = table.class_names[parsed.label]
+    labels = sample_labels(run, n, label)
+    generator = torch.Generator().manual_seed(seed)
+    context = parsed.context.expand(n, -1).float() if parsed is not None and parsed.context is not None else (
+        sample_context(run, n, generator))  # fmt: skip
+    sampled: GivenSampling | None = None
+    if parsed is not None and bool(parsed.observed.any()):
+        from .queries import sample_given
+
+        values, done = sample_given(run, n, parsed, generator, steps, labels, context)
+        x = values.cpu()
+        acceptance = math.nan if done.acceptance is None else float(done.acceptance.nanmean())
+        ess = math.nan if done.ess is None or len(done.ess) > 1 else float(done.ess[0])
+        status = MARKOV_CHAIN if MARKOV_CHAIN in done.status else done.status[0]
+        sampled = GivenSampling(parsed.describe(), status, done.steps, acceptance, ess)
+    else:
+        x = run.model.draw(n, generator, labels=labels, means=means, context=context).cpu()
+    return x, labels, context, sampled
+
+
+def sample_run(
+    run: Run,
+    n: int,
+    seed: int,
+    label: int | str | None = None,
+    means: bool = False,
+    given: list[str] | None = None,
+    table_out: Path | None = None,
+    steps: int | None = None,
+) -> dict[str, Any]:
+    """Draw ``n`` samples; write samples/seed<S>-n<N>[-label<L>|-given-...|-means].npy, a PNG grid
+    for images, the labels of a class-conditional model's samples beside them, and for a table the
+    samples as a table of its columns' values (class names, the context columns they were drawn
+    given: those of random test rows) at ``table_out`` (default: the .csv beside the .npy).
+
+    ``given`` (a table's ``col=value`` items: modelled, label or context columns) fixes cells:
+    the rows are drawn from the model's law given them (``queries.sample_given``: exact where the
+    orderings allow, else by Markov chains of ``steps`` moves); the result's "given" says how.
     A VAE draws z from the prior and decodes in one pass; ``means`` keeps p(x_d = 1 | z)."""
     if n < 1:
         raise BadArgument("n", f"must be at least 1 (got {n})")
     check_seed(seed)
-    labels = sample_labels(run, n, label)
-    generator = torch.Generator().manual_seed(seed)
-    context = sample_context(run, n, generator)
-    x = run.model.draw(n, generator, labels=labels, means=means, context=context).cpu()
-    named = "" if label is None else "-label" + re.sub(r"[^A-Za-z0-9_.-]", "_", str(label))
-    stem = f"seed{seed}-n{n}{named}" + ("-means" if means else "")
-    out = {"npy": run.dir / "samples" / f"{stem}.npy"}
-    # everything is computed before anything is written: a failure leaves the run as it was
     table = run.table_schema
-    csv_path = out["npy"].with_suffix(".csv")
+    if table_out is not None:
+        if table is None:
+            raise BadArgument(
+                "out", f"writes a table's samples; the model in {run.dir} was not trained on a table"
+            )
+        if table_format(table_out) is None or table_out.is_dir():
+            raise BadArgument("out", f"must be a .csv, .tsv or .parquet file (got {table_out})")
+    x, labels, context, sampled = draw_rows(run, n, seed, label, means, given, steps)
+    named = "" if label is None else "-label" + re.sub(r"[^A-Za-z0-9_.-]", "_", str(label))
+    if given:
+        named += "-given-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", ",".join(given))[:80]
+    stem = f"seed{seed}-n{n}{named}" + ("-means" if means else "")
+    out: dict[str, Any] = {"npy": run.dir / "samples" / f"{stem}.npy"}
+    # everything is computed before anything is written: a failure leaves the run as it was
+    csv_path = out["npy"].with_suffix(".csv") if table_out is None else table_out
     csv = None if table is None else table_bytes(table.decode(x, labels, context), csv_path)
     title = f"class {label}" if label is not None else None
     picture: tuple[torch.Tensor, int, dict[str, Any]] | None = None  # save_png's cells, columns, options
@@ -210,6 +284,8 @@ def sample_run(
 
         out["png"] = out["npy"].with_suffix(".png")
         pair_plot(test.numpy(), x.numpy(), table.columns, out["png"], weights)
+    if sampled is not None:
+        out["given"] = sampled
     return out
 
 
@@ -446,38 +522,196 @@ def complete_run(
 
 
 @dataclass(frozen=True)
+class ImputeResult:
+    path: Path  # the completed table
+    report: Path  # what each row got (.json)
+    rows: int
+    completed: int  # rows with cells drawn
+    cells: int  # cells drawn per imputation
+    per_row: int
+    exact: int  # rows drawn exactly
+    chain: int  # rows drawn by Markov chains
+    steps: int
+    acceptance: float  # mean over the chained rows
+    ess: float  # mean effective sample size over the chained rows (per_row > 1)
+    skipped: dict[str, int]  # rows not completed, by why
+    seconds: float
+
+
+def impute_file(
+    run: Run,
+    path: Path,
+    out: Path | None = None,
+    per_row: int = 1,
+    steps: int | None = None,
+    columns: list[str] | None = None,
+    seed: int = 0,
+) -> ImputeResult:
+    """Fill every missing cell of the table ``path`` (and every cell of ``columns``) with a draw
+    from the model's p(missing | observed) (``queries.complete_table``), keeping every observed
+    cell as written; write it in ``out``'s format (default <run>/completions/<stem>-seed<S> in
+    FILE's format) and what each row got beside it in the run (.json)."""
+    from .queries import NOT_NEEDED, UNSEEN, complete_table, read_text_cells
+
+    check_seed(seed)
+    if per_row < 1:
+        raise BadArgument("per_row", f"must be at least 1 (got {per_row})")
+    schema = run.table_schema
+    if schema is None:
+        raise UsageError(
+            f"the model in {run.dir} was not trained on a table: `made complete RUN` completes its test "
+            "images"
+        )
+    if table_format(path) is None:
+        raise UsageError(f"{path}: complete a table (.csv, .tsv or .parquet)")
+    stem = f"{path.stem}-seed{seed}" + (f"-x{per_row}" if per_row > 1 else "")
+    out = run.dir / "completions" / f"{stem}{path.suffix.lower()}" if out is None else out
+    _check_out(out, path)
+    table = read_table(path, schema.text_columns)
+    text = (
+        read_text_cells(path) if table_format(path) != "Parquet" and table_format(out) != "Parquet" else None
+    )
+    start = time.perf_counter()
+    done = complete_table(run, table, path, per_row, steps, columns or (), seed, text)
+    seconds = time.perf_counter() - start
+    chained = [s == MARKOV_CHAIN for s in done.status]
+    skipped: dict[str, int] = {}
+    for s in done.status:
+        if s not in (EXACT, MARKOV_CHAIN, SUB_ENSEMBLE, NOT_NEEDED) and not s.startswith("approximate"):
+            skipped[s] = skipped.get(s, 0) + 1
+    report = run.dir / "completions" / f"{out.stem}.json"
+    rows_json = [
+        {
+            "row": i + 1, "status": s,
+            "acceptance": None if math.isnan(a) else round(float(a), 4),
+            "effective_sample_size": None if math.isnan(e) else round(float(e), 2),
+        }
+        for i, (s, a, e) in enumerate(
+            zip(done.status, done.acceptance.tolist(), done.ess.tolist(), strict=True)
+        )
+    ]  # fmt: skip
+    record = {"file": str(path), "out": str(out), "per_row": per_row, "steps": done.steps, "seed": seed,
+              "columns": list(columns or []), "seconds": round(seconds, 3), "rows": rows_json}  # fmt: skip
+    written = text_table_bytes(done.table, out) if text is not None else table_bytes(done.table, out)
+    atomic_write_bytes(out, written)
+    atomic_write_text(report, json.dumps(record, indent=2) + "\n")
+    acc = done.acceptance[np.array(chained, dtype=bool)] if any(chained) else np.array([math.nan])
+    ess = done.ess[np.array(chained, dtype=bool)] if any(chained) else np.array([math.nan])
+    return ImputeResult(
+        path=out, report=report, rows=len(done.status),
+        completed=sum(s not in (NOT_NEEDED, UNSEEN) and s not in skipped for s in done.status),
+        cells=done.cells,
+        per_row=per_row, exact=done.status.count(EXACT), chain=sum(chained), steps=done.steps,
+        acceptance=float(np.nanmean(acc)) if any(chained) else math.nan,
+        ess=float(np.nanmean(ess)) if any(chained) and per_row > 1 else math.nan,
+        skipped=skipped, seconds=seconds,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DensityResult:
+    paths: dict[str, Path]
+    density: Any  # queries.ColumnDensity
+    given: str
+    lines: list[str]  # the law in a few lines: the likeliest values, or a real column's quantiles
+
+
+def density_run(
+    run: Run,
+    column: str,
+    given: list[str] | None,
+    points: int = 200,
+    draws: int = OBSERVED_DRAWS,
+    seed: int = 0,
+    out: Path | None = None,
+) -> DensityResult:
+    """p(column | given) on a grid (``queries.column_density``): written as a table (``out``, default
+    <run>/densities/<column>[-given-...].csv) and a plot beside it (.png)."""
+    from .queries import column_density, parse_given, safe_name
+
+    check_seed(seed)
+    if run.table_schema is None:
+        raise UsageError(
+            f"the model in {run.dir} was not trained on a table: a column's law needs named columns"
+        )
+    parsed = parse_given(run, given)
+    result = column_density(run, column, parsed, points, draws, seed)
+    given_text = ", ".join(f"{item}" for item in given or [])
+    stem = safe_name(column) + (f"-given-{safe_name(given_text)}" if given_text else "")
+    out = run.dir / "densities" / f"{stem}.csv" if out is None else out
+    if table_format(out) is None:
+        raise BadArgument("out", f"must end in .csv, .tsv or .parquet (got {out})")
+    table = result.table
+    values = table.column(column).to_pylist()
+    key = "probability" if result.discrete else "density"
+    p = np.asarray(table.column(key).to_numpy(zero_copy_only=False), dtype=np.float64)
+    masses = np.array(table.column("measure").to_pylist()) == "probability"
+    categorical = bool(run.table_schema.label is not None and column == run.table_schema.label.name) or bool(
+        run.table_schema.columns[run.table_schema.names.index(column)].categories
+        if column in run.table_schema.names else False)  # fmt: skip
+    lines = []
+    if categorical:
+        order = np.argsort(-p)[:8]
+        lines = [f"  {values[i]}: {p[i]:.4f}" for i in order]
+        if len(p) > 8:
+            lines.append(f"  ... {len(p) - 8} more values, {p[np.argsort(-p)[8:]].sum():.4f} in all")
+    else:  # numbers (dates as days): the mode, the median and a 90% interval
+        grid = np.asarray(result.grid, dtype=np.float64)
+        weights = np.where(masses, p, p * np.gradient(grid) if len(grid) > 1 else p)
+        cdf = np.cumsum(weights) / max(float(weights.sum()), 1e-300)
+        at = [min(int(np.searchsorted(cdf, f)), len(grid) - 1) for f in (0.05, 0.5, 0.95)]
+        top = int(np.argmax(np.where(masses & ~bool(result.discrete), 0.0, p)))
+        lines = (
+            [f"  P({column} = {values[i]}) = {p[i]:.4f}" for i in np.flatnonzero(masses)]
+            if not result.discrete
+            else []
+        )
+        shown = [
+            f"{v:.5g}" if isinstance(v, float) else str(v) for v in (values[top], *(values[i] for i in at))
+        ]
+        lines.append(f"  mode {shown[0]}, median {shown[2]}, 90% between {shown[1]} and {shown[3]}")
+    paths = {"table": out}
+    png = out.with_suffix(".png")
+    atomic_write_bytes(out, table_bytes(table, out))
+    from .plots import density_plot
+
+    density_plot(values, p, result.discrete, column, given_text, png, None if categorical else masses)
+    paths["png"] = png
+    return DensityResult(paths, result, given_text, lines)
+
+
+@dataclass(frozen=True)
 class ScoreResult:
     path: Path  # the scores written
     rows: int
     estimator: str  # how log p(x) was computed
-    mean: float  # of log p(x) over the rows, in nats
+    mean: float  # of log p(x) over the rows that score above -inf, in nats
     low: float
     high: float
-    threshold: float | None = None  # --flag-below: the validation split's Q-quantile of log p(x)
-    flagged: int | None = None  # rows scoring below it
+    threshold: float | None = (
+        None  # --flag-below: the validation split's Q-quantile of log p(x) (complete rows)
+    )
+    flagged: int | None = None  # rows scoring below their threshold
+    gaps: int = 0  # rows with missing cells (scored by log p of their observed cells)
+    sampled: int = 0  # of them, rows whose log p was estimated by importance sampling
+    gaps_estimator: str | None = None  # how the rows with missing cells were scored
+    unseen: int = 0  # rows with a category no training row had: -inf, flagged
+    pattern_thresholds: list[tuple[str, float]] | None = None  # --flag-below: per set of missing columns
 
 
 SCORE_COLUMN, FLAG_COLUMN, SAMPLES_COLUMN = "log_prob", "outlier", "importance_samples"
+MISSING_COLUMN, ESTIMATOR_COLUMN = "missing", "estimator"
 
 
-def _score_rows(run: Run, path: Path) -> tuple[Any, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(the file's rows as a pyarrow table to copy through, x (N, D), labels, context) for a table
-    run (columns matched by name, any order) or an npz (array ``x``, or its one array; optional
-    ``labels``)."""
+def _npz_rows(run: Run, path: Path) -> tuple[Any, torch.Tensor, torch.Tensor | None]:
+    """(a table of row numbers to copy through, x (N, D), labels) of an npz (array ``x``, or its
+    one array; optional ``labels``) for a run not trained on a table."""
     import pyarrow as pa
 
-    schema = run.table_schema
     if table_format(path) is not None:
-        if schema is None:
-            raise UsageError(f"the model in {run.dir} was not trained on a table: score an .npz of its rows")
-        table = read_table(path, schema.text_columns)
-        labels_given = schema.label is not None and schema.label.name in table.column_names
-        rows = schema.encode(table, path, labels=labels_given)
-        return table, rows.x, rows.labels, rows.context
+        raise UsageError(f"the model in {run.dir} was not trained on a table: score an .npz of its rows")
     if path.suffix.lower() != ".npz":
         raise UsageError(f"{path}: score a table (.csv, .tsv, .parquet) or an .npz (got '{path.suffix}')")
-    if schema is not None:
-        raise UsageError(f"the model in {run.dir} was trained on a table: score a table with its columns")
     arrays = read_npz(path)
     data = [k for k in arrays if k != "labels"]
     key = "x" if "x" in arrays else (data[0] if len(data) == 1 else None)
@@ -492,7 +726,7 @@ def _score_rows(run: Run, path: Path) -> tuple[Any, torch.Tensor, torch.Tensor |
         if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer):
             raise UsageError(f"{path}: 'labels' must be ({x.shape[0]},) integers")
         labels = torch.from_numpy(y.astype(np.int64))
-    return pa.table({"row": np.arange(x.shape[0])}), torch.from_numpy(x.astype(np.float32)), labels, None
+    return pa.table({"row": np.arange(x.shape[0])}), torch.from_numpy(x.astype(np.float32)), labels
 
 
 @torch.no_grad()
@@ -516,54 +750,94 @@ def _log_probs(
     return torch.cat(out)
 
 
+def _check_out(out: Path, path: Path) -> None:
+    """``out`` is a table file that may be written (not a folder, not the input)."""
+    if table_format(out) is None:
+        raise BadArgument("out", f"must end in .csv, .tsv or .parquet (got {out})")
+    if out.is_dir():
+        raise BadArgument("out", f"is a folder ({out}); name the file to write")
+    if out.exists() and out.resolve() == path.resolve():
+        raise BadArgument("out", f"is the file being read ({path}); write elsewhere")
+
+
+def _missing_names(schema: Any, pattern: torch.Tensor) -> str:
+    names = [n for n, gap in zip(schema.names, pattern.tolist(), strict=True) if gap]
+    return "complete rows" if not names else "rows lacking " + ", ".join(names)
+
+
 def score_run(
     run: Run,
     path: Path,
     out: Path | None = None,
     flag_below: float | None = None,
     batch_size: int | None = None,
+    draws: int = OBSERVED_DRAWS,
+    seed: int = 0,
 ) -> ScoreResult:
     """log p(x) in nats of every row of ``path``, written with the file's own columns (copied
     through) as CSV, TSV or Parquet by ``out``'s extension (default <run>/scores/<stem>.csv).
 
+    A table's row with missing cells scores log p(observed cells) (``queries.score_table``:
+    exact where the orderings allow, else importance sampling with ``draws`` completions per
+    member), with a ``missing`` column (cells it lacked) and an ``estimator`` column where rows
+    differ; a row with a category no training row had scores -inf and is flagged.
+
     ``flag_below`` Q adds a boolean ``outlier`` column: rows below the Q-quantile of the
-    validation split's log p(x), computed the same way. A class-conditional model is scored given
-    the file's labels when it has them, with the label summed out otherwise.
+    validation split's log p, computed the same way with the same cells blanked (a row lacking
+    cells is compared with validation rows lacking the same cells). A class-conditional model is
+    scored given the file's labels when it has them, with the label summed out otherwise.
     """
     if flag_below is not None and not 0.0 < flag_below < 1.0:
         raise BadArgument("flag_below", f"must be between 0 and 1 (got {flag_below})")
     out = run.dir / "scores" / f"{path.stem}.csv" if out is None else out
-    if table_format(out) is None:
-        raise BadArgument("out", f"must end in .csv, .tsv or .parquet (got {out})")
-    if out.is_dir():
-        raise BadArgument("out", f"is a folder ({out}); name the file to write")
-    if out.exists() and out.resolve() == path.resolve():
-        raise BadArgument("out", f"is the file being scored ({path}); write the scores elsewhere")
+    _check_out(out, path)
     batch_size = run.config.train.eval_batch_size if batch_size is None else batch_size
-    table, x, labels, context = _score_rows(run, path)
+    schema = run.table_schema
     model: Any = run.model
     k = getattr(model, "importance_samples", None)  # a VAE's score is an estimate: K goes with each row
     added = [SCORE_COLUMN, *([SAMPLES_COLUMN] if k is not None else [])]
     added += [FLAG_COLUMN] if flag_below is not None else []
-    for name in added:
-        if name in table.column_names:
-            raise UsageError(f"{path} already has a column {name!r}; rename it to keep it apart from scores")
-    check_data(x.shape[1], model.classes, model.features, 0, f"the model in {run.dir}")
-    if labels is not None and not model.classes:
-        labels = None  # an npz's labels, for a model that takes none
-    try:
-        check_rows(x, model.features, model.head)
-        if labels is not None:
-            check_labels(labels, model.classes, x.shape[0])
-    except ValueError as e:
-        raise UsageError(f"{path}: {e}") from None
-    scores = _log_probs(run, x, labels, context, batch_size)
+    labels: torch.Tensor | None
+    context: torch.Tensor | None = None
+    scored = None
+    if schema is not None:
+        if table_format(path) is None:
+            raise UsageError(f"the model in {run.dir} was trained on a table: score a table with its columns")
+        from .queries import score_table
+
+        table = read_table(path, schema.text_columns)
+        added += [MISSING_COLUMN, ESTIMATOR_COLUMN]
+        _check_free(table, path, added)
+        scored, rows = score_table(run, table, path, draws, seed, batch_size)
+        x, labels, context = rows.x, rows.labels, rows.context
+        scores = torch.from_numpy(scored.log_prob)
+    else:
+        table, x, labels = _npz_rows(run, path)
+        _check_free(table, path, added)
+        check_data(x.shape[1], model.classes, model.features, 0, f"the model in {run.dir}")
+        if labels is not None and not model.classes:
+            labels = None  # an npz's labels, for a model that takes none
+        try:
+            check_rows(x, model.features, model.head)
+            if labels is not None:
+                check_labels(labels, model.classes, x.shape[0])
+        except ValueError as e:
+            raise UsageError(f"{path}: {e}") from None
+        scores = _log_probs(run, x, labels, context, batch_size)
     table = table.append_column(SCORE_COLUMN, _arrow(scores.numpy()))
     conditional = labels is not None or not model.classes
     estimator = model.log_prob_estimator if conditional else model.marginal_estimator
     if k is not None:
         table = table.append_column(SAMPLES_COLUMN, _arrow(np.full(x.shape[0], k)))
+    gaps = torch.isnan(x).any(1) if scored is not None else torch.zeros(x.shape[0], dtype=torch.bool)
+    if scored is not None:
+        gaps &= ~torch.from_numpy(scored.unseen)
+        table = table.append_column(MISSING_COLUMN, _arrow(scored.missing))
+        kinds = scored.estimators()
+        if len(set(kinds)) > 1:
+            table = table.append_column(ESTIMATOR_COLUMN, _arrow(np.array(kinds)))
     threshold = flagged = None
+    per_pattern: list[tuple[str, float]] | None = None
     if flag_below is not None:
         try:
             dataset = _load_data(run)
@@ -571,16 +845,50 @@ def score_run(
             why = f"compares with the run's validation rows, which cannot be read: {e}"
             raise BadArgument("flag_below", why) from None
         valid_labels = dataset.split_labels("valid") if labels is not None else None
-        reference = _log_probs(run, dataset.valid, valid_labels, dataset.split_context("valid"), batch_size)
-        threshold = float(torch.quantile(reference, flag_below))
-        below = (scores < threshold).numpy()
+        valid_context = dataset.split_context("valid")
+        if scored is None:
+            reference = _log_probs(run, dataset.valid, valid_labels, valid_context, batch_size)
+            threshold = float(torch.quantile(reference, flag_below))
+            below = (scores < threshold).numpy()
+        else:
+            from .queries import pattern_thresholds
+
+            pattern = torch.isnan(x) & gaps[:, None]
+            patterns, which = torch.unique(pattern, dim=0, return_inverse=True)
+            limits = pattern_thresholds(
+                run, patterns, dataset.valid, valid_labels, valid_context, flag_below, draws, seed
+            )
+            below = ((scores < limits[which]) | torch.from_numpy(scored.unseen)).numpy()
+            complete = ~patterns.any(1)
+            threshold = float(limits[complete][0]) if bool(complete.any()) else None
+            per_pattern = [
+                (_missing_names(schema, p), float(v)) for p, v in zip(patterns, limits, strict=True)
+            ]
         flagged = int(below.sum())
         table = table.append_column(FLAG_COLUMN, _arrow(below))
     atomic_write_bytes(out, table_bytes(table, out))
+    finite = scores[torch.isfinite(scores)]
+    finite = finite if len(finite) else scores
     return ScoreResult(
-        path=out, rows=x.shape[0], estimator=estimator, mean=float(scores.mean()), low=float(scores.min()),
-        high=float(scores.max()), threshold=threshold, flagged=flagged,
+        path=out, rows=x.shape[0], estimator=estimator, mean=float(finite.mean()), low=float(finite.min()),
+        high=float(finite.max()), threshold=threshold, flagged=flagged, gaps=int(gaps.sum()),
+        sampled=int((gaps & ~torch.from_numpy(scored.exact)).sum()) if scored is not None else 0,
+        gaps_estimator=None if scored is None or not bool(gaps.any()) else _gaps_estimator(draws),
+        unseen=int(scored.unseen.sum()) if scored is not None else 0, pattern_thresholds=per_pattern,
     )  # fmt: skip
+
+
+def _gaps_estimator(draws: int) -> str:
+    return (
+        "log p of the observed cells: exact where every ordering generates them first, else importance "
+        f"sampling with {draws} completions per member (unbiased in p)"
+    )
+
+
+def _check_free(table: Any, path: Path, names: list[str]) -> None:
+    for name in names:
+        if name in table.column_names:
+            raise UsageError(f"{path} already has a column {name!r}; rename it to keep it apart from scores")
 
 
 def _arrow(values: np.ndarray) -> Any:

@@ -514,7 +514,9 @@ class MAF(ExactLikelihood, nn.Module):
             fresh = torch.randn(h.shape, generator=generator, dtype=self._dtype).to(h.device)
             u = torch.where(observed, h, fresh)
         else:
-            u = self.base.complete(h, observed, generator, fast=fast, labels=labels, context=context)[0]
+            u = self.base.ancestral_completion(
+                h, observed, generator, fast=fast, labels=labels, context=context
+            )[0]
         c = self.condition(labels, context, x.shape[0])
         return torch.where(observed, x, self._invert(u, c, ~observed, known, fast))
 

@@ -27,6 +27,10 @@ __all__ = [
 ]  # fmt: skip
 
 
+CHAIN_STEPS = 200  # Metropolis-Hastings moves per completion that is not exact (made complete --steps)
+OBSERVED_DRAWS = 100  # importance-sampling completions per member for log p(x_observed) (made score --draws)
+
+
 def check_labels(labels: torch.Tensor | int | None, classes: int, rows: int | None = None) -> None:
     """Labels fit a model of ``classes`` classes (0: unconditional): present exactly when it is
     conditional, each in 0..classes-1, one for all ``rows`` or one per row, else a ValueError
@@ -390,7 +394,10 @@ class MADEModel(ExactLikelihood, nn.Module):
         """log p_k(x_d | x_<d) for every dimension (B, D), under member ``member``; 0 for a
         missing cell (NaN) of a table, whose row then has the log-probability of its observed
         cells given which are missing."""
-        c = self.condition(labels, context, x.shape[0])
+        return self.log_prob_dims_given(x, member, self.condition(labels, context, x.shape[0]))
+
+    def log_prob_dims_given(self, x: torch.Tensor, member: int, c: torch.Tensor | None) -> torch.Tensor:
+        """``log_prob_dims`` given what the network sees at degree 0 (``condition``'s output)."""
         params = self.params(x, member, c)
         if not self.per_column:
             return self.head.log_prob(params, x)
@@ -521,7 +528,9 @@ class MADEModel(ExactLikelihood, nn.Module):
         """
         if steps < 0:
             raise ValueError(f"steps must be at least 0 (got {steps})")
-        values, exact = self.complete(x, observed, generator, fast=fast, labels=labels, context=context)
+        values, exact = self.ancestral_completion(
+            x, observed, generator, fast=fast, labels=labels, context=context
+        )
         device, n = values.device, values.shape[0]
         accepted = torch.zeros(n, dtype=torch.long, device=device)
         trace = torch.full((n, steps + 1), math.nan, dtype=torch.float64, device=device)
@@ -672,6 +681,66 @@ class MADEModel(ExactLikelihood, nn.Module):
         marginal = torch.logsumexp(torch.where(observed, dims, 0.0).sum(-1), 0)
         return torch.where(exact, joint - marginal, torch.nan)
 
+    @torch.no_grad()
+    def observed_log_prob(
+        self,
+        x: torch.Tensor,
+        observed: torch.Tensor,
+        labels: torch.Tensor | int | None = None,
+        context: torch.Tensor | None = None,
+        draws: int = OBSERVED_DRAWS,
+        generator: torch.Generator | None = None,
+        shared_noise: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(x_observed) (B,), the missing dimensions summed out, and (B,) bool: exact.
+
+        The mixture's p(x_o) = (1/K) sum_k p_k(x_o). A member that generates the observed
+        dimensions first gives p_k(x_o) exactly, as a prefix of its chain rule. Any other member's
+        is estimated by importance sampling with ``draws`` completions from its own conditionals
+        (missing values drawn in its order, observed ones kept): each completion's weight is
+        prod_{d observed} p_k(x_d | x_<d), an unbiased estimate of p_k(x_o); so the mixture's is
+        unbiased in p, and its log errs low on average (Jensen). A row is exact when every member
+        is. Missing values in ``x`` (NaN or anything) are never read. ``shared_noise``: every
+        row's completions use the same uniforms (common random numbers), so that rows which differ
+        in one cell (a grid of its values) differ in their estimates smoothly.
+        """
+        check_observed(observed, x)
+        if draws < 1:
+            raise ValueError(f"draws must be at least 1 (got {draws})")
+        observed = observed.to(x.device)
+        fill = self.head.fill_value().to(x) if isinstance(self.head, ColumnHeads) else torch.zeros_like(x[0])
+        x = torch.where(observed, x, fill)
+        self.check_input(x, "x (its observed values)")
+        b = x.shape[0]
+        self.check_condition(labels, context, b)
+        c = self.condition(labels, context, b)
+        exact_k = sampling.exact_members(self.net.ranks, observed)  # (B, K)
+        ranks = self.net.ranks
+        per_member = []
+        for k in range(self.num_masks):
+            terms = torch.where(observed, self.log_prob_dims_given(x, k, c), 0.0).sum(-1)  # (B,)
+            rows = (~exact_k[:, k]).nonzero()[:, 0]
+            if len(rows):
+                r = len(rows)
+                obs = observed[rows].repeat_interleave(draws, 0)
+                # only the missing values generated before the last observed one enter the weight
+                last = torch.where(obs, ranks[k], 0).amax(1, keepdim=True)
+                fill = ~obs & (ranks[k] < last)
+                cs = repeat_rows(None if c is None else c[rows], draws)
+                if shared_noise:
+                    uniforms = self.noise(draws, generator).repeat(r, 1, 1)
+                else:
+                    uniforms = self.noise(r * draws, generator)
+                xs = x[rows].repeat_interleave(draws, 0)
+                net, head = self.net, self.head
+                drawn = sampling.ancestral(net, head, self.encoding, xs, fill, k, uniforms, True, cs)
+                weights = torch.where(obs, self.log_prob_dims_given(drawn, k, cs), 0.0).sum(-1)
+                estimate = torch.logsumexp(weights.view(r, draws), 1) - math.log(draws)
+                terms = terms.index_put((rows,), estimate)
+            per_member.append(terms)
+        log_p = torch.logsumexp(torch.stack(per_member), 0) - math.log(self.num_masks)
+        return log_p, exact_k.all(1)
+
     def noise(self, rows: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Uniforms (B, D, U) for sampling: all the randomness a draw takes besides the member."""
         shape = (rows, self.features, self.head.noise_per_dim)
@@ -695,9 +764,9 @@ class MADEModel(ExactLikelihood, nn.Module):
         """
         empty = torch.zeros(n, self.features, device=self._device, dtype=self._dtype)
         nothing = torch.zeros_like(empty, dtype=torch.bool)
-        return self.complete(empty, nothing, generator, uniforms, fast=fast, labels=labels, context=context)[
-            0
-        ]
+        return self.ancestral_completion(
+            empty, nothing, generator, uniforms, fast=fast, labels=labels, context=context
+        )[0]
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -713,12 +782,31 @@ class MADEModel(ExactLikelihood, nn.Module):
         x: torch.Tensor,
         observed: torch.Tensor,
         generator: torch.Generator | None = None,
+        labels: torch.Tensor | int | None = None,
+        context: torch.Tensor | None = None,
+        steps: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, D) with the dimensions not ``observed`` drawn from the model's p(missing |
+        observed), and (B,) bool: exact (no chain needed). Rows that are not exact are the end of
+        a chain of ``steps`` moves (``complete_chain``; default ``CHAIN_STEPS``)."""
+        steps = CHAIN_STEPS if steps is None else steps
+        chain = self.complete_chain(x, observed, steps, generator, labels, context)
+        return chain.values, chain.exact
+
+    @torch.no_grad()
+    def ancestral_completion(
+        self,
+        x: torch.Tensor,
+        observed: torch.Tensor,
+        generator: torch.Generator | None = None,
         uniforms: torch.Tensor | None = None,
         fast: bool = True,
         labels: torch.Tensor | int | None = None,
         context: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample the dimensions not ``observed`` (bool (B, D)) given the observed ones.
+        """One ancestral draw of the dimensions not ``observed`` (bool (B, D)): exact where every
+        member generates the observed dimensions first, else approximate (missing values drawn
+        before an observed one ignore it); ``complete_chain`` starts from it and follows the model.
 
         Returns (completed x (B, D), exact (B,) bool). Observed values are kept as they are.
         ``uniforms`` (B, D, U) fixes the draws (see ``noise``).
@@ -742,9 +830,6 @@ class MADEModel(ExactLikelihood, nn.Module):
                 self.net, self.head, self.encoding, x[rows], ~observed[rows], k, uniforms[rows], fast, ck
             )
         return out, exact
-
-
-CHAIN_STEPS = 200  # Metropolis-Hastings moves per completion that is not exact (made complete --steps)
 
 
 @dataclass(frozen=True)

@@ -222,3 +222,47 @@ def pair_plot(
     figure.suptitle(f"data (grey) against samples (orange): {len(samples)} samples, {len(data)} test rows")
     atomic_write_bytes(out, _png(figure))
     return out
+
+
+def density_plot(
+    values: Sequence[Any],
+    p: np.ndarray,
+    discrete: bool,
+    column: str,
+    given: str,
+    out: Path,
+    masses: np.ndarray | None = None,
+) -> Path:
+    """One column's law given others (``made density``): bars of the probabilities for a discrete
+    column or a grid, a line of the density otherwise; ``masses`` (bool per value) marks point
+    masses of a real column, drawn as stems on an axis of their own (a probability, not a
+    density)."""
+    figure = _figure(6.4, 3.6)
+    ax = figure.add_subplot(1, 1, 1)
+    title = f"p({column} | {given})" if given else f"p({column})"
+    if discrete:
+        labels = [str(v) for v in values]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if numeric and len(values) > 12:  # a grid: bars at their values
+            xs = np.asarray(values, dtype=np.float64)
+            width = float(np.min(np.diff(xs))) if len(xs) > 1 else 1.0
+            ax.bar(xs, p, width=width * 0.9, color="#4c72b0")
+        else:
+            ax.bar(range(len(values)), p, color="#4c72b0")
+            ax.set_xticks(range(len(values)), labels, rotation=30 if len(labels) > 5 else 0, ha="right")
+        ax.set_ylabel("probability")
+    else:
+        xs = np.asarray([np.datetime64(v, "s") if hasattr(v, "toordinal") else v for v in values])
+        dens = p if masses is None else np.where(masses, np.nan, p)
+        ax.plot(xs, dens, color="#4c72b0")
+        ax.fill_between(xs, np.nan_to_num(dens), alpha=0.25, color="#4c72b0")
+        ax.set_ylabel("density")
+        if masses is not None and masses.any():
+            twin = ax.twinx()
+            twin.vlines(xs[masses], 0, p[masses], color="#c44e52", linewidth=3)
+            twin.set_ylim(0, 1)
+            twin.set_ylabel("point mass (probability)", color="#c44e52")
+    ax.set_xlabel(column)
+    ax.set_title(title)
+    atomic_write_bytes(out, _png(figure))
+    return out

@@ -10,7 +10,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -167,6 +167,93 @@ class Run:
         """The schema of the table the run was trained on (None for other data)."""
         record = self.checkpoint.get("table")
         return None if record is None else TableSchema.from_dict(record["schema"])
+
+    # -- a table run's questions, on a pandas DataFrame or a pyarrow Table ----------------------
+    def score(self, data: Any, draws: int = 100, seed: int = 0) -> Any:
+        """``data`` with ``log_prob`` (nats), ``missing`` (cells lacked) and ``estimator`` columns
+        added, as `made score` computes them: a row with missing cells gets log p of its observed
+        cells, a row with a category never seen in training -inf. Returns ``data``'s kind."""
+        from .queries import score_table
+
+        table, pandas = _arrow_table(data)
+        scored, _ = score_table(self, table, _IN_MEMORY, draws, seed)
+        import pyarrow as pa
+
+        table = table.append_column("log_prob", pa.array(scored.log_prob))
+        table = table.append_column("missing", pa.array(scored.missing))
+        table = table.append_column("estimator", pa.array(scored.estimators()))
+        return table.to_pandas() if pandas else table
+
+    def complete(
+        self,
+        data: Any,
+        per_row: int = 1,
+        steps: int | None = None,
+        columns: Sequence[str] = (),
+        seed: int = 0,
+    ) -> Any:
+        """``data`` with every missing cell of the modelled columns (and every cell of ``columns``)
+        drawn from the model's p(missing | observed), as `made complete RUN FILE` does; with
+        ``per_row`` K > 1, each row K times and an ``imputation`` column. Returns ``data``'s kind."""
+        from .queries import complete_table
+
+        table, pandas = _arrow_table(data)
+        done = complete_table(self, table, _IN_MEMORY, per_row, steps, columns, seed)
+        return done.table.to_pandas() if pandas else done.table
+
+    def sample(
+        self,
+        n: int,
+        given: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        steps: int | None = None,
+        pandas: bool = True,
+    ) -> Any:
+        """``n`` rows of the table drawn from the model, given the cells ``given`` names ({column:
+        value}: modelled, label or context columns) as `made sample --given` draws them; a pandas
+        DataFrame (``pandas=False``: a pyarrow Table) of the columns' own types."""
+        from .commands import draw_rows
+
+        schema = self.table_schema
+        if schema is None:
+            raise UsageError(f"the model in {self.dir} was not trained on a table")
+        x, labels, context, _ = draw_rows(self, n, seed, given=dict(given or {}), steps=steps)
+        table = schema.decode(x, labels, context)
+        return table.to_pandas() if pandas else table
+
+    def density(
+        self,
+        column: str,
+        given: Mapping[str, Any] | None = None,
+        points: int = 200,
+        draws: int = 100,
+        seed: int = 0,
+        pandas: bool = True,
+    ) -> Any:
+        """p(column | given) on a grid of the column's values, as `made density` computes it:
+        the values, ``probability`` or ``density``, and each value's ``measure``."""
+        from .queries import column_density, parse_given
+
+        result = column_density(self, column, parse_given(self, dict(given or {})), points, draws, seed)
+        return result.table.to_pandas() if pandas else result.table
+
+
+_IN_MEMORY = Path("<data>")  # what error messages name for rows given from Python
+
+
+def _arrow_table(data: Any) -> tuple[Any, bool]:
+    """(a pyarrow Table of ``data``, whether it was a pandas DataFrame)."""
+    import pyarrow as pa
+
+    from .tables import normalise_table
+
+    if isinstance(data, pa.Table):
+        return normalise_table(data, _IN_MEMORY), False
+    if type(data).__name__ == "DataFrame" and hasattr(data, "columns"):
+        return normalise_table(pa.Table.from_pandas(data, preserve_index=False), _IN_MEMORY), True
+    raise UsageError(
+        f"give a pandas DataFrame or a pyarrow Table of the run's columns, not {type(data).__name__}"
+    )
 
 
 def load_run(path: str | Path | None = None, which: str = "best", device: str | torch.device = "cpu") -> Run:

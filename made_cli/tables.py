@@ -37,6 +37,7 @@ __all__ = [
     "EncodedRows",
     "TableSchema",
     "infer_schema",
+    "normalise_table",
     "read_table",
     "real_law",
     "split_rows",
@@ -89,7 +90,7 @@ def read_table(path: Path, text_columns: Sequence[str] = ()) -> pa.Table:
             table = pq.read_table(path)
         except (pa.ArrowException, OSError) as e:
             raise UsageError(f"cannot read {path} as Parquet: {_first_line(e)}") from None
-        table = _normalise(table, path)
+        table = normalise_table(table, path)
         for name in text_columns:
             if name in table.column_names and not _is_text(table.column(name).type):
                 index = table.column_names.index(name)
@@ -127,7 +128,7 @@ def read_table(path: Path, text_columns: Sequence[str] = ()) -> pa.Table:
                 f"{path}: line {row.number} has {row.actual_columns} fields, but the header has "
                 f"{row.expected_columns}"
             )
-        table = _normalise(table, path)
+        table = normalise_table(table, path)
     names = table.column_names
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -137,7 +138,7 @@ def read_table(path: Path, text_columns: Sequence[str] = ()) -> pa.Table:
     return table
 
 
-def _normalise(table: pa.Table, path: Path) -> pa.Table:
+def normalise_table(table: pa.Table, path: Path) -> pa.Table:
     """Columns of the types a model reads: dictionaries (pandas categories) decoded, decimals as
     float64, every kind of string as plain text, binary checked to be UTF-8 text."""
     import pyarrow as pa
@@ -367,9 +368,10 @@ class Column:
             return f"{self.kind}, {self.levels} categories"
         return f"{self.kind}, {self.column_law().describe() if self.law else 'real'}"
 
-    def encode(self, path: Path, col: pa.ChunkedArray) -> np.ndarray:
+    def encode(self, path: Path, col: pa.ChunkedArray, unseen: np.ndarray | None = None) -> np.ndarray:
         """Values -> float64 (N,): numbers (dates in days) as they are, discrete values as their
-        codes, NaN in missing cells."""
+        codes, NaN in missing cells. A value no training row had is refused, or, given
+        ``unseen`` (N,) bool, marked there (and NaN)."""
         missing = _nulls(col)
         if not self.categories:
             return _numbers(path, self.name, col, allow_missing=True) - self.offset
@@ -385,7 +387,9 @@ class Column:
             if missing[i]:
                 continue
             code = codes.get(v)
-            if code is None:
+            if code is None and unseen is not None:
+                unseen[i] = True
+            elif code is None:
                 shown = ", ".join(map(repr, self.categories[:5])) + (", ..." if self.levels > 5 else "")
                 raise UsageError(
                     f"{path}: column {self.name!r}, {_where(i)}: {v!r} is not one of the column's "
@@ -393,6 +397,47 @@ class Column:
                 )
             out[i] = code
         return out
+
+    def encode_value(self, value: Any) -> float:
+        """One value as the user gives it (text on the command line, or a Python value) -> its
+        number as ``encode`` gives it; a ValueError that names the column otherwise."""
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            raise ValueError(f"column {self.name!r}: give a value, not a missing one")
+        if self.categories:
+            spelled = [str(c) for c in self.categories]
+            wanted = str(value)
+            if self.kind == "boolean":  # true, True, 1 all name True
+                wanted = {"true": "True", "1": "True", "false": "False", "0": "False"}.get(
+                    wanted.lower(), wanted
+                )
+            elif self.kind in ("integer", "real") and wanted not in spelled:
+                try:  # 3 for 3.0, 3.0 for 3
+                    number = float(wanted)
+                    wanted = next(
+                        (t for c, t in zip(self.categories, spelled, strict=True) if c == number), wanted
+                    )
+                except ValueError:
+                    pass
+            if wanted not in spelled:
+                shown = ", ".join(spelled[:12]) + (", ..." if self.levels > 12 else "")
+                raise ValueError(f"column {self.name!r} has no category {value!r} (it has: {shown})")
+            return float(spelled.index(wanted))
+        if self.kind in ("date", "timestamp"):
+            try:
+                stamp = np.datetime64(value, "us") if isinstance(value, str) else np.datetime64(value)
+                days = (stamp - np.datetime64("1970-01-01T00:00:00", "us")) / np.timedelta64(1, "D")
+            except (ValueError, TypeError):
+                raise ValueError(
+                    f"column {self.name!r}: {value!r} is not a date (write 2024-05-31)"
+                ) from None
+            return float(days) - self.offset
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"column {self.name!r}: {value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"column {self.name!r}: {value!r} is not finite")
+        return number
 
     def decode(self, codes: np.ndarray) -> Any:
         """Codes (or numbers) -> the column's values, in its own type (NaN: a missing cell)."""
@@ -609,6 +654,7 @@ class EncodedRows:
     x: torch.Tensor  # (N, D) float32: the modelled columns (codes for discrete ones), NaN if missing
     labels: torch.Tensor | None  # (N,) int64 class indices, when the schema has a label column
     context: torch.Tensor | None  # (N, C) float32, when the schema has context columns
+    unseen: np.ndarray | None = None  # (N,) bool: a value no training row had (``encode(unseen=True)``)
 
 
 @dataclass(frozen=True)
@@ -683,16 +729,18 @@ class TableSchema:
         lines += [f"  left out {name!r}: {why}" for name, why in self.left_out]
         return lines
 
-    def encode(self, table: pa.Table, path: Path, labels: bool = True) -> EncodedRows:
+    def encode(self, table: pa.Table, path: Path, labels: bool = True, unseen: bool = False) -> EncodedRows:
         """The rows of ``table`` (columns matched by name, in any order; others ignored), NaN in
         missing cells of the modelled columns. ``labels``: read the label column (else it may
-        be absent)."""
+        be absent). A category no training row had is refused, or with ``unseen`` marked in
+        ``EncodedRows.unseen`` (its cell NaN)."""
         wanted = [*self.names, *self.context, *([self.label.name] if labels and self.label else [])]
         _require(table, path, wanted)
-        x = np.stack([c.encode(path, table.column(c.name)) for c in self.columns], 1)
+        marks = np.zeros(table.num_rows, dtype=bool) if unseen else None
+        x = np.stack([c.encode(path, table.column(c.name), marks) for c in self.columns], 1)
         y = None
         if labels and self.label is not None:
-            codes = self.label.encode(path, table.column(self.label.name))
+            codes = self.label.encode(path, table.column(self.label.name), marks)
             y = torch.from_numpy(np.nan_to_num(codes, nan=-1).astype(np.int64))  # -1: missing
         context = None
         if self.context:
@@ -700,7 +748,7 @@ class TableSchema:
                 [_numbers(path, name, table.column(name), allow_missing=True) for name in self.context], 1
             )
             context = torch.from_numpy(context.astype(np.float32))
-        return EncodedRows(torch.from_numpy(x.astype(np.float32)), y, context)
+        return EncodedRows(torch.from_numpy(x.astype(np.float32)), y, context, marks)
 
     def decode(
         self, x: torch.Tensor, labels: torch.Tensor | None = None, context: torch.Tensor | None = None
@@ -803,6 +851,18 @@ def split_rows(table: pa.Table, cfg: DataConfig, path: Path) -> np.ndarray:
     codes[order[n - valid - test : n - test]] = 1
     codes[order[n - test :]] = 2
     return codes
+
+
+def text_table_bytes(table: pa.Table, path: Path) -> bytes:
+    """A table of text cells as CSV or TSV (by ``path``), each cell written as it is and quoted only
+    where it must be: a file read as text (``read_text_cells``) and written back is unchanged."""
+    import csv
+
+    sink = io.StringIO()
+    writer = csv.writer(sink, delimiter="\t" if table_format(path) == "TSV" else ",", lineterminator="\n")
+    writer.writerow(table.column_names)
+    writer.writerows(zip(*(table.column(i).to_pylist() for i in range(table.num_columns)), strict=True))
+    return sink.getvalue().encode("utf-8")
 
 
 def table_bytes(table: pa.Table, path: Path) -> bytes:

@@ -115,7 +115,7 @@ def test_categorical_heads_and_labels_follow_the_conditional_too() -> None:
         target /= target.sum()
         chain = model.complete_chain(x.expand(n, d).clone(), observed.expand(n, d).clone(), 60,
                                      generator=torch.Generator().manual_seed(2), labels=label)  # fmt: skip
-        first = model.complete(x.expand(n, d).clone(), observed.expand(n, d).clone(),
+        first = model.ancestral_completion(x.expand(n, d).clone(), observed.expand(n, d).clone(),
                                generator=torch.Generator().manual_seed(2), labels=label)[0]  # fmt: skip
 
     def tv(values: torch.Tensor) -> float:
@@ -147,7 +147,7 @@ def test_a_mixture_of_gaussians_chain_follows_the_conditional_density() -> None:
         chain = model.complete_chain(
             x.expand(n, d).clone(), observed, 60, generator=torch.Generator().manual_seed(0)
         )
-        first = model.complete(x.expand(n, d).clone(), observed, torch.Generator().manual_seed(0))[0]
+        first = model.ancestral_completion(x.expand(n, d).clone(), observed, torch.Generator().manual_seed(0))[0]
     assert torch.equal(chain.values[:, 1:], x[1:].expand(n, -1))
 
     def off(values: torch.Tensor) -> float:  # the worst of the three, in standard errors
@@ -164,7 +164,7 @@ def test_zero_steps_is_todays_completion_and_seeds_reproduce() -> None:
     x = X_OBSERVED.expand(50, D).clone()
     observed = torch.zeros(50, D, dtype=torch.bool)
     observed[:, 3:] = True
-    today, _ = model.complete(x, observed, torch.Generator().manual_seed(4))
+    today, _ = model.ancestral_completion(x, observed, torch.Generator().manual_seed(4))
     zero = model.complete_chain(x, observed, 0, generator=torch.Generator().manual_seed(4))
     assert torch.equal(zero.values, today) and int(zero.accepted.sum()) == 0
     a = model.complete_chain(x, observed, 20, generator=torch.Generator().manual_seed(4))
@@ -185,7 +185,7 @@ def test_exact_rows_draw_no_chain_and_rows_say_what_they_got() -> None:
     assert done.status == [EXACT, EXACT, MARKOV_CHAIN, MARKOV_CHAIN] and done.steps == 40
     assert torch.isnan(done.acceptance[:2]).all() and (done.acceptance[2:] > 0).all()
     assert torch.isnan(done.ess[:2]).all() and (done.ess[2:] > 0).all()
-    first, _ = model.complete(x.repeat_interleave(3, 0), observed.repeat_interleave(3, 0),
+    first, _ = model.ancestral_completion(x.repeat_interleave(3, 0), observed.repeat_interleave(3, 0),
                               torch.Generator().manual_seed(0))  # fmt: skip
     assert torch.equal(done.values[:6], first[:6])  # the exact rows are the first draw, untouched
     zero = model.complete_rows(x, observed, None, 3, torch.Generator().manual_seed(0), steps=0)

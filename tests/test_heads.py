@@ -236,7 +236,7 @@ def test_the_python_api_refuses_values_a_head_does_not_model(head, bad, message)
         model.log_prob(torch.zeros(2, 5))
     observed = torch.zeros(2, 6, dtype=torch.bool)
     observed[:, :3] = True
-    model.complete(x, observed)  # a bad value where nothing is observed is simply replaced
+    model.ancestral_completion(x, observed)  # a bad value where nothing is observed is simply replaced
     observed[1, 3] = True
     with pytest.raises(ValueError, match=message):
-        model.complete(x, observed)
+        model.ancestral_completion(x, observed)

@@ -50,7 +50,7 @@ def test_completion_keeps_observed_values_and_follows_the_conditional() -> None:
     x = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
     observed = torch.tensor([[True, True, False, False]])
     n = 30000
-    out, exact = model.complete(
+    out, exact = model.ancestral_completion(
         x.expand(n, 4), observed.expand(n, 4), generator=torch.Generator().manual_seed(1)
     )
     assert exact.all()
@@ -103,7 +103,7 @@ def test_a_partly_exact_ensemble_uses_only_its_exact_members_and_says_approximat
         model.net.ranks, observed, lambda k: model.log_prob_dims(x, k), torch.Generator().manual_seed(0)
     )
     assert (members == 0).all() and not exact.any()
-    out, exact = model.complete(x, observed, generator=torch.Generator().manual_seed(0))
+    out, exact = model.ancestral_completion(x, observed, generator=torch.Generator().manual_seed(0))
     assert (out[:, 0] == 1).all() and not exact.any()
     assert torch.isnan(model.conditional_log_prob(x[:1], observed[:1])).all()
     # observing x_0 and x_1 is a prefix for both members: exact again
@@ -129,7 +129,7 @@ def test_exact_ensemble_completion_matches_the_mixture_conditional() -> None:
     x = torch.tensor([[0.0, 1.0, 0.0]])
     observed = torch.tensor([[True, False, False]])
     n = 30000
-    out, exact = model.complete(
+    out, exact = model.ancestral_completion(
         x.expand(n, 3), observed.expand(n, 3), generator=torch.Generator().manual_seed(2)
     )
     assert exact.all()
@@ -191,7 +191,7 @@ def test_completion_for_every_observed_mask_follows_the_mixture_conditional(kind
     _observed_first(model, observed, seed=1)
     x = torch.bernoulli(torch.full((1, 8), 0.5), generator=torch.Generator().manual_seed(2))
     n = 20000
-    out, exact = model.complete(
+    out, exact = model.ancestral_completion(
         x.expand(n, 8), observed.expand(n, 8), generator=torch.Generator().manual_seed(3)
     )
     assert exact.all()
@@ -217,5 +217,5 @@ def test_without_an_exact_member_the_one_ignoring_least_evidence_completes() -> 
         model.net.ranks, observed.expand(30, 4), lambda k: model.log_prob_dims(x, k), torch.Generator()
     )
     assert (members == 2).all() and not exact.any()
-    out, exact = model.complete(x, observed.expand(30, 4), generator=torch.Generator().manual_seed(0))
+    out, exact = model.ancestral_completion(x, observed.expand(30, 4), generator=torch.Generator().manual_seed(0))
     assert not exact.any() and torch.equal(out[:, :2], x[:, :2])

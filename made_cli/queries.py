@@ -1,0 +1,650 @@
+"""What a trained table model answers about rows with gaps and about named columns: log p of the
+observed cells, imputations of the missing ones, samples given some cells, and one column's law
+given others. Each works on pyarrow tables; commands.py writes files and runs.Run wraps them for
+pandas.
+
+A MADE answers all four from its own conditionals: exactly where every member generates the
+given cells first, else by importance sampling (scores, densities) or by the Metropolis-Hastings
+chains of ``MADEModel.complete_chain`` (imputations, samples). A flow completes and samples given
+cells where its orderings allow (``MAF.incomplete_reason``) and refuses the rest in one line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .errors import BadArgument, UsageError
+from .interface import Completion
+from .models import OBSERVED_DRAWS, MADEModel
+from .tables import Column, TableSchema, table_format
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from .runs import Run
+
+__all__ = [
+    "ColumnDensity",
+    "Given",
+    "Imputation",
+    "ScoredRows",
+    "column_density",
+    "complete_table",
+    "parse_given",
+    "sample_given",
+    "score_table",
+]
+
+UNSEEN = "unseen value"  # a row with a category no training row had: it scores -inf
+
+
+def _schema(run: Run) -> TableSchema:
+    schema = run.table_schema
+    if schema is None:
+        raise UsageError(f"the model in {run.dir} was not trained on a table")
+    return schema
+
+
+def _made(run: Run, what: str) -> MADEModel:
+    """The run's MADE, or a usage error saying that ``what`` needs one."""
+    model = run.model
+    if not isinstance(model, MADEModel):
+        raise UsageError(
+            f"{what} needs a MADE; the model in {run.dir} is model.kind: {run.config.model.kind}"
+        )
+    return model
+
+
+def _device(run: Run) -> torch.device:
+    return next(run.model.parameters()).device
+
+
+# -- given cells -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Given:
+    """Cells fixed by name, as the model takes them."""
+
+    x: torch.Tensor  # (1, D): the given modelled cells, NaN elsewhere
+    observed: torch.Tensor  # (1, D) bool
+    label: int | None  # a class-conditional model's class, if given
+    context: torch.Tensor | None  # (1, C), if every context column is given
+    names: tuple[str, ...]  # the columns given, in the order given
+
+    def describe(self) -> str:
+        return ", ".join(self.names)
+
+
+def parse_given(run: Run, given: Mapping[str, Any] | Sequence[str] | None) -> Given:
+    """``given`` as a mapping {column: value} or as the command line's ``col=value[,col=value]``
+    items: modelled columns, the label column and the context columns (all or none). A usage
+    error names a column the model does not have or a value its column cannot take."""
+    schema = _schema(run)
+    items: dict[str, Any] = {}
+    if given is not None and not isinstance(given, Mapping):
+        for item in given:
+            for part in item.split(","):
+                name, eq, value = part.partition("=")
+                if not eq or not name.strip():
+                    raise BadArgument("given", f"takes column=value, not {part!r}")
+                items[name.strip()] = value.strip()
+    elif given is not None:
+        items = dict(given)
+    d = run.model.features
+    x = torch.full((1, d), math.nan, dtype=torch.float64)
+    label = None
+    context: dict[str, float] = {}
+    names = schema.names
+    for name, value in items.items():
+        try:
+            if name in names:
+                x[0, names.index(name)] = schema.columns[names.index(name)].encode_value(value)
+            elif schema.label is not None and name == schema.label.name:
+                label = int(schema.label.encode_value(value))
+            elif name in schema.context:
+                context[name] = Column(name, "real").encode_value(value)
+            else:
+                known = ", ".join([*names, *([schema.label.name] if schema.label else []), *schema.context])
+                raise ValueError(f"the model has no column {name!r} (it has: {known})")
+        except ValueError as e:
+            raise BadArgument("given", str(e)) from None
+    c = None
+    if context:
+        absent = [n for n in schema.context if n not in context]
+        if absent:
+            raise BadArgument(
+                "given", f"gives some context columns; give every one (also {', '.join(absent)})"
+            )
+        c = torch.tensor([[context[n] for n in schema.context]], dtype=torch.float64)
+    return Given(x, ~torch.isnan(x), label, c, tuple(items))
+
+
+# -- scores ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScoredRows:
+    """log p of each row's observed cells, and how it was computed."""
+
+    log_prob: np.ndarray  # (N,) float64 nats; -inf for a row with an unseen value
+    missing: np.ndarray  # (N,) int: modelled cells the row lacks
+    exact: np.ndarray  # (N,) bool: computed exactly (else importance sampling)
+    unseen: np.ndarray  # (N,) bool: a category no training row had
+    draws: int  # importance-sampling completions per member, for the rows that needed them
+
+    def estimators(self) -> list[str]:
+        """Per row: "exact", "importance sampling" or "unseen value"."""
+        return [
+            UNSEEN if u else "exact" if e else "importance sampling"
+            for u, e in zip(self.unseen.tolist(), self.exact.tolist(), strict=True)
+        ]
+
+
+def _labels_of(model: Any, labels: torch.Tensor | None, rows: torch.Tensor) -> list[int | None]:
+    if not model.classes:
+        return [None] * len(rows)
+    if labels is None:
+        return [-1] * len(rows)
+    return [int(v) for v in labels[rows].tolist()]
+
+
+@torch.no_grad()
+def observed_log_probs(
+    run: Run,
+    x: torch.Tensor,
+    labels: torch.Tensor | None,
+    context: torch.Tensor | None,
+    draws: int = OBSERVED_DRAWS,
+    seed: int = 0,
+    batch_size: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(x_observed) (N,) float64, exact (N,) bool) for rows x with NaN in missing cells; a
+    class-conditional model's label -1 (or no labels) is summed out with its prior. Complete rows
+    take the model's own ``log_prob``; rows with gaps need a MADE (``observed_log_prob``)."""
+    model: Any = run.model
+    device = _device(run)
+    n = x.shape[0]
+    out = torch.empty(n, dtype=torch.float64)
+    exact = torch.ones(n, dtype=torch.bool)
+    gaps = torch.isnan(x).any(1)
+    if bool(gaps.any()):
+        _made(run, "scoring rows with missing cells")
+    generator = torch.Generator().manual_seed(seed)
+    dtype = next(model.parameters()).dtype
+    y_all = _labels_of(model, labels, torch.arange(n))
+    for has_gaps in (False, True):
+        rows = (gaps == has_gaps).nonzero()[:, 0]
+        step = max(1, batch_size // (draws * (model.classes or 1)) if has_gaps else batch_size)
+        for i in range(0, len(rows), step):
+            r = rows[i : i + step]
+            b = x[r].to(device, dtype)
+            c = None if context is None else context[r].to(device, dtype)
+            ys = [y_all[j] for j in r.tolist()]
+            known = torch.tensor([y is not None and y >= 0 for y in ys])
+            classes = [None] if not model.classes else list(range(model.classes))
+            per_class = []
+            for y in classes:  # each class given, then the label summed out where it is unknown
+                given = None
+                if y is not None:
+                    given = torch.tensor([yy if k else y for yy, k in zip(ys, known.tolist(), strict=True)],
+                                         device=device)  # fmt: skip
+                if has_gaps:
+                    lp, ex = model.observed_log_prob(b, ~torch.isnan(b), given, c, draws, generator)
+                    exact[r] &= ex.cpu()
+                else:
+                    lp = model.log_prob(b, given, c)
+                per_class.append(lp.double().cpu())
+            if not model.classes:
+                out[r] = per_class[0]
+                continue
+            stacked = torch.stack(per_class)  # (classes, B)
+            prior = model.label_log_prior.double().cpu()[:, None]
+            summed = torch.logsumexp(stacked + prior, 0)
+            own = stacked.gather(0, torch.tensor([max(y, 0) for y in ys])[None])[0]  # type: ignore[type-var]
+            out[r] = torch.where(known, own, summed)
+    return out, exact
+
+
+def score_table(
+    run: Run, table: pa.Table, path: Path, draws: int = OBSERVED_DRAWS, seed: int = 0, batch_size: int = 1024
+) -> tuple[ScoredRows, Any]:
+    """Every row's log p(observed cells) (see ``observed_log_probs``) and the encoded rows; a row
+    with a category no training row had scores -inf (the model gives it probability 0)."""
+    if draws < 1:
+        raise BadArgument("draws", f"must be at least 1 (got {draws})")
+    schema = _schema(run)
+    labels_given = schema.label is not None and schema.label.name in table.column_names
+    rows = schema.encode(table, path, labels=labels_given, unseen=True)
+    unseen = rows.unseen if rows.unseen is not None else np.zeros(table.num_rows, dtype=bool)
+    if rows.context is not None and bool(torch.isnan(rows.context).any()):
+        first = int(torch.isnan(rows.context).any(1).nonzero()[0, 0])
+        raise UsageError(
+            f"{path}: row {first + 1} lacks a context column, which the model is given, not models"
+        )
+    keep = torch.from_numpy(~unseen)
+    log_p = np.full(table.num_rows, -math.inf)
+    exact = np.ones(table.num_rows, dtype=bool)
+    if bool(keep.any()):
+        x = rows.x[keep]
+        y = None if rows.labels is None else rows.labels[keep]
+        c = None if rows.context is None else rows.context[keep]
+        lp, ex = observed_log_probs(run, x, y, c, draws, seed, batch_size)
+        log_p[~unseen] = lp.numpy()
+        exact[~unseen] = ex.numpy()
+    missing = torch.isnan(rows.x).sum(1).numpy().astype(np.int64)
+    missing[unseen] = 0  # its unseen value is NaN too, but not a missing cell
+    return ScoredRows(log_p, missing, exact, unseen, draws), rows
+
+
+def pattern_thresholds(
+    run: Run,
+    patterns: torch.Tensor,
+    valid: torch.Tensor,
+    labels: torch.Tensor | None,
+    context: torch.Tensor | None,
+    quantile: float,
+    draws: int,
+    seed: int,
+) -> torch.Tensor:
+    """Per missing pattern (P, D) bool: the ``quantile`` of the validation rows' log p(observed
+    cells) with the same cells blanked, so that a row with gaps is compared with rows of its own
+    kind (log p of fewer cells is higher)."""
+    out = []
+    for pattern in patterns:
+        blanked = torch.where(pattern[None], torch.nan, valid)
+        lp, _ = observed_log_probs(run, blanked, labels, context, draws, seed)
+        out.append(
+            torch.quantile(lp[torch.isfinite(lp)], quantile) if bool(torch.isfinite(lp).any()) else -math.inf
+        )
+    return torch.tensor([float(v) for v in out], dtype=torch.float64)
+
+
+# -- imputation --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Imputation:
+    """A table with its missing cells drawn, and what each row got."""
+
+    table: pa.Table  # FILE's columns in its order; per_row > 1: each row per_row times, then ``imputation``
+    status: list[str]  # per input row: exact, Markov chain, not needed (nothing missing), or why not
+    acceptance: np.ndarray  # (N,) NaN where no chain ran
+    ess: np.ndarray  # (N,) NaN where no chain ran or per_row is 1
+    steps: int  # Metropolis-Hastings moves of each chain
+    cells: int  # cells drawn per imputation
+
+
+NOT_NEEDED = "nothing missing"
+
+
+def _decimals(texts: Sequence[str]) -> int:
+    """The most digits after the point among number texts (at most 6): imputed numbers are
+    written as finely as the column's own."""
+    most = 0
+    for t in texts:
+        mantissa = t.strip().lower().partition("e")[0]
+        if "." in mantissa:
+            most = max(most, len(mantissa.partition(".")[2]))
+    return min(most, 6)
+
+
+def _spell(
+    column: Column, values: np.ndarray, observed_text: Sequence[str], observed_codes: np.ndarray
+) -> list[str]:
+    """Model values of one column as the file writes them: a category as the file spells it, a
+    number with the column's digits, a date as ISO text of the file's form."""
+    decoded = column.decode(values)
+    if column.categories:
+        spelled: dict[int, str] = {}
+        for text, code in zip(observed_text, observed_codes.tolist(), strict=True):
+            if not math.isnan(code):
+                spelled.setdefault(int(code), text)
+        codes = np.clip(np.round(values), 0, column.levels - 1).astype(int)
+        return [spelled.get(int(k), "" if v is None else str(v)) for k, v in zip(codes, decoded, strict=True)]
+    if column.kind in ("date", "timestamp"):
+        texts = [str(v) for v in decoded.to_pylist()]
+        if column.kind == "timestamp" and any("T" in t for t in observed_text):
+            texts = [t.replace(" ", "T", 1) for t in texts]
+        return texts
+    if column.kind == "integer":  # 181, or 181.0 where the file writes whole numbers so
+        return [f"{v:.{_decimals(observed_text)}f}" for v in np.round(values)]
+    law = column.column_law()
+    digits = _decimals(observed_text)
+    if law.step is not None:  # at least the step's digits
+        digits = max(digits, len(f"{law.step:.6g}".partition(".")[2]))
+    return [f"{float(v):.{digits}f}" for v in np.asarray(decoded, dtype=np.float64)]
+
+
+def read_text_cells(path: Path) -> pa.Table:
+    """A CSV's or TSV's cells as the text written in it (an empty cell as ""), for output that
+    keeps every observed cell as written."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    delimiter = "\t" if table_format(path) == "TSV" else ","
+    names = pcsv.read_csv(path, parse_options=pcsv.ParseOptions(delimiter=delimiter)).column_names
+    convert = pcsv.ConvertOptions(
+        column_types=dict.fromkeys(names, pa.string()),
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    return pcsv.read_csv(path, parse_options=pcsv.ParseOptions(delimiter=delimiter), convert_options=convert)
+
+
+def complete_table(
+    run: Run,
+    table: pa.Table,
+    path: Path,
+    per_row: int = 1,
+    steps: int | None = None,
+    columns: Sequence[str] = (),
+    seed: int = 0,
+    text: pa.Table | None = None,
+) -> Imputation:
+    """Every missing cell of ``table``'s modelled columns (and every cell of ``columns``) drawn from
+    the model's p(missing | observed): exactly where the orderings allow, else the end of a
+    Markov chain of ``steps`` moves. Observed cells are kept as they are: as written in ``text``
+    (the file's cells as text, ``read_text_cells``) when given, else as typed values."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if per_row < 1:
+        raise BadArgument("per_row", f"must be at least 1 (got {per_row})")
+    schema = _schema(run)
+    names = schema.names
+    for name in columns:
+        if name not in names:
+            raise BadArgument(
+                "columns", f"names {name!r}, which the model does not model (it has: {', '.join(names)})"
+            )
+    model: Any = run.model
+    labels_given = schema.label is not None and schema.label.name in table.column_names
+    if model.classes and not labels_given:
+        raise UsageError(f"{path} has no label column {schema.label.name!r}, which the model completes given")  # type: ignore[union-attr]
+    rows = schema.encode(table, path, labels=labels_given, unseen=True)
+    n, _d = rows.x.shape
+    unseen = rows.unseen if rows.unseen is not None else np.zeros(n, dtype=bool)
+    observed = ~torch.isnan(rows.x)
+    for name in columns:
+        observed[:, names.index(name)] = False
+    observed[torch.from_numpy(unseen)] = True  # not completed: left as they are
+    status = [UNSEEN if u else NOT_NEEDED for u in unseen.tolist()]
+    blocked = torch.zeros(n, dtype=torch.bool)
+    if rows.labels is not None:
+        blocked |= rows.labels < 0
+    if rows.context is not None:
+        blocked |= torch.isnan(rows.context).any(1)
+    todo = ((~observed).any(1) & ~blocked).nonzero()[:, 0]
+    for i in ((~observed).any(1) & blocked).nonzero()[:, 0].tolist():
+        status[i] = "label or context missing"
+        observed[i] = True
+    if not bool((~observed).any()) and not len(todo):
+        if columns:
+            raise UsageError(f"{path}: no row can be completed")
+        raise UsageError(
+            f"{path} has no missing cell in the modelled columns ({', '.join(names)}); --columns a,b redraws "
+            "named columns in every row"
+        )
+    device = _device(run)
+    dtype = next(model.parameters()).dtype
+    values = rows.x.double().repeat_interleave(per_row, 0)  # (N * K, D)
+    acceptance = np.full(n, math.nan)
+    ess = np.full(n, math.nan)
+    generator = torch.Generator().manual_seed(seed)
+    done_steps = 0
+    if len(todo):
+        x = torch.where(observed[todo], rows.x[todo], 0.0).to(device, dtype)
+        y = None if rows.labels is None else rows.labels[todo].to(device)
+        c = None if rows.context is None else rows.context[todo].to(device, dtype)
+        try:
+            done: Completion = model.complete_rows(
+                x, observed[todo].to(device), y, per_row, generator, None, c, steps
+            )
+        except ValueError as e:
+            raise UsageError(f"cannot complete {path} with the model in {run.dir}: {e}") from None
+        index = (todo[:, None] * per_row + torch.arange(per_row)).reshape(-1)
+        values[index] = done.values.double().cpu()
+        for j, i in enumerate(todo.tolist()):
+            status[i] = done.status[j]
+        if done.acceptance is not None:
+            acceptance[todo.numpy()] = done.acceptance.numpy()
+        if done.ess is not None:
+            ess[todo.numpy()] = done.ess.numpy()
+        done_steps = done.steps
+    drawn = (~observed).repeat_interleave(per_row, 0)  # (N * K, D): the cells drawn
+    take = np.repeat(np.arange(n), per_row)
+    out = (text if text is not None else table).take(pa.array(take))
+    x_np = rows.x.double().numpy()
+    for j, column in enumerate(schema.columns):
+        cells = drawn[:, j].numpy()
+        if not cells.any():
+            continue
+        where = out.column_names.index(column.name)
+        if text is not None:
+            written = text.column(column.name).to_pylist()
+            known = ~np.isnan(x_np[:, j])
+            spelled = _spell(column, values[:, j].numpy()[cells], [written[i] for i in np.flatnonzero(known)],
+                             x_np[known, j])  # fmt: skip
+            new = np.array(out.column(where).to_pylist(), dtype=object)
+            new[cells] = spelled
+            out = out.set_column(where, column.name, pa.array(new.tolist(), pa.string()))
+        else:
+            original = out.column(where)
+            decoded = column.decode(values[:, j].numpy())
+            fresh = pa.array(decoded) if not isinstance(decoded, pa.Array) else decoded
+            try:
+                fresh = fresh.cast(original.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                fresh = fresh.cast(pa.string())
+                original = original.cast(pa.string())
+            out = out.set_column(
+                where, column.name, pc.if_else(pa.array(cells), fresh, original.combine_chunks())
+            )
+    if per_row > 1:
+        name = "imputation"
+        if name in out.column_names:
+            raise UsageError(
+                f"{path} already has a column {name!r}; rename it to keep it apart from imputations"
+            )
+        out = out.append_column(name, pa.array(np.tile(np.arange(1, per_row + 1), n)))
+    cells = int((~observed[todo]).sum()) if len(todo) else 0
+    return Imputation(out, status, acceptance, ess, done_steps, cells)
+
+
+# -- samples given cells -----------------------------------------------------------------------
+@torch.no_grad()
+def sample_given(
+    run: Run,
+    n: int,
+    given: Given,
+    generator: torch.Generator,
+    steps: int | None = None,
+    labels: torch.Tensor | None = None,
+    context: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Completion]:
+    """``n`` rows (n, D) drawn from the model's law given ``given``'s cells and the rows' ``labels``
+    (n,) and ``context`` (n, C): exact where the orderings generate the given cells first, else by
+    Markov chains of ``steps`` moves. Rows of one label and context are ``n`` chains of one
+    target (the completion's one row, with an effective sample size); otherwise a row each."""
+    model: Any = run.model
+    device = _device(run)
+    dtype = next(model.parameters()).dtype
+    x = torch.where(given.observed, given.x, 0.0).to(device, dtype)
+    observed = given.observed.to(device)
+    one = (labels is None or len(set(labels.tolist())) == 1) and (
+        context is None or bool((context == context[:1]).all()))  # fmt: skip
+    if one:
+        y = None if labels is None else labels[:1].to(device)
+        c = None if context is None else context[:1].to(device, dtype)
+        per_row = n
+    else:
+        x, observed, per_row = x.expand(n, -1), observed.expand(n, -1), 1
+        y = None if labels is None else labels.to(device)
+        c = None if context is None else context.to(device, dtype)
+    try:
+        done: Completion = model.complete_rows(x, observed, y, per_row, generator, None, c, steps)
+    except ValueError as e:
+        raise UsageError(f"cannot sample given {given.describe()} from the model in {run.dir}: {e}") from None
+    return done.values, done
+
+
+# -- one column's law given others -------------------------------------------------------------
+@dataclass(frozen=True)
+class ColumnDensity:
+    """p(column | given) on a grid of the column's values."""
+
+    column: str
+    table: pa.Table  # the column's values, ``probability`` or ``density`` and ``measure`` per value
+    discrete: bool  # a probability per value (categories, a grid), else a density (and point masses)
+    total: float  # the sum (discrete) or integral plus masses over the grid before normalising: about 1
+    exact: bool  # every value's joint and the given cells' probability exact
+    draws: int
+    grid: np.ndarray  # the values as the model takes them (codes, numbers, days)
+
+
+def _grid(column: Column, points: int) -> tuple[np.ndarray, list[str]]:
+    """The values at which a column's law is shown, and each one's measure."""
+    if column.categories:
+        return np.arange(column.levels, dtype=np.float64), ["probability"] * column.levels
+    law = column.column_law()
+    low, high = law.shift + law.scale * law.low, law.shift + law.scale * law.high
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise UsageError(
+            f"column {column.name!r} was saved without its range (a run from before laws were kept)"
+        )
+    if law.log:
+        low, high = math.exp(low), math.exp(high)
+    if law.step is not None:
+        first = math.floor((low - law.origin) / law.step)
+        last = math.ceil((high - law.origin) / law.step)
+        cells = np.arange(first, last + 1)
+        if len(cells) > points:
+            cells = np.unique(np.round(np.linspace(first, last, points)))
+        return law.origin + cells * law.step, ["probability"] * len(cells)
+    pad = 0.05 * (high - low)
+    low, high = low - pad, high + pad
+    if law.lower is not None:
+        low = max(low, law.lower)
+    grid = np.linspace(low, high, points)
+    measure = ["density"] * points
+    if law.mass is not None:
+        grid = np.sort(np.append(grid[grid != law.mass], law.mass))
+        measure = ["probability" if v == law.mass else "density" for v in grid]
+    return grid, measure
+
+
+@torch.no_grad()
+def column_density(
+    run: Run, column: str, given: Given, points: int = 200, draws: int = OBSERVED_DRAWS, seed: int = 0
+) -> ColumnDensity:
+    """p(column = v | given) for v on a grid of the column's values (its categories, its grid
+    cells, or ``points`` numbers over its training range): p(v, given) / p(given), each
+    log p(observed cells) as ``observed_log_probs`` computes it (exact where the orderings allow,
+    else importance sampling). The label column's law is p(y) p(given | y), normalised."""
+    import pyarrow as pa
+
+    model = _made(run, "a column's law given others")
+    schema = _schema(run)
+    if points < 2:
+        raise BadArgument("points", f"must be at least 2 (got {points})")
+    if column in given.names:
+        raise BadArgument("column", f"{column!r} is also given; ask for a column that is not")
+    generator_seed = seed
+    dtype = next(model.parameters()).dtype
+    device = _device(run)
+    context = None if given.context is None else given.context.to(device, dtype)
+    if model.context_features and context is None:
+        raise BadArgument(
+            "given", f"must give the context columns ({', '.join(schema.context)}), which the model is given"
+        )
+    if schema.label is not None and column == schema.label.name:
+        classes = model.classes
+        joint = []
+        exact = True
+        for y in range(classes):
+            lp, ex = _joint(run, given.x, given.observed, torch.tensor([y]), context, draws, generator_seed)
+            joint.append(float(lp[0]) + float(model.label_log_prior[y]))
+            exact &= bool(ex[0])
+        probs = torch.softmax(torch.tensor(joint, dtype=torch.float64), 0).numpy()
+        values = schema.label.decode(np.arange(classes, dtype=np.float64))
+        table = pa.table(
+            {column: pa.array(values), "probability": probs, "measure": ["probability"] * classes}
+        )
+        return ColumnDensity(
+            column, table, True, float(probs.sum()), exact, draws, np.arange(classes, dtype=np.float64)
+        )
+    if column not in schema.names:
+        known = ", ".join([*schema.names, *([schema.label.name] if schema.label else [])])
+        raise BadArgument("column", f"{column!r} is not a column the model models (it has: {known})")
+    if model.classes and given.label is None:
+        raise BadArgument(
+            "given", f"must give the label column {schema.label.name!r} of this class-conditional model"
+        )  # type: ignore[union-attr]
+    j = schema.names.index(column)
+    col = schema.columns[j]
+    grid, measure = _grid(col, points)
+    rows = given.x.expand(len(grid), -1).clone()
+    rows[:, j] = torch.from_numpy(grid)
+    labels = None if given.label is None else torch.full((len(grid),), given.label)
+    joint, exact_joint = _joint(run, rows, ~torch.isnan(rows), labels, context, draws, seed)
+    if bool(given.observed.any()):
+        base, exact_base = _joint(
+            run, given.x, given.observed, None if labels is None else labels[:1], context, draws, seed
+        )
+        log_given, exact = float(base[0]), bool(exact_base[0]) and bool(exact_joint.all())
+    else:
+        log_given, exact = 0.0, bool(exact_joint.all())
+    p = (joint - log_given).exp().numpy()
+    discrete = all(m == "probability" for m in measure)
+    masses = np.array([m == "probability" for m in measure])
+    if discrete:
+        total = float(p.sum())
+    else:
+        dens = np.where(masses, 0.0, p)
+        total = float(np.trapezoid(dens, grid) if hasattr(np, "trapezoid") else np.trapz(dens, grid)) + float(
+            p[masses].sum()
+        )
+    if total > 0:  # each estimate's noise apart, the law sums to one: normalised over the grid
+        p = p / total
+    values = col.decode(grid)
+    key = "probability" if discrete else "density"
+    table = pa.table(
+        {column: values if isinstance(values, pa.Array) else pa.array(values), key: p, "measure": measure}
+    )
+    return ColumnDensity(column, table, discrete, total, exact, draws, grid)
+
+
+def _joint(
+    run: Run,
+    x: torch.Tensor,
+    observed: torch.Tensor,
+    labels: torch.Tensor | None,
+    context: torch.Tensor | None,
+    draws: int,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(x_observed) (B,) of rows x (anything in unobserved cells), and exact (B,)."""
+    model = _made(run, "a column's law given others")
+    device = _device(run)
+    dtype = next(model.parameters()).dtype
+    b = x.shape[0]
+    c = None if context is None else context.expand(b, -1)
+    y = None if labels is None else labels.to(device).expand(b)
+    lp, exact = model.observed_log_prob(
+        x.to(device, dtype),
+        observed.to(device),
+        y,
+        c,
+        draws,
+        torch.Generator().manual_seed(seed),
+        shared_noise=True,
+    )
+    return lp.double().cpu(), exact.cpu()
+
+
+def safe_name(text: str) -> str:
+    """Text as a file name's part."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:80] or "given"

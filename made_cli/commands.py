@@ -8,7 +8,6 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,15 +15,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import check_data, load_checkpoint, recorded_root, recorded_table
+from .checkpoint import check_data, load_checkpoint
 from .config import check_seed, load_config
-from .data import Dataset, data_shape, display_values, load_dataset, read_npz
+from .data import data_shape, display_values, read_npz
 from .errors import BadArgument, UsageError
 from .heads import check_rows
 from .interface import EXACT, MARKOV_CHAIN, SUB_ENSEMBLE, DensityModel, Progress, Verification
 from .kinds import KINDS, build_model, kind_of
 from .models import OBSERVED_DRAWS, check_labels
 from .pictures import rows_by_class, save_png
+from .queries import draw_rows, run_data
 from .runs import SCHEMA_FILE, Run, atomic_write_bytes, atomic_write_text, find_runs, read_record
 from .tables import read_table, table_bytes, table_format, text_table_bytes
 
@@ -42,7 +42,6 @@ __all__ = [
     "list_runs",
     "observed_mask",
     "plot_runs",
-    "sample_labels",
     "sample_run",
     "score_run",
     "verify_target",
@@ -53,14 +52,6 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.save(buffer, array)
     atomic_write_bytes(path, buffer.getvalue())
-
-
-def _load_data(run: Run) -> Dataset:
-    """The run's dataset, checked against what the model was trained on."""
-    dataset = load_dataset(run.config.data, recorded_root(run.checkpoint), recorded_table(run.checkpoint))
-    model = run.model
-    check_data(dataset.features, dataset.classes, model.features, model.classes, f"the model in {run.dir}")
-    return dataset
 
 
 def evaluate_run(
@@ -78,7 +69,7 @@ def evaluate_run(
     ``batch_size``: rows a pass (default: the config's train.eval_batch_size).
     """
     batch_size = run.config.train.eval_batch_size if batch_size is None else batch_size
-    dataset = _load_data(run)
+    dataset = run_data(run)
     x = dataset.split(split)
     report: dict[str, Any] = {"run": str(run.dir), "split": split, "examples": int(x.shape[0])}
     labels, context = dataset.split_labels(split), dataset.split_context(split)
@@ -99,107 +90,6 @@ def evaluate_run(
 def _as_array(x: torch.Tensor, values: str) -> np.ndarray:
     """Samples as saved: small integers for discrete values, float32 for reals."""
     return x.cpu().numpy().astype(np.uint8 if values in ("binary", "levels") else np.float32)
-
-
-def class_index(run: Run, label: int | str) -> int:
-    """A class as the user names it: a table's by its name in the label column (an integer label
-    column's classes are named by their values, not their places), any other run's by its index
-    0..C-1; a usage error otherwise."""
-    classes = run.model.classes
-    schema = run.table_schema
-    if schema is not None:
-        names = schema.class_names
-        if str(label) not in names:
-            raise BadArgument("label", f"must be one of {', '.join(names)} (got {label})")
-        return names.index(str(label))
-    try:
-        index = int(label)
-    except ValueError:
-        index = -1
-    if not 0 <= index < classes:
-        raise BadArgument("label", f"must be between 0 and {classes - 1} (got {label})")
-    return index
-
-
-def sample_labels(run: Run, n: int, label: int | str | None) -> torch.Tensor | None:
-    """Labels for ``n`` samples: ``label`` (an index, or a table's class name) for all, or the
-    classes in turn; None if unconditional."""
-    classes = run.model.classes
-    if not classes:
-        if label is not None:
-            raise BadArgument("label", f"given, but the model in {run.dir} is not conditioned on labels")
-        return None
-    if label is None:
-        return torch.arange(n) % classes
-    return torch.full((n,), class_index(run, label))
-
-
-def sample_context(run: Run, n: int, generator: torch.Generator) -> torch.Tensor | None:
-    """Context columns for ``n`` samples: those of test rows drawn at random (with replacement),
-    so that the samples follow the data's own mix of contexts; None without context columns."""
-    if not run.model.context_features:
-        return None
-    try:
-        test = _load_data(run).split_context("test")
-    except UsageError as e:
-        raise UsageError(f"a model of context columns samples given its test rows' context: {e}") from None
-    assert test is not None  # the dataset has the model's context columns (_load_data checked)
-    return test[torch.randint(test.shape[0], (n,), generator=generator)]
-
-
-@dataclass(frozen=True)
-class GivenSampling:
-    """How samples given cells were drawn (``sample_run`` with ``given``)."""
-
-    given: str  # the cells, as given
-    status: str  # exact, or Markov chain
-    steps: int = 0
-    acceptance: float = math.nan
-    ess: float = math.nan  # over the n chains' second halves
-
-
-def draw_rows(
-    run: Run,
-    n: int,
-    seed: int,
-    label: int | str | None = None,
-    means: bool = False,
-    given: list[str] | Mapping[str, Any] | None = None,
-    steps: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, GivenSampling | None]:
-    """``n`` rows (n, D) as ``sample_run`` draws them, with their labels and context (None where
-    the model takes none) and, given cells, how they were drawn."""
-    table = run.table_schema
-    parsed = None
-    if given:
-        if table is None:
-            raise BadArgument(
-                "given", f"names a table's columns; the model in {run.dir} was not trained on a table"
-            )
-        from .queries import parse_given
-
-        parsed = parse_given(run, given)
-        if parsed.label is not None:
-            if label is not None:
-                raise BadArgument("label", "and --given both name the class; give it once")
-            label = table.class_names[parsed.label]
-    labels = sample_labels(run, n, label)
-    generator = torch.Generator().manual_seed(seed)
-    context = parsed.context.expand(n, -1).float() if parsed is not None and parsed.context is not None else (
-        sample_context(run, n, generator))  # fmt: skip
-    sampled: GivenSampling | None = None
-    if parsed is not None and bool(parsed.observed.any()):
-        from .queries import sample_given
-
-        values, done = sample_given(run, n, parsed, generator, steps, labels, context)
-        x = values.cpu()
-        acceptance = math.nan if done.acceptance is None else float(done.acceptance.nanmean())
-        ess = math.nan if done.ess is None or len(done.ess) > 1 else float(done.ess[0])
-        status = MARKOV_CHAIN if MARKOV_CHAIN in done.status else done.status[0]
-        sampled = GivenSampling(parsed.describe(), status, done.steps, acceptance, ess)
-    else:
-        x = run.model.draw(n, generator, labels=labels, means=means, context=context).cpu()
-    return x, labels, context, sampled
 
 
 def sample_run(
@@ -250,7 +140,7 @@ def sample_run(
         picture = (panels, 2, {"headings": ["model density", f"{n} samples"], "title": title})
     elif table is not None:  # the pair plot: data against samples, when the run's file is there
         try:
-            dataset = _load_data(run)
+            dataset = run_data(run)
         except UsageError as e:
             log.info(f"no pair plot: the run's test rows cannot be read ({e})")
         else:
@@ -408,7 +298,7 @@ def complete_run(
     if n < 1 or per_image < 1:
         raise BadArgument(("n", "per_image"), "must be at least 1")
     check_seed(seed)
-    dataset = _load_data(run)
+    dataset = run_data(run)
     test = dataset.test
     generator = torch.Generator().manual_seed(seed)
     # The test file is sorted by digit: pick at random, never the first n.
@@ -840,7 +730,7 @@ def score_run(
     per_pattern: list[tuple[str, float]] | None = None
     if flag_below is not None:
         try:
-            dataset = _load_data(run)
+            dataset = run_data(run)
         except UsageError as e:
             why = f"compares with the run's validation rows, which cannot be read: {e}"
             raise BadArgument("flag_below", why) from None

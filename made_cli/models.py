@@ -398,7 +398,19 @@ class MADEModel(ExactLikelihood, nn.Module):
 
     def log_prob_dims_given(self, x: torch.Tensor, member: int, c: torch.Tensor | None) -> torch.Tensor:
         """``log_prob_dims`` given what the network sees at degree 0 (``condition``'s output)."""
-        params = self.params(x, member, c)
+        return self._head_log_prob(self.params(x, member, c), x)
+
+    def log_prob_dims_members(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """``log_prob_dims_given`` under every member (K, B, D): K network passes, one head
+        evaluation over their K B rows (the head's cost, per call, is most of a small model's)."""
+        k = self.num_masks
+        if k == 1:
+            return self.log_prob_dims_given(x, 0, c)[None]
+        params = torch.cat([self.params(x, m, c) for m in range(k)])
+        return self._head_log_prob(params, x.repeat(k, 1)).view(k, *x.shape)
+
+    def _head_log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The head's log p(x_d | params) (B, D); 0 for a table's missing cells (NaN)."""
         if not self.per_column:
             return self.head.log_prob(params, x)
         missing = torch.isnan(x)
@@ -547,7 +559,7 @@ class MADEModel(ExactLikelihood, nn.Module):
         k_all = self.num_masks
 
         def member_terms(z: torch.Tensor) -> torch.Tensor:  # (K, R, D): log p_k(z_d | z_<d)
-            return torch.stack([self.log_prob_dims(z, k, y, c) for k in range(k_all)])
+            return self.log_prob_dims_members(z, cond)
 
         def joint(terms: torch.Tensor) -> torch.Tensor:  # (R,): log p(z), the mixture
             return torch.logsumexp(terms.sum(-1), 0) - math.log(k_all)
@@ -691,6 +703,7 @@ class MADEModel(ExactLikelihood, nn.Module):
         draws: int = OBSERVED_DRAWS,
         generator: torch.Generator | None = None,
         shared_noise: bool = False,
+        seeds: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """log p(x_observed) (B,), the missing dimensions summed out, and (B,) bool: exact.
 
@@ -702,7 +715,9 @@ class MADEModel(ExactLikelihood, nn.Module):
         unbiased in p, and its log errs low on average (Jensen). A row is exact when every member
         is. Missing values in ``x`` (NaN or anything) are never read. ``shared_noise``: every
         row's completions use the same uniforms (common random numbers), so that rows which differ
-        in one cell (a grid of its values) differ in their estimates smoothly.
+        in one cell (a grid of its values) differ in their estimates smoothly. ``seeds`` (B,)
+        instead seed each row's completions by its own number, so that a row's estimate does not
+        depend on the rows scored with it.
         """
         check_observed(observed, x)
         if draws < 1:
@@ -727,7 +742,12 @@ class MADEModel(ExactLikelihood, nn.Module):
                 last = torch.where(obs, ranks[k], 0).amax(1, keepdim=True)
                 fill = ~obs & (ranks[k] < last)
                 cs = repeat_rows(None if c is None else c[rows], draws)
-                if shared_noise:
+                if seeds is not None:
+                    uniforms = torch.cat([
+                        self.noise(draws, torch.Generator().manual_seed(hash((int(seeds[i]), k)) % 2**63))
+                        for i in rows.tolist()
+                    ])  # fmt: skip
+                elif shared_noise:
                     uniforms = self.noise(draws, generator).repeat(r, 1, 1)
                 else:
                     uniforms = self.noise(r * draws, generator)

@@ -16,30 +16,52 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
+from .checkpoint import check_data, recorded_root, recorded_table
+from .data import Dataset, load_dataset
 from .errors import BadArgument, UsageError
-from .interface import Completion
+from .interface import MARKOV_CHAIN, Completion
 from .models import OBSERVED_DRAWS, MADEModel
 from .tables import Column, TableSchema, table_format
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from .runs import Run
+    from .config import Config
+    from .interface import DensityModel
+
+
+class Run(Protocol):
+    """What the questions need of a run (runs.Run), named here so that runs.Run can ask them."""
+
+    dir: Path
+    config: Config
+    model: DensityModel
+    checkpoint: dict[str, Any]
+
+    @property
+    def table_schema(self) -> TableSchema | None: ...
+
 
 __all__ = [
     "ColumnDensity",
     "Given",
+    "GivenSampling",
     "Imputation",
     "ScoredRows",
+    "class_index",
     "column_density",
     "complete_table",
+    "draw_rows",
     "parse_given",
+    "run_data",
+    "sample_context",
     "sample_given",
+    "sample_labels",
     "score_table",
 ]
 
@@ -67,6 +89,114 @@ def _device(run: Run) -> torch.device:
     return next(run.model.parameters()).device
 
 
+# -- the run's data, labels and context ------------------------------------------------------------
+def run_data(run: Run) -> Dataset:
+    """The run's dataset, checked against what the model was trained on."""
+    dataset = load_dataset(run.config.data, recorded_root(run.checkpoint), recorded_table(run.checkpoint))
+    model = run.model
+    check_data(dataset.features, dataset.classes, model.features, model.classes, f"the model in {run.dir}")
+    return dataset
+
+
+def class_index(run: Run, label: int | str) -> int:
+    """A class as the user names it: a table's by its name in the label column (an integer label
+    column's classes are named by their values, not their places), any other run's by its index
+    0..C-1; a usage error otherwise."""
+    classes = run.model.classes
+    schema = run.table_schema
+    if schema is not None:
+        names = schema.class_names
+        if str(label) not in names:
+            raise BadArgument("label", f"must be one of {', '.join(names)} (got {label})")
+        return names.index(str(label))
+    try:
+        index = int(label)
+    except ValueError:
+        index = -1
+    if not 0 <= index < classes:
+        raise BadArgument("label", f"must be between 0 and {classes - 1} (got {label})")
+    return index
+
+
+def sample_labels(run: Run, n: int, label: int | str | None) -> torch.Tensor | None:
+    """Labels for ``n`` samples: ``label`` (an index, or a table's class name) for all, or the
+    classes in turn; None if unconditional."""
+    classes = run.model.classes
+    if not classes:
+        if label is not None:
+            raise BadArgument("label", f"given, but the model in {run.dir} is not conditioned on labels")
+        return None
+    if label is None:
+        return torch.arange(n) % classes
+    return torch.full((n,), class_index(run, label))
+
+
+def sample_context(run: Run, n: int, generator: torch.Generator) -> torch.Tensor | None:
+    """Context columns for ``n`` samples: those of test rows drawn at random (with replacement),
+    so that the samples follow the data's own mix of contexts; None without context columns."""
+    if not run.model.context_features:
+        return None
+    try:
+        test = run_data(run).split_context("test")
+    except UsageError as e:
+        raise UsageError(f"a model of context columns samples given its test rows' context: {e}") from None
+    assert test is not None  # the dataset has the model's context columns (run_data checked)
+    return test[torch.randint(test.shape[0], (n,), generator=generator)]
+
+
+@dataclass(frozen=True)
+class GivenSampling:
+    """How samples given cells were drawn (``sample_run`` with ``given``)."""
+
+    given: str  # the cells, as given
+    status: str  # exact, or Markov chain
+    steps: int = 0
+    acceptance: float = math.nan
+    ess: float = math.nan  # over the n chains' second halves
+
+
+def draw_rows(
+    run: Run,
+    n: int,
+    seed: int,
+    label: int | str | None = None,
+    means: bool = False,
+    given: list[str] | Mapping[str, Any] | None = None,
+    steps: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, GivenSampling | None]:
+    """``n`` rows (n, D) as ``sample_run`` draws them, with their labels and context (None where
+    the model takes none) and, given cells, how they were drawn."""
+    if n < 1:
+        raise BadArgument("n", f"must be at least 1 (got {n})")
+    table = run.table_schema
+    parsed = None
+    if given:
+        if table is None:
+            raise BadArgument(
+                "given", f"names a table's columns; the model in {run.dir} was not trained on a table"
+            )
+        parsed = parse_given(run, given)
+        if parsed.label is not None:
+            if label is not None:
+                raise BadArgument("label", "and --given both name the class; give it once")
+            label = table.class_names[parsed.label]
+    labels = sample_labels(run, n, label)
+    generator = torch.Generator().manual_seed(seed)
+    context = parsed.context.expand(n, -1).float() if parsed is not None and parsed.context is not None else (
+        sample_context(run, n, generator))  # fmt: skip
+    sampled: GivenSampling | None = None
+    if parsed is not None and bool(parsed.observed.any()):
+        values, done = sample_given(run, n, parsed, generator, steps, labels, context)
+        x = values.cpu()
+        acceptance = math.nan if done.acceptance is None else float(done.acceptance.nanmean())
+        ess = math.nan if done.ess is None or len(done.ess) > 1 else float(done.ess[0])
+        status = MARKOV_CHAIN if MARKOV_CHAIN in done.status else done.status[0]
+        sampled = GivenSampling(parsed.describe(), status, done.steps, acceptance, ess)
+    else:
+        x = run.model.draw(n, generator, labels=labels, means=means, context=context).cpu()
+    return x, labels, context, sampled
+
+
 # -- given cells -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Given:
@@ -90,7 +220,7 @@ def parse_given(run: Run, given: Mapping[str, Any] | Sequence[str] | None) -> Gi
     items: dict[str, Any] = {}
     if given is not None and not isinstance(given, Mapping):
         for item in given:
-            for part in item.split(","):
+            for part in re.split(r",(?=[^,=]+=)", item):  # a comma inside a value stays
                 name, eq, value = part.partition("=")
                 if not eq or not name.strip():
                     raise BadArgument("given", f"takes column=value, not {part!r}")
@@ -162,10 +292,13 @@ def observed_log_probs(
     draws: int = OBSERVED_DRAWS,
     seed: int = 0,
     batch_size: int = 1024,
+    places: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p(x_observed) (N,) float64, exact (N,) bool) for rows x with NaN in missing cells; a
     class-conditional model's label -1 (or no labels) is summed out with its prior. Complete rows
-    take the model's own ``log_prob``; rows with gaps need a MADE (``observed_log_prob``)."""
+    take the model's own ``log_prob``; rows with gaps need a MADE (``observed_log_prob``), whose
+    importance sampling is seeded per row by (``seed``, its place in the file: ``places``, default
+    its index), so a row scores the same whatever is scored with it."""
     model: Any = run.model
     device = _device(run)
     n = x.shape[0]
@@ -174,7 +307,7 @@ def observed_log_probs(
     gaps = torch.isnan(x).any(1)
     if bool(gaps.any()):
         _made(run, "scoring rows with missing cells")
-    generator = torch.Generator().manual_seed(seed)
+    places = torch.arange(n) if places is None else places
     dtype = next(model.parameters()).dtype
     y_all = _labels_of(model, labels, torch.arange(n))
     for has_gaps in (False, True):
@@ -193,8 +326,10 @@ def observed_log_probs(
                 if y is not None:
                     given = torch.tensor([yy if k else y for yy, k in zip(ys, known.tolist(), strict=True)],
                                          device=device)  # fmt: skip
-                if has_gaps:
-                    lp, ex = model.observed_log_prob(b, ~torch.isnan(b), given, c, draws, generator)
+                if has_gaps:  # each row's importance sampling seeded by (seed, its place)
+                    lp, ex = model.observed_log_prob(
+                        b, ~torch.isnan(b), given, c, draws, seeds=seed * 2**32 + r
+                    )
                     exact[r] &= ex.cpu()
                 else:
                     lp = model.log_prob(b, given, c)
@@ -233,7 +368,8 @@ def score_table(
         x = rows.x[keep]
         y = None if rows.labels is None else rows.labels[keep]
         c = None if rows.context is None else rows.context[keep]
-        lp, ex = observed_log_probs(run, x, y, c, draws, seed, batch_size)
+        places = torch.from_numpy(np.flatnonzero(~unseen))
+        lp, ex = observed_log_probs(run, x, y, c, draws, seed, batch_size, places)
         log_p[~unseen] = lp.numpy()
         exact[~unseen] = ex.numpy()
     missing = torch.isnan(rows.x).sum(1).numpy().astype(np.int64)

@@ -212,7 +212,7 @@ class Run:
         """``n`` rows of the table drawn from the model, given the cells ``given`` names ({column:
         value}: modelled, label or context columns) as `made sample --given` draws them; a pandas
         DataFrame (``pandas=False``: a pyarrow Table) of the columns' own types."""
-        from .commands import draw_rows
+        from .queries import draw_rows
 
         schema = self.table_schema
         if schema is None:

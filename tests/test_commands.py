@@ -10,6 +10,7 @@ import torch
 from made_cli import commands
 from made_cli.config import load_config
 from made_cli.errors import BadArgument, UsageError
+from made_cli.queries import run_data
 from made_cli.runs import load_run
 from made_cli.train import train
 
@@ -37,7 +38,7 @@ def test_evaluate_passes_take_the_configs_eval_batch_size(tmp_path: Path, monkey
     report = commands.evaluate_run(run, "test")
     assert max(seen) == 7 and report["examples"] == 60
     with torch.no_grad():
-        whole = float(-real(commands._load_data(run).test).mean())
+        whole = float(-real(run_data(run).test).mean())
     assert report["nll_nats"] == pytest.approx(whole, abs=1e-5)
 
 

@@ -147,7 +147,9 @@ def test_a_mixture_of_gaussians_chain_follows_the_conditional_density() -> None:
         chain = model.complete_chain(
             x.expand(n, d).clone(), observed, 60, generator=torch.Generator().manual_seed(0)
         )
-        first = model.ancestral_completion(x.expand(n, d).clone(), observed, torch.Generator().manual_seed(0))[0]
+        first = model.ancestral_completion(
+            x.expand(n, d).clone(), observed, torch.Generator().manual_seed(0)
+        )[0]
     assert torch.equal(chain.values[:, 1:], x[1:].expand(n, -1))
 
     def off(values: torch.Tensor) -> float:  # the worst of the three, in standard errors

@@ -15,10 +15,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from made_cli import commands
 from made_cli.cli import app
 from made_cli.config import load_config
 from made_cli.data import load_dataset
+from made_cli.queries import run_data
 from made_cli.runs import load_run
 from made_cli.tables import read_table, real_law
 
@@ -211,7 +211,7 @@ def test_missing_cells_train_the_law_of_the_observed_cells(tmp_path: Path) -> No
     )
     assert result.exit_code == 0, result.output
     loaded = load_run(run)
-    d = commands._load_data(loaded)
+    d = run_data(loaded)
     x = torch.cat([d.valid, d.test])
     with torch.no_grad():
         log_p = loaded.model.log_prob(x)

@@ -217,5 +217,7 @@ def test_without_an_exact_member_the_one_ignoring_least_evidence_completes() -> 
         model.net.ranks, observed.expand(30, 4), lambda k: model.log_prob_dims(x, k), torch.Generator()
     )
     assert (members == 2).all() and not exact.any()
-    out, exact = model.ancestral_completion(x, observed.expand(30, 4), generator=torch.Generator().manual_seed(0))
+    out, exact = model.ancestral_completion(
+        x, observed.expand(30, 4), generator=torch.Generator().manual_seed(0)
+    )
     assert not exact.any() and torch.equal(out[:, :2], x[:, :2])

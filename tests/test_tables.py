@@ -14,13 +14,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from made_cli import commands
 from made_cli.cli import app
 from made_cli.config import load_config
 from made_cli.data import load_dataset
 from made_cli.errors import UsageError
 from made_cli.heads import Categorical, ColumnHeads, ColumnLaw, Gaussian, MixtureOfGaussians
 from made_cli.kinds import build_model
+from made_cli.queries import run_data
 from made_cli.runs import load_run
 from made_cli.tables import read_table
 
@@ -195,7 +195,7 @@ def test_flag_below_marks_rows_under_the_validation_quantile(shop_run: Path, tmp
     assert result.exit_code == 0, result.output
     scored = read_table(shop_run / "scores" / "new.csv")
     run = load_run(shop_run)
-    d = commands._load_data(run)
+    d = run_data(run)
     with torch.no_grad():
         valid = run.model.log_prob(d.valid, d.split_labels("valid")).double()
     threshold = float(torch.quantile(valid, 0.05))
@@ -321,7 +321,7 @@ def test_context_columns_condition_made_and_the_flow(tmp_path: Path) -> None:
         assert table.column_names == ["kind", "items", "amount", "channel", "hour"]
         assert set(np.asarray(table["channel"])) == {"online"}
         assert set(np.asarray(table["kind"])) <= {"food", "fuel", "toys"}
-        test_hours = commands._load_data(run).split_context("test")
+        test_hours = run_data(run).split_context("test")
         assert set(np.asarray(table["hour"]).tolist()) <= set(test_hours[:, 0].tolist())
         missing = _write(tmp_path / "noctx.csv", {k: v for k, v in data.items() if k != "hour"})
         refused = runner.invoke(app, ["score", str(run_dir), str(missing)])
@@ -333,8 +333,8 @@ def test_a_flow_dequantises_discrete_columns_and_says_so(shop_run: Path, tmp_pat
     run_dir = _train(_config(tmp_path, csv), tmp_path / "flow", "model.kind=maf", "model.direct=false")
     run = load_run(run_dir)
     assert "dequantised by uniform noise" in run.model.estimator
-    x = commands._load_data(run).test[:30]
-    y = commands._load_data(run).split_labels("test")[:30]
+    x = run_data(run).test[:30]
+    y = run_data(run).split_labels("test")[:30]
     with torch.no_grad():
         whole = run.model.log_prob(x, y, rows=torch.arange(30))
         halves = torch.cat([run.model.log_prob(x[:15], y[:15], rows=torch.arange(15)),
@@ -359,7 +359,7 @@ def test_split_and_standardisation_come_from_the_training_rows_and_are_reused(
     run = load_run(shop_run)
     saved = np.load(shop_run / "split.npy")
     assert np.array_equal(saved, run.checkpoint["table"]["split"].numpy())
-    d = commands._load_data(run)
+    d = run_data(run)
     assert bool(run.model.input_log[2]) and not bool(run.model.input_log[:2].any())  # amount: log scale
     seen = d.train.clone()
     seen[:, 2] = seen[:, 2].log()  # the network sees a log-scale column on its log scale
@@ -486,7 +486,7 @@ def test_a_flows_evaluation_noise_is_a_function_of_the_row(shop_run: Path, tmp_p
     score the same wherever they stand, in whatever batch."""
     run_dir = _train(_config(tmp_path, tmp_path / "shop.csv"), tmp_path / "flow", "model.kind=maf")
     model = load_run(run_dir).model
-    x = commands._load_data(load_run(run_dir)).test[:6]
+    x = run_data(load_run(run_dir)).test[:6]
     y = torch.zeros(6, dtype=torch.long)
     with torch.no_grad():
         scored = model.log_prob(x, y)
@@ -501,7 +501,7 @@ def test_context_columns_are_standardised_from_training_rows_and_matter(tmp_path
     data["hour"] = np.where(data["kind"] == "fuel", 7, 19) + np.random.default_rng(1).integers(-2, 3, 600)
     run_dir = _train(_config(tmp_path, _write(tmp_path / "c.csv", data), context="hour"), tmp_path / "run")
     run = load_run(run_dir)
-    d = commands._load_data(run)
+    d = run_data(run)
     train_hours = d.split_context("train")
     assert torch.allclose(run.model.context_shift, train_hours.mean(0))
     assert torch.allclose(run.model.context_scale, train_hours.std(0))

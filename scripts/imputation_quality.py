@@ -6,8 +6,9 @@
     python scripts/imputation_quality.py --quick                  # a smoke run; its numbers mean nothing
 
 Tables: Palmer penguins (palmerpenguins), scikit-learn's wine and diabetes (all real), and Seattle
-weather and cars (vega_datasets); the last three take longer and run only when --tables names
-them. Protocol, the same for every imputer and on the same cells:
+weather and cars (vega_datasets); by default penguins and wine (about 6 minutes on 2 cores with
+--threads 1; on a busy machine torch's default threads made the completions several times
+slower). Protocol, the same for every imputer and on the same cells:
 
 - Each table's rows are split 80/20 into train and test rows with a fixed seed (--seed).
 - made: ``made train`` (no settings beyond the overrides after --) on a CSV of the train rows
@@ -20,11 +21,15 @@ them. Protocol, the same for every imputer and on the same cells:
     p(target | observed cells) (a Markov chain of --steps moves wherever the orderings do not
     give it exactly: with one blanked column, nearly every row). Point estimate: the draws'
     mean (real) or most frequent draw (categorical).
-  - IterativeImputer (BayesianRidge, 10 rounds) on standardised numbers and one-hot text (a
-    missing text cell: all its indicators missing; dates as days), fitted on the train rows:
-    the default deterministic mode for the point estimate, ``sample_posterior=True`` with
-    random_state 0..K-1 for the K draws. A category is the one with the largest indicator.
-  - KNNImputer (k = 5) on the same encoding: the neighbours' mean; no spread, so no draws.
+  - IterativeImputer (BayesianRidge, 10 rounds) on standardised numbers (dates as days) and
+    text as indicators of every category but the first (a missing cell: all of them missing),
+    fitted on the train rows: the default deterministic mode for the point estimate,
+    ``sample_posterior=True`` with random_state 0..K-1 for the K draws. A category is the one
+    with the largest indicator, the first's being 1 - the others' sum. (With an indicator for
+    every category, each is fitted on its exact complement, 1 - its siblings, and the imputed
+    indicators never leave their starting means: every row gets the most frequent category.)
+  - KNNImputer (k = 5) on the same numbers and an indicator for every category: the
+    neighbours' mean (largest indicator for a category); no spread, so no draws.
   - The train rows' mean or most frequent category, for scale.
 - Scores: RMSE (real) or accuracy (categorical) of the point estimate; for the K draws,
   coverage: the share of rows whose truth lies in the draws' central 90% interval (quantiles
@@ -32,6 +37,7 @@ them. Protocol, the same for every imputer and on the same cells:
   rows), or, for a categorical column, p(truth): the mean over rows of the share of the draws
   that equal the truth (the imputer's probability of the truth, estimated from K draws).
 
+made's times are the wall time of ``made train`` and of the target's ``run.complete`` call.
 Prints each target's numbers as JSON, a few imputed test rows next to the truth, then a
 Markdown table, the command and the CPU; each target's imputations are written to --out.
 """
@@ -145,11 +151,13 @@ def train_made(
 
 
 class Encoding:
-    """Numbers standardised by the train rows, dates as standardised days, text one-hot on the
-    train rows' categories (a missing cell: all its indicators NaN; an unseen one: all 0)."""
+    """Numbers standardised by the train rows, dates as standardised days, text as indicators of
+    the train rows' categories (a missing cell: all its indicators NaN; an unseen one: all 0).
+    ``drop_first``: no indicator for the first category (dummy coding), so that no indicator is
+    the exact complement of its siblings."""
 
-    def __init__(self, train: pd.DataFrame, columns: list[str]) -> None:
-        self.columns = columns
+    def __init__(self, train: pd.DataFrame, columns: list[str], drop_first: bool = False) -> None:
+        self.columns, self.drop_first = columns, drop_first
         self.text = {c: sorted(train[c].dropna().unique().tolist()) for c in columns if is_text(train[c])}
         self.stats: dict[str, tuple[float, float]] = {}
         for c in columns:
@@ -159,7 +167,7 @@ class Encoding:
         self.slices: dict[str, slice] = {}
         at = 0
         for c in columns:
-            width = len(self.text[c]) if c in self.text else 1
+            width = len(self.text[c]) - drop_first if c in self.text else 1
             self.slices[c] = slice(at, at + width)
             at += width
 
@@ -176,7 +184,8 @@ class Encoding:
         for c in self.columns:
             if c in self.text:
                 cells = frame[c]
-                part = np.stack([(cells == v).to_numpy(dtype=float) for v in self.text[c]], 1)
+                kept = self.text[c][1:] if self.drop_first else self.text[c]
+                part = np.stack([(cells == v).to_numpy(dtype=float) for v in kept], 1)
                 part[cells.isna().to_numpy()] = np.nan
             else:
                 mean, sd = self.stats[c]
@@ -187,9 +196,12 @@ class Encoding:
         return np.concatenate(parts, 1)
 
     def decode(self, x: np.ndarray, column: str) -> np.ndarray:
-        """A column's values from encoded rows: the largest indicator's category, or the number."""
+        """A column's values from encoded rows: the largest indicator's category (the first
+        category's, with ``drop_first``: 1 - the others' sum), or the number."""
         part = x[..., self.slices[column]]
         if column in self.text:
+            if self.drop_first:
+                part = np.concatenate([1 - part.sum(-1, keepdims=True), part], -1)
             return np.asarray(self.text[column], dtype=object)[part.argmax(-1)]
         mean, sd = self.stats[column]
         return part[..., 0] * sd + mean
@@ -203,18 +215,19 @@ def sklearn_imputations(
     from sklearn.experimental import enable_iterative_imputer  # noqa: F401
     from sklearn.impute import IterativeImputer, KNNImputer
 
-    enc = Encoding(train, columns)
-    fit_x, test_x = enc.encode(train), enc.encode(test, blank=target)
+    dummies = Encoding(train, columns, drop_first=True)  # see the module's docstring
+    fit_x, test_x = dummies.encode(train), dummies.encode(test, blank=target)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         point = IterativeImputer(random_state=0).fit(fit_x).transform(test_x)
         samples = [IterativeImputer(sample_posterior=True, random_state=k).fit(fit_x).transform(test_x)
                    for k in range(draws)]  # fmt: skip
-    knn = KNNImputer(n_neighbors=5).fit(fit_x).transform(test_x)
+    one_hot = Encoding(train, columns)  # every two categories equally far apart
+    knn = KNNImputer(n_neighbors=5).fit(one_hot.encode(train)).transform(one_hot.encode(test, blank=target))
     return {
-        "iterative": enc.decode(point, target),
-        "iterative_draws": np.stack([enc.decode(s, target) for s in samples], 1),
-        "knn": enc.decode(knn, target),
+        "iterative": dummies.decode(point, target),
+        "iterative_draws": np.stack([dummies.decode(s, target) for s in samples], 1),
+        "knn": one_hot.decode(knn, target),
     }
 
 

@@ -58,3 +58,14 @@ def test_example_table_writes_its_files_and_its_true_law_is_normalised(tmp_path)
                 density = np.exp(example.true_log_prob(rows)).reshape(20, len(amount))
                 total += np.trapezoid(density, amount, axis=1).sum()
         assert abs(total - 1) < 1e-3, (channel, total)
+
+
+def test_imputation_quality_runs_quick(tmp_path) -> None:
+    import pytest
+
+    pytest.importorskip("sklearn")
+    args = [sys.executable, str(REPO / "scripts" / "imputation_quality.py"), "--quick", "--tables", "wine",
+            "--threads", "1", "--out", str(tmp_path)]  # fmt: skip
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "| wine (142 / 12) | alcohol | RMSE |" in result.stdout and "CPU:" in result.stdout

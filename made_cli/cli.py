@@ -347,8 +347,9 @@ def sample(
     given: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="COL=VALUE",
             help="Table runs: fix cells, col=value[,col=value...] (modelled, label or context columns); "
-            "the rows are drawn from the model's law given them."
+            "the rows are drawn from the model's law given them.",
         ),
     ] = None,
     out: Annotated[
@@ -612,7 +613,9 @@ def density(
     ] = "",
     given: Annotated[
         list[str] | None,
-        typer.Option(help="Fixed cells, col=value[,col=value...]; none: the column's marginal."),
+        typer.Option(
+            metavar="COL=VALUE", help="Fixed cells, col=value[,col=value...]; none: the column's marginal."
+        ),
     ] = None,
     points: Annotated[int, typer.Option(help="Grid points over a real column's range.")] = 200,
     draws: Annotated[

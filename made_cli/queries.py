@@ -372,8 +372,7 @@ def score_table(
         lp, ex = observed_log_probs(run, x, y, c, draws, seed, batch_size, places)
         log_p[~unseen] = lp.numpy()
         exact[~unseen] = ex.numpy()
-    missing = torch.isnan(rows.x).sum(1).numpy().astype(np.int64)
-    missing[unseen] = 0  # its unseen value is NaN too, but not a missing cell
+    missing = schema.missing_cells(table).sum(1).astype(np.int64)  # not the unseen values' NaN
     return ScoredRows(log_p, missing, exact, unseen, draws), rows
 
 
@@ -506,8 +505,11 @@ def complete_table(
     observed = ~torch.isnan(rows.x)
     for name in columns:
         observed[:, names.index(name)] = False
+    wanted = schema.missing_cells(table).any(1) | bool(columns)
     observed[torch.from_numpy(unseen)] = True  # not completed: left as they are
-    status = [UNSEEN if u else NOT_NEEDED for u in unseen.tolist()]
+    status = [
+        UNSEEN if u and w else NOT_NEEDED for u, w in zip(unseen.tolist(), wanted.tolist(), strict=True)
+    ]
     blocked = torch.zeros(n, dtype=torch.bool)
     if rows.labels is not None:
         blocked |= rows.labels < 0

@@ -374,6 +374,15 @@ class Column:
         ``unseen`` (N,) bool, marked there (and NaN)."""
         missing = _nulls(col)
         if not self.categories:
+            if self.kind in ("date", "timestamp") and _is_text(col.type):  # ISO text (pandas' read_csv)
+                import pyarrow as pa
+
+                try:
+                    col = col.cast(pa.timestamp("us"))
+                except pa.ArrowInvalid as e:
+                    raise UsageError(
+                        f"{path}: column {self.name!r}: {_first_line(e)} (dates are ISO text)"
+                    ) from None
             return _numbers(path, self.name, col, allow_missing=True) - self.offset
         if self.kind in ("integer", "boolean"):
             values: list[Any] = _integers(path, self.name, col, missing).tolist()
@@ -749,6 +758,11 @@ class TableSchema:
             )
             context = torch.from_numpy(context.astype(np.float32))
         return EncodedRows(torch.from_numpy(x.astype(np.float32)), y, context, marks)
+
+    def missing_cells(self, table: pa.Table) -> np.ndarray:
+        """(N, D) bool: the empty cells (empty, NA, NaN) of the modelled columns of ``table``, told
+        apart from cells whose value the model has never seen (also NaN once encoded)."""
+        return np.stack([_nulls(table.column(c.name)) for c in self.columns], 1)
 
     def decode(
         self, x: torch.Tensor, labels: torch.Tensor | None = None, context: torch.Tensor | None = None

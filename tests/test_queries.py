@@ -305,9 +305,7 @@ def test_score_flags_unseen_values_and_compares_gaps_with_their_own_kind(
         and scores["outlier"][unseen].all()
         and np.isneginf(scores["log_prob"][unseen]).all()
     )
-    assert (
-        scores["missing"] == scores[["kind", "price", "count", "day"]].isna().sum(axis=1).where(~unseen, 0)
-    ).all()
+    assert (scores["missing"] == scores[["kind", "price", "count", "day"]].isna().sum(axis=1)).all()
     assert set(scores["estimator"]) <= {"exact", "importance sampling", "unseen value"}
 
 
@@ -332,3 +330,14 @@ def test_a_flow_refuses_to_score_rows_with_gaps_in_one_line(tmp_path: Path) -> N
     run = _train(path, tmp_path / "run", "model.kind=maf", "data.missing=drop", "train.epochs=1")
     result = runner.invoke(app, ["score", str(run), str(path)])
     assert result.exit_code == 2 and "needs a MADE" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_row_with_an_unseen_value_is_left_as_it_is(messy: tuple[Path, Path]) -> None:
+    path, run_dir = messy
+    rows = pd.read_csv(path).head(8)
+    rows.loc[3, "kind"] = "coffee"  # row 3 (0-based) also lacks its price
+    drawn = complete_table(load_run(run_dir), pa.Table.from_pandas(rows), Path("rows"), steps=5)
+    assert drawn.status[3] == "unseen value" and drawn.status[0] == "nothing missing"
+    done = drawn.table.to_pandas()
+    assert math.isnan(done["price"][3]) and done["kind"][3] == "coffee"
+    assert done.drop(index=3).notna().all().all()

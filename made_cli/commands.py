@@ -547,7 +547,7 @@ def density_run(
             lines.append(f"  ... {len(p) - 8} more values, {p[np.argsort(-p)[8:]].sum():.4f} in all")
     else:  # numbers (dates as days): the mode, the median and a 90% interval
         grid = np.asarray(result.grid, dtype=np.float64)
-        weights = np.where(masses, p, p * np.gradient(grid) if len(grid) > 1 else p)
+        weights = p * result.weights
         cdf = np.cumsum(weights) / max(float(weights.sum()), 1e-300)
         at = [min(int(np.searchsorted(cdf, f)), len(grid) - 1) for f in (0.05, 0.5, 0.95)]
         top = int(np.argmax(np.where(masses & ~bool(result.discrete), 0.0, p)))

@@ -641,12 +641,19 @@ class ColumnDensity:
     exact: bool  # every value's joint and the given cells' probability exact
     draws: int
     grid: np.ndarray  # the values as the model takes them (codes, numbers, days)
+    weights: np.ndarray  # each value's weight in a sum over the law (see ``_grid``)
 
 
-def _grid(column: Column, points: int) -> tuple[np.ndarray, list[str]]:
-    """The values at which a column's law is shown, and each one's measure."""
+def _grid(column: Column, points: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """The values at which a column's law is shown, each one's measure, and its weight in a sum
+    over the law: 1 for a value's probability, the spacing for a density, and for a grid of more
+    cells than ``points`` (shown every few cells) the cells each shown one stands for."""
     if column.categories:
-        return np.arange(column.levels, dtype=np.float64), ["probability"] * column.levels
+        return (
+            np.arange(column.levels, dtype=np.float64),
+            ["probability"] * column.levels,
+            np.ones(column.levels),
+        )
     law = column.column_law()
     low, high = law.shift + law.scale * law.low, law.shift + law.scale * law.high
     if not (math.isfinite(low) and math.isfinite(high)):
@@ -658,10 +665,13 @@ def _grid(column: Column, points: int) -> tuple[np.ndarray, list[str]]:
     if law.step is not None:
         first = math.floor((low - law.origin) / law.step)
         last = math.ceil((high - law.origin) / law.step)
-        cells = np.arange(first, last + 1)
-        if len(cells) > points:
-            cells = np.unique(np.round(np.linspace(first, last, points)))
-        return law.origin + cells * law.step, ["probability"] * len(cells)
+        cells = np.arange(first, last + 1, dtype=np.float64)
+        weights = np.ones(len(cells))
+        if len(cells) > points:  # the lowest cell (which may hold all the mass below) and every few
+            rest = np.unique(np.round(np.linspace(first + 1, last, points - 1)))
+            cells = np.append(first, rest)
+            weights = np.append(1.0, np.gradient(rest) if len(rest) > 1 else np.ones(len(rest)))
+        return law.origin + cells * law.step, ["probability"] * len(cells), weights
     pad = 0.05 * (high - low)
     low, high = low - pad, high + pad
     if law.lower is not None:
@@ -671,7 +681,10 @@ def _grid(column: Column, points: int) -> tuple[np.ndarray, list[str]]:
     if law.mass is not None:
         grid = np.sort(np.append(grid[grid != law.mass], law.mass))
         measure = ["probability" if v == law.mass else "density" for v in grid]
-    return grid, measure
+    density = np.array([m == "density" for m in measure])
+    spacing = np.zeros(len(grid))
+    spacing[density] = np.gradient(grid[density])
+    return grid, measure, np.where(density, spacing, 1.0)
 
 
 @torch.no_grad()
@@ -723,7 +736,7 @@ def column_density(
         )  # type: ignore[union-attr]
     j = schema.names.index(column)
     col = schema.columns[j]
-    grid, measure = _grid(col, points)
+    grid, measure, weights = _grid(col, points)
     rows = given.x.expand(len(grid), -1).clone()
     rows[:, j] = torch.from_numpy(grid)
     labels = None if given.label is None else torch.full((len(grid),), given.label)
@@ -737,14 +750,7 @@ def column_density(
         log_given, exact = 0.0, bool(exact_joint.all())
     p = (joint - log_given).exp().numpy()
     discrete = all(m == "probability" for m in measure)
-    masses = np.array([m == "probability" for m in measure])
-    if discrete:
-        total = float(p.sum())
-    else:
-        dens = np.where(masses, 0.0, p)
-        total = float(np.trapezoid(dens, grid) if hasattr(np, "trapezoid") else np.trapz(dens, grid)) + float(
-            p[masses].sum()
-        )
+    total = float((p * weights).sum())  # probabilities and a density's Riemann sum over the grid
     if total > 0:  # each estimate's noise apart, the law sums to one: normalised over the grid
         p = p / total
     values = col.decode(grid)
@@ -752,7 +758,7 @@ def column_density(
     table = pa.table(
         {column: values if isinstance(values, pa.Array) else pa.array(values), key: p, "measure": measure}
     )
-    return ColumnDensity(column, table, discrete, total, exact, draws, grid)
+    return ColumnDensity(column, table, discrete, total, exact, draws, grid, weights)
 
 
 def _joint(

@@ -317,6 +317,11 @@ def test_density_prints_and_plots_a_columns_law(messy: tuple[Path, Path]) -> Non
     assert result.exit_code == 0, result.output
     assert "p(price | kind=plain)" in result.output and "median" in result.output
     assert (run / "densities" / "price-given-kind=plain.png").is_file()
+    # a grid of 40 counts shown at 12: the cells each stands for weigh in, so the law sums to about 1
+    grid = runner.invoke(app, ["density", str(run), "--column", "count", "--points", "12", "--draws", "300"])
+    assert grid.exit_code == 0, grid.output
+    total = float(grid.output.split("summed to ")[1].split(")")[0])
+    assert 0.85 < total < 1.15, grid.output
     for args, message in (
         (["--column", "shop"], "'shop' is not a column the model models"),
         (["--column", "kind", "--given", "kind=plain"], "'kind' is also given"),

@@ -590,7 +590,10 @@ def _complete_file(
         f"(seed {seed})"
     ]
     if result.exact:
-        lines.append(f"{result.exact} rows exact [every ordering generates their observed cells first]")
+        lines.append(
+            f"{result.exact} rows exact [drawn from p(missing | observed) directly: every ordering generates "
+            "their observed cells first, or their gaps are a few discrete values, enumerated]"
+        )
     if result.chain:
         ess = (
             "" if math.isnan(result.ess) else f", effective sample size {result.ess:.1f} of {per_row} chains"
@@ -599,6 +602,8 @@ def _complete_file(
             f"{result.chain} rows by Markov chains of {result.steps} Metropolis-Hastings moves, acceptance "
             f"{result.acceptance:.3f}{ess} [the chain's stationary law is p(missing | observed)]"
         )
+    for how, count in result.others.items():
+        lines.append(f"{count} rows: {how}")
     for why, count in result.skipped.items():
         lines.append(f"{count} rows not completed: {why} (left as they are)")
     lines += [f"wrote {result.path}", f"wrote {result.report}"]

@@ -425,6 +425,7 @@ class ImputeResult:
     acceptance: float  # mean over the chained rows
     ess: float  # mean effective sample size over the chained rows (per_row > 1)
     skipped: dict[str, int]  # rows not completed, by why
+    others: dict[str, int]  # rows completed neither exactly nor by a chain, by how
     seconds: float
 
 
@@ -441,7 +442,7 @@ def impute_file(
     from the model's p(missing | observed) (``queries.complete_table``), keeping every observed
     cell as written; write it in ``out``'s format (default <run>/completions/<stem>-seed<S> in
     FILE's format) and what each row got beside it in the run (.json)."""
-    from .queries import NOT_NEEDED, UNSEEN, complete_table, read_text_cells
+    from .queries import CONTEXT_MISSING, NOT_NEEDED, UNSEEN, complete_table, read_text_cells
 
     check_seed(seed)
     if per_row < 1:
@@ -465,10 +466,13 @@ def impute_file(
     done = complete_table(run, table, path, per_row, steps, columns or (), seed, text)
     seconds = time.perf_counter() - start
     chained = [s == MARKOV_CHAIN for s in done.status]
-    skipped: dict[str, int] = {}
+    skipped: dict[str, int] = {}  # rows left as they are, by why
+    others: dict[str, int] = {}  # rows completed neither exactly nor by a chain, by how
     for s in done.status:
-        if s not in (EXACT, MARKOV_CHAIN, SUB_ENSEMBLE, NOT_NEEDED) and not s.startswith("approximate"):
+        if s in (UNSEEN, CONTEXT_MISSING):
             skipped[s] = skipped.get(s, 0) + 1
+        elif s not in (EXACT, MARKOV_CHAIN, NOT_NEEDED):
+            others[s] = others.get(s, 0) + 1
     report = run.dir / "completions" / f"{out.stem}.json"
     rows_json = [
         {
@@ -494,7 +498,7 @@ def impute_file(
         per_row=per_row, exact=done.status.count(EXACT), chain=sum(chained), steps=done.steps,
         acceptance=float(np.nanmean(acc)) if any(chained) else math.nan,
         ess=float(np.nanmean(ess)) if any(chained) and per_row > 1 else math.nan,
-        skipped=skipped, seconds=seconds,
+        skipped=skipped, others=others, seconds=seconds,
     )  # fmt: skip
 
 

@@ -24,7 +24,7 @@ import torch
 from .checkpoint import check_data, recorded_root, recorded_table
 from .data import Dataset, load_dataset
 from .errors import BadArgument, UsageError
-from .interface import MARKOV_CHAIN, Completion
+from .interface import EXACT, MARKOV_CHAIN, Completion
 from .models import OBSERVED_DRAWS, MADEModel
 from .tables import Column, TableSchema, table_format
 
@@ -66,6 +66,7 @@ __all__ = [
 ]
 
 UNSEEN = "unseen value"  # a row with a category no training row had: it scores -inf
+CONTEXT_MISSING = "context missing"  # a row without a context column's value: not completed
 
 
 def _schema(run: Run) -> TableSchema:
@@ -413,6 +414,9 @@ class Imputation:
 
 
 NOT_NEEDED = "nothing missing"
+LABEL_SAMPLED = (
+    "label from importance-sampled p(label | observed)"  # a blank label, its row's gaps drawn given it
+)
 
 
 def _decimals(texts: Sequence[str]) -> int:
@@ -438,7 +442,12 @@ def _spell(
             if not math.isnan(code):
                 spelled.setdefault(int(code), text)
         codes = np.clip(np.round(values), 0, column.levels - 1).astype(int)
-        return [spelled.get(int(k), "" if v is None else str(v)) for k, v in zip(codes, decoded, strict=True)]
+        digits = _decimals(observed_text) if column.kind in ("integer", "real") else None
+
+        def fresh(v: Any) -> str:  # a category no observed cell spells: numbers with the column's digits
+            return "" if v is None else f"{float(v):.{digits}f}" if digits is not None else str(v)
+
+        return [spelled.get(int(k), fresh(v)) for k, v in zip(codes, decoded, strict=True)]
     if column.kind in ("date", "timestamp"):
         texts = [str(v) for v in decoded.to_pylist()]
         if column.kind == "timestamp" and any("T" in t for t in observed_text):
@@ -484,7 +493,6 @@ def complete_table(
     Markov chain of ``steps`` moves. Observed cells are kept as they are: as written in ``text``
     (the file's cells as text, ``read_text_cells``) when given, else as typed values."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if per_row < 1:
         raise BadArgument("per_row", f"must be at least 1 (got {per_row})")
@@ -511,15 +519,16 @@ def complete_table(
         UNSEEN if u and w else NOT_NEEDED for u, w in zip(unseen.tolist(), wanted.tolist(), strict=True)
     ]
     blocked = torch.zeros(n, dtype=torch.bool)
-    if rows.labels is not None:
-        blocked |= rows.labels < 0
     if rows.context is not None:
         blocked |= torch.isnan(rows.context).any(1)
-    todo = ((~observed).any(1) & ~blocked).nonzero()[:, 0]
+    unknown = torch.zeros(n, dtype=torch.bool)  # a class-conditional model's blank label: drawn too
+    if rows.labels is not None:
+        unknown = (rows.labels < 0) & ~blocked & ~torch.from_numpy(unseen)
+    todo = ((~observed).any(1) & ~blocked & ~unknown).nonzero()[:, 0]
     for i in ((~observed).any(1) & blocked).nonzero()[:, 0].tolist():
-        status[i] = "label or context missing"
+        status[i] = CONTEXT_MISSING
         observed[i] = True
-    if not bool((~observed).any()) and not len(todo):
+    if not bool((~observed).any()) and not len(todo) and not bool(unknown.any()):
         if columns:
             raise UsageError(f"{path}: no row can be completed")
         raise UsageError(
@@ -552,35 +561,22 @@ def complete_table(
         if done.ess is not None:
             ess[todo.numpy()] = done.ess.numpy()
         done_steps = done.steps
+    label_codes = None
+    if bool(unknown.any()):  # y ~ p(y | observed cells), then the row's gaps given it
+        label_codes, label_steps = _draw_labels(
+            run, rows, observed, unknown, per_row, steps, seed, generator, values, status, acceptance
+        )
+        done_steps = max(done_steps, label_steps)
     drawn = (~observed).repeat_interleave(per_row, 0)  # (N * K, D): the cells drawn
     take = np.repeat(np.arange(n), per_row)
     out = (text if text is not None else table).take(pa.array(take))
     x_np = rows.x.double().numpy()
     for j, column in enumerate(schema.columns):
         cells = drawn[:, j].numpy()
-        if not cells.any():
-            continue
-        where = out.column_names.index(column.name)
-        if text is not None:
-            written = text.column(column.name).to_pylist()
-            known = ~np.isnan(x_np[:, j])
-            spelled = _spell(column, values[:, j].numpy()[cells], [written[i] for i in np.flatnonzero(known)],
-                             x_np[known, j])  # fmt: skip
-            new = np.array(out.column(where).to_pylist(), dtype=object)
-            new[cells] = spelled
-            out = out.set_column(where, column.name, pa.array(new.tolist(), pa.string()))
-        else:
-            original = out.column(where)
-            decoded = column.decode(values[:, j].numpy())
-            fresh = pa.array(decoded) if not isinstance(decoded, pa.Array) else decoded
-            try:
-                fresh = fresh.cast(original.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                fresh = fresh.cast(pa.string())
-                original = original.cast(pa.string())
-            out = out.set_column(
-                where, column.name, pc.if_else(pa.array(cells), fresh, original.combine_chunks())
-            )
+        if cells.any():
+            out = _fill_column(out, column, np.where(cells, values[:, j].numpy(), np.nan), text, x_np[:, j])
+    if label_codes is not None and schema.label is not None:
+        out = _fill_column(out, schema.label, label_codes, text, rows.labels.double().numpy())  # type: ignore[union-attr]
     if per_row > 1:
         name = "imputation"
         if name in out.column_names:
@@ -588,8 +584,104 @@ def complete_table(
                 f"{path} already has a column {name!r}; rename it to keep it apart from imputations"
             )
         out = out.append_column(name, pa.array(np.tile(np.arange(1, per_row + 1), n)))
-    cells = int((~observed[todo]).sum()) if len(todo) else 0
+    cells = (
+        (int((~observed[todo]).sum()) if len(todo) else 0)
+        + int((~observed[unknown]).sum())
+        + int(unknown.sum())
+    )
     return Imputation(out, status, acceptance, ess, done_steps, cells)
+
+
+def _fill_column(
+    out: pa.Table, column: Column, drawn: np.ndarray, text: pa.Table | None, own: np.ndarray
+) -> pa.Table:
+    """``out`` (each file row per_row times) with ``column``'s cells replaced where ``drawn``
+    (N * K,) is not NaN: as the file writes them (``text``: its cells as text; ``own`` (N,) the
+    encoded values, NaN where the file has none) or in the column's own type."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cells = ~np.isnan(drawn)
+    where = out.column_names.index(column.name)
+    if text is not None:
+        written = text.column(column.name).to_pylist()
+        known = ~np.isnan(own)
+        spelled = _spell(column, drawn[cells], [written[i] for i in np.flatnonzero(known)], own[known])
+        new = np.array(out.column(where).to_pylist(), dtype=object)
+        new[cells] = spelled
+        return out.set_column(where, column.name, pa.array(new.tolist(), pa.string()))
+    original = out.column(where)
+    decoded = column.decode(np.nan_to_num(drawn))
+    fresh = pa.array(decoded) if not isinstance(decoded, pa.Array) else decoded
+    try:
+        fresh = fresh.cast(original.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        fresh = fresh.cast(pa.string())
+        original = original.cast(pa.string())
+    return out.set_column(where, column.name, pc.if_else(pa.array(cells), fresh, original.combine_chunks()))
+
+
+def _draw_labels(
+    run: Run,
+    rows: Any,
+    observed: torch.Tensor,
+    unknown: torch.Tensor,
+    per_row: int,
+    steps: int | None,
+    seed: int,
+    generator: torch.Generator,
+    values: torch.Tensor,
+    status: list[str],
+    acceptance: np.ndarray,
+) -> tuple[np.ndarray, int]:
+    """For the rows whose label is blank (``unknown``): per imputation a label drawn from
+    p(y | observed cells) (p(y) p(observed | y), exact or by importance sampling as scores are),
+    then the row's gaps drawn given it (written into ``values``; ``status`` and ``acceptance``
+    updated). Returns the labels (N * K,) as codes, NaN elsewhere, and the chains' moves."""
+    model: Any = run.model
+    device = _device(run)
+    dtype = next(model.parameters()).dtype
+    picked = unknown.nonzero()[:, 0]
+    x = torch.where(observed[picked], rows.x[picked], torch.nan)
+    context = None if rows.context is None else rows.context[picked]
+    per_class, exact = [], torch.ones(len(picked), dtype=torch.bool)
+    for y in range(model.classes):
+        lp, ex = observed_log_probs(run, x, torch.full((len(picked),), y), context, seed=seed, places=picked)
+        per_class.append(lp)
+        exact &= ex
+    prior = model.label_log_prior.double().cpu()[:, None]
+    posterior = torch.softmax(torch.stack(per_class) + prior, 0).T  # (R, classes)
+    labels = torch.multinomial(posterior, per_row, replacement=True, generator=generator)  # (R, K)
+    codes = np.full(values.shape[0], math.nan)
+    index = (picked[:, None] * per_row + torch.arange(per_row)).reshape(-1)
+    codes[index.numpy()] = labels.reshape(-1).double().numpy()
+    gaps = (~observed[picked]).any(1)
+    moves = 0
+    for j, i in enumerate(picked.tolist()):
+        status[i] = EXACT if bool(exact[j]) else LABEL_SAMPLED
+    if bool(gaps.any()):
+        sel = picked[gaps]
+        xs = torch.where(observed[sel], rows.x[sel], 0.0).repeat_interleave(per_row, 0).to(device, dtype)
+        obs = observed[sel].repeat_interleave(per_row, 0).to(device)
+        c = (
+            None
+            if rows.context is None
+            else rows.context[sel].repeat_interleave(per_row, 0).to(device, dtype)
+        )
+        ys = labels[gaps].reshape(-1).to(device)
+        try:
+            done: Completion = model.complete_rows(xs, obs, ys, 1, generator, None, c, steps)
+        except ValueError as e:
+            raise UsageError(f"cannot complete the rows without a label: {e}") from None
+        at = (sel[:, None] * per_row + torch.arange(per_row)).reshape(-1)
+        values[at] = done.values.double().cpu()
+        for j, i in enumerate(sel.tolist()):
+            got = done.status[j * per_row : (j + 1) * per_row]
+            status[i] = MARKOV_CHAIN if MARKOV_CHAIN in got else status[i]
+            if done.acceptance is not None and MARKOV_CHAIN in got:
+                acceptance[i] = float(np.nanmean(done.acceptance[j * per_row : (j + 1) * per_row].numpy()))
+        moves = done.steps
+    return codes, moves
 
 
 # -- samples given cells -----------------------------------------------------------------------

@@ -487,7 +487,9 @@ def complete(
         args = list(run_or_file or [])
         if len(args) > 2:
             raise _usage(f"give [RUN] [FILE], not {len(args)} arguments", "complete")
-        file = Path(args.pop()) if args and table_format(Path(args[-1])) is not None else None
+        # RUN FILE; or one argument, the FILE when it has a table's extension
+        table_file = len(args) == 2 or (args and table_format(Path(args[-1])) is not None)
+        file = Path(args.pop()) if table_file else None
         run = args[0] if args else None
         if file is None and (out is not None or per_row != 1 or columns is not None):
             raise _usage("--out, --per-row and --columns go with a table FILE to complete", "complete")
@@ -596,7 +598,9 @@ def _complete_file(
         )
     if result.chain:
         ess = (
-            "" if math.isnan(result.ess) else f", effective sample size {result.ess:.1f} of {per_row} chains"
+            ""
+            if math.isnan(result.ess)
+            else f", effective sample size {result.ess:.1f} of the {per_row} chains' second halves"
         )
         lines.append(
             f"{result.chain} rows by Markov chains of {result.steps} Metropolis-Hastings moves, acceptance "

@@ -654,8 +654,9 @@ def _check_out(out: Path, path: Path) -> None:
         raise BadArgument("out", f"is the file being read ({path}); write elsewhere")
 
 
-def _missing_names(schema: Any, pattern: torch.Tensor) -> str:
+def _missing_names(schema: Any, pattern: torch.Tensor, blank_label: bool = False) -> str:
     names = [n for n, gap in zip(schema.names, pattern.tolist(), strict=True) if gap]
+    names += [f"the label {schema.label.name}"] if blank_label else []
     return "complete rows" if not names else "rows lacking " + ", ".join(names)
 
 
@@ -683,6 +684,7 @@ def score_run(
     """
     if flag_below is not None and not 0.0 < flag_below < 1.0:
         raise BadArgument("flag_below", f"must be between 0 and 1 (got {flag_below})")
+    check_seed(seed)
     out = run.dir / "scores" / f"{path.stem}.csv" if out is None else out
     _check_out(out, path)
     batch_size = run.config.train.eval_batch_size if batch_size is None else batch_size
@@ -747,16 +749,22 @@ def score_run(
         else:
             from .queries import pattern_thresholds
 
-            pattern = torch.isnan(x) & gaps[:, None]
+            seen = ~torch.from_numpy(scored.unseen)
+            blank = torch.zeros(x.shape[0], 1, dtype=torch.bool)  # a blank label: summed out, its own kind
+            if labels is not None:
+                blank = ((labels < 0) & seen)[:, None]
+            pattern = torch.cat([torch.isnan(x) & gaps[:, None], blank], 1)
             patterns, which = torch.unique(pattern, dim=0, return_inverse=True)
             limits = pattern_thresholds(
-                run, patterns, dataset.valid, valid_labels, valid_context, flag_below, draws, seed
-            )
-            below = ((scores < limits[which]) | torch.from_numpy(scored.unseen)).numpy()
+                run, patterns[:, :-1], dataset.valid, valid_labels, valid_context, flag_below, draws, seed,
+                patterns[:, -1],
+            )  # fmt: skip
+            below = ((scores < limits[which]) | ~seen).numpy()
             complete = ~patterns.any(1)
             threshold = float(limits[complete][0]) if bool(complete.any()) else None
             per_pattern = [
-                (_missing_names(schema, p), float(v)) for p, v in zip(patterns, limits, strict=True)
+                (_missing_names(schema, p[:-1], bool(p[-1])), float(v))
+                for p, v in zip(patterns, limits, strict=True)
             ]
         flagged = int(below.sum())
         table = table.append_column(FLAG_COLUMN, _arrow(below))

@@ -329,7 +329,7 @@ def observed_log_probs(
                                          device=device)  # fmt: skip
                 if has_gaps:  # each row's importance sampling seeded by (seed, its place)
                     lp, ex = model.observed_log_prob(
-                        b, ~torch.isnan(b), given, c, draws, seeds=seed * 2**32 + r
+                        b, ~torch.isnan(b), given, c, draws, seeds=_row_seeds(seed, places[r])
                     )
                     exact[r] &= ex.cpu()
                 else:
@@ -344,6 +344,11 @@ def observed_log_probs(
             own = stacked.gather(0, torch.tensor([max(y, 0) for y in ys])[None])[0]  # type: ignore[type-var]
             out[r] = torch.where(known, own, summed)
     return out, exact
+
+
+def _row_seeds(seed: int, places: torch.Tensor) -> torch.Tensor:
+    """Each row's own seed from (``seed``, its place in the file), whatever is scored with it."""
+    return torch.tensor([hash((seed, int(place))) % 2**62 for place in places.tolist()], dtype=torch.long)
 
 
 def score_table(
@@ -386,14 +391,19 @@ def pattern_thresholds(
     quantile: float,
     draws: int,
     seed: int,
+    blank_label: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per missing pattern (P, D) bool: the ``quantile`` of the validation rows' log p(observed
     cells) with the same cells blanked, so that a row with gaps is compared with rows of its own
-    kind (log p of fewer cells is higher)."""
+    kind (log p of fewer cells is higher); where ``blank_label`` (P,) says so, with the label
+    summed out, as a row without its label is scored."""
     out = []
-    for pattern in patterns:
+    for i, pattern in enumerate(patterns):
         blanked = torch.where(pattern[None], torch.nan, valid)
-        lp, _ = observed_log_probs(run, blanked, labels, context, draws, seed)
+        given = labels
+        if labels is not None and blank_label is not None and bool(blank_label[i]):
+            given = torch.full_like(labels, -1)
+        lp, _ = observed_log_probs(run, blanked, given, context, draws, seed)
         out.append(
             torch.quantile(lp[torch.isfinite(lp)], quantile) if bool(torch.isfinite(lp).any()) else -math.inf
         )
@@ -817,8 +827,9 @@ def column_density(
             {column: pa.array(values), "probability": probs, "measure": ["probability"] * classes}
         )
         return ColumnDensity(
-            column, table, True, float(probs.sum()), exact, draws, np.arange(classes, dtype=np.float64)
-        )
+            column, table, True, float(probs.sum()), exact, draws, np.arange(classes, dtype=np.float64),
+            np.ones(classes),
+        )  # fmt: skip
     if column not in schema.names:
         known = ", ".join([*schema.names, *([schema.label.name] if schema.label else [])])
         raise BadArgument("column", f"{column!r} is not a column the model models (it has: {known})")

@@ -328,8 +328,8 @@ class TableDensity(OutlierMixin, BaseEstimator):
         check_is_fitted(self)
         if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 0:
             raise ValueError(f"n_samples must be an integer >= 0 (got {n_samples!r})")
-        with _made_errors():
-            drawn = self.run_.sample(int(n_samples), seed=_seed(random_state))
+        with _made_errors():  # none asked: the first row's columns, no rows
+            drawn = self.run_.sample(max(int(n_samples), 1), seed=_seed(random_state)).iloc[: int(n_samples)]
         names = self._names(self.n_features_in_)
         columns = {name: drawn[name] if name in drawn else self._fill[name] for name in names}
         frame = pd.DataFrame(columns, index=range(len(drawn)))

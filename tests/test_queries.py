@@ -259,6 +259,7 @@ def test_complete_refuses_what_it_cannot_do_in_one_line(messy: tuple[Path, Path]
         ([str(path), "--columns", "shop"], "--columns names 'shop', which the model does not model"),
         ([str(path), "--out", str(tmp_path / "x.txt")], "--out must end in .csv, .tsv or .parquet"),
         ([str(path), "--mask", "top"], "are for test images, not a FILE"),
+        ([str(tmp_path / "rows.txt")], "complete a table (.csv, .tsv or .parquet)"),
     ):
         result = runner.invoke(app, ["complete", str(run), *args])
         assert result.exit_code == 2 and message in result.stderr, (args, result.stderr)
@@ -373,3 +374,17 @@ def test_a_blank_label_is_drawn_from_its_posterior(tmp_path: Path) -> None:
     online = (drawn.table.column("channel").to_numpy(zero_copy_only=False) == "online").mean()
     assert abs(online - float(posterior[0])) < 0.04
     assert drawn.table.column("kind").to_pylist() == ["toys"] * 3000
+    law = run.density("channel", given={"kind": "toys"})  # the label's law: a classifier
+    assert law["channel"].tolist() == ["online", "store"] and law["probability"].sum() == pytest.approx(1.0)
+
+
+def test_a_rows_score_does_not_depend_on_the_rows_before_it(messy: tuple[Path, Path]) -> None:
+    path, run_dir = messy
+    rows = pd.read_csv(path)
+    gap = rows[rows["price"].isna()].head(1)
+    other = rows[rows["price"].notna() & rows["kind"].notna()].head(1)
+    odd = other.assign(kind="coffee")  # an unseen value: left out of the estimate, -inf
+    run = load_run(run_dir)
+    alone = run.score(pd.concat([other, gap]))["log_prob"].iloc[1]
+    after_unseen = run.score(pd.concat([odd, gap]))["log_prob"].iloc[1]
+    assert alone == after_unseen

@@ -782,8 +782,8 @@ def score_run(
 
 def _gaps_estimator(draws: int) -> str:
     return (
-        "log p of the observed cells: exact where every ordering generates them first, else importance "
-        f"sampling with {draws} completions per member (unbiased in p)"
+        "log p of the observed cells: exact where the orderings allow, else importance sampling, "
+        f"{draws} draws per member"
     )
 
 

@@ -419,14 +419,11 @@ class Column:
                 wanted = {"true": "True", "1": "True", "false": "False", "0": "False"}.get(
                     wanted.lower(), wanted
                 )
-            elif self.kind in ("integer", "real") and wanted not in spelled:
-                try:  # 3 for 3.0, 3.0 for 3
-                    number = float(wanted)
-                    wanted = next(
-                        (t for c, t in zip(self.categories, spelled, strict=True) if c == number), wanted
-                    )
-                except ValueError:
-                    pass
+            elif self.kind in ("integer", "real") and wanted not in spelled and _parses(wanted):
+                number = float(wanted)  # 3 for 3.0, 3.0 for 3
+                wanted = next(
+                    (t for c, t in zip(self.categories, spelled, strict=True) if c == number), wanted
+                )
             if wanted not in spelled:
                 shown = ", ".join(spelled[:12]) + (", ..." if self.levels > 12 else "")
                 raise ValueError(f"column {self.name!r} has no category {value!r} (it has: {shown})")

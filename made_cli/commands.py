@@ -540,9 +540,10 @@ def density_run(
     key = "probability" if result.discrete else "density"
     p = np.asarray(table.column(key).to_numpy(zero_copy_only=False), dtype=np.float64)
     masses = np.array(table.column("measure").to_pylist()) == "probability"
-    categorical = bool(run.table_schema.label is not None and column == run.table_schema.label.name) or bool(
-        run.table_schema.columns[run.table_schema.names.index(column)].categories
-        if column in run.table_schema.names else False)  # fmt: skip
+    schema = run.table_schema
+    shown_column = schema.label if schema.label is not None and column == schema.label.name else (
+        schema.columns[schema.names.index(column)])  # fmt: skip
+    categorical = bool(shown_column.categories)  # else numbers (a grid's probabilities, a density)
     lines = []
     if categorical:
         order = np.argsort(-p)[:8]

@@ -517,7 +517,6 @@ class MADEModel(ExactLikelihood, nn.Module):
             chain.exact[repeated] = sub.exact
             chain.accepted[repeated] = sub.accepted
             chain.trace[repeated] = sub.trace
-        b = x.shape[0]
         acceptance = torch.full((b,), math.nan, dtype=torch.float64)
         ess = torch.full((b,), math.nan, dtype=torch.float64)
         moved = chain.accepted.view(b, per_row).sum(1).cpu().double() / max(steps * per_row, 1)

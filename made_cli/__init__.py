@@ -11,11 +11,11 @@ from .config import Config, load_config
 from .errors import MadeError, UsageError
 
 if TYPE_CHECKING:
-    from .iaf import IAFVAE
     from .interface import DensityModel
     from .kinds import build_model
+    from .kinds.iaf_vae.vae import IAFVAE
+    from .kinds.maf.flow import MAF
     from .made import MADE, MaskedLinear
-    from .maf import MAF
     from .models import MADEModel
     from .runs import Run, load_run
 
@@ -38,8 +38,9 @@ __version__ = "0.1.0"
 
 # Imported on first use: reading a config (and `made --help`) needs no torch.
 _LAZY = {
-    "IAFVAE": "iaf", "MADE": "made", "MAF": "maf", "MaskedLinear": "made", "MADEModel": "models",
-    "DensityModel": "interface", "build_model": "kinds", "Run": "runs", "load_run": "runs",
+    "IAFVAE": "kinds.iaf_vae.vae", "MADE": "made", "MAF": "kinds.maf.flow", "MaskedLinear": "made",
+    "MADEModel": "models", "DensityModel": "interface", "build_model": "kinds", "Run": "runs",
+    "load_run": "runs",
 }  # fmt: skip
 
 

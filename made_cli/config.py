@@ -10,19 +10,19 @@ import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field, make_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
 from .errors import BadArgument, UsageError
+from .kinds import KINDS, kind_of, sections
+from .sections import DataConfig, ModelConfig, TrainConfig
 
 __all__ = [
     "Config",
     "DataConfig",
-    "FlowConfig",
-    "IAFConfig",
     "ModelConfig",
     "TrainConfig",
     "check_seed",
@@ -33,19 +33,6 @@ __all__ = [
     "load_config",
 ]
 
-# The spellings a config may use; degrees.py and heads.py take them from here, so reading a config
-# needs no torch.
-Ordering = Literal["natural", "reverse", "random"]
-HiddenDegrees = Literal["random", "even"]  # random as in the paper; even: spread evenly
-HeadName = Literal["bernoulli", "gaussian", "mog", "categorical", "auto"]
-DatasetName = Literal[
-    "binarized_mnist", "mnist", "fashion_mnist", "npz", "synthetic", "toy", "table",
-    "power", "gas", "hepmass", "miniboone", "bsds300",
-]  # fmt: skip
-ToyShape = Literal["moons", "circles", "eight_gaussians", "checkerboard", "pinwheel", "spirals"]
-ModelKindName = Literal["made", "iaf_vae", "maf"]
-Binarize = Literal["dynamic", "static", "threshold"]
-Values = Literal["binary", "levels", "logit", "real", "mixed"]  # mixed: a table's, column by column
 # What each head models, and which datasets can give it (the rest is a config error). On a table,
 # model.head names the law of its real columns (auto: a mixture of model.components Gaussians);
 # its discrete columns are always categorical over their own categories.
@@ -62,115 +49,41 @@ _DATASET_VALUES = {
     **dict.fromkeys(("power", "gas", "hepmass", "miniboone", "bsds300"), ("real",)),  # the MAF benchmarks
 }
 
+# The whole config: the shared sections, then each kind's own (``kinds.sections()``: a flow's
+# ``flow``, a VAE's ``iaf``), then train. A section a kind adds appears here by itself.
+Config: Any = make_dataclass(
+    "Config",
+    [
+        ("name", str, field(default="made")),
+        ("seed", int, field(default=0)),
+        ("data", DataConfig, field(default_factory=DataConfig)),
+        ("model", ModelConfig, field(default_factory=ModelConfig)),
+        *((name, section, field(default_factory=section)) for name, section in sections().items()),
+        ("train", TrainConfig, field(default_factory=TrainConfig)),
+    ],
+    frozen=True,
+)
+Config.__module__, Config.__doc__ = __name__, "A whole config: data, model, each kind's own sections, train."
 
-@dataclass(frozen=True)
-class DataConfig:
-    name: DatasetName = "binarized_mnist"
-    root: str | None = None  # else $MADE_DATA_DIR, else ~/.cache/made
-    path: str | None = None  # npz, table: the file (.npz; .csv, .tsv or .parquet)
-    binarize: Binarize = "static"  # mnist, fashion_mnist with values binary: how grey becomes bits
-    # binary: 0/1; levels: integers 0..levels-1 (grey quantised); logit: grey dequantised and
-    # mapped to logit space (real); real: an npz's values as they are
-    values: Values = "binary"
-    levels: int = 4  # values: levels only
-    features: int = 12  # synthetic only: dimensions
-    size: int = 5000  # synthetic, toy: training rows (validation and test get a fifth each)
-    shape: ToyShape = "moons"  # toy: moons | circles | eight_gaussians | checkerboard | pinwheel | spirals
-    # table only: the modelled columns (default: every column with no role below that can be
-    # modelled, see tables.infer_schema), the label column (classes for condition_on: label),
-    # continuous context columns (the model is p(x | c)), a column of train/valid/test per row
-    # (default: a seeded 80/10/10 split), and the most distinct values a text column may have
-    # to be modelled (a categorical)
-    columns: tuple[str, ...] = ()
-    label_column: str | None = None
-    context_columns: tuple[str, ...] = ()
-    split_column: str | None = None
-    exclude: tuple[str, ...] = ()  # columns not to model (when data.columns does not name them)
-    # rows with missing cells: model (train on the observed cells), drop, or refuse the file
-    missing: Literal["model", "drop", "refuse"] = "model"
-    max_levels: int = 256
-    seed: int = 0  # table: seeds the 80/10/10 split when there is no split column; toy: its rows
+# the sections of settings that belong to some kinds only: section -> the kinds that read it
+_SECTIONS = {name: [k for k, kind in KINDS.items() if name in kind.sections] for name in sections()}
 
-
-@dataclass(frozen=True)
-class ModelConfig:
-    kind: ModelKindName = "made"  # iaf_vae, maf: the keys below describe each step's or layer's MADE
-    hidden: tuple[int, ...] = (500,)
-    ordering: Ordering = "natural"
-    hidden_degrees: HiddenDegrees = "random"
-    num_masks: int = 1
-    direct: bool = True  # direct input-output connections
-    # bernoulli | categorical | gaussian | mog (mixture of Gaussians); a table: auto, gaussian or mog
-    head: HeadName = "bernoulli"
-    components: int = 5  # head: mog, or a flow's base: mog
-    condition_on: Literal["none", "label"] = "none"  # label: class-conditional, labels at degree 0
-
-
-@dataclass(frozen=True)
-class IAFConfig:
-    """The VAE around the MADEs when model.kind is iaf_vae (Kingma et al. 2016)."""
-
-    latent: int = 32  # dimensions of z
-    encoder: tuple[int, ...] = (500, 500)  # hidden layers of the encoder MLP
-    decoder: tuple[int, ...] = (500, 500)  # hidden layers of the decoder MLP
-    context: int = 64  # size of the encoder's context h, fed to every step at degree 0
-    steps: int = 2  # IAF steps; 0 is the diagonal-Gaussian VAE
-    warmup_epochs: int = 10  # the KL weight rises linearly from 0 to 1 over these epochs
-    free_bits: float = 0.0  # nats per latent dimension the batch-mean KL may use for free
-    importance_samples: int = 1000  # K of `made evaluate`'s importance-weighted log p(x)
-
-
-@dataclass(frozen=True)
-class FlowConfig:
-    """The flow around the MADEs when model.kind is maf (Papamakarios et al. 2017)."""
-
-    layers: int = 5  # MADE layers, each with Gaussian conditionals
-    ordering: Literal["reverse", "random", "same"] = "reverse"  # each layer's against the previous
-    batch_norm: bool = True  # after each layer; evaluation uses saved running statistics
-    base: Literal["normal", "mog"] = "normal"  # mog: a MADE with model.components Gaussians
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 100
-    lr: float = 1.0e-3
-    weight_decay: float = 0.0
-    patience: int = 30  # epochs without a better validation NLL before stopping
-    eval_batch_size: int = 1000
-    tensorboard: bool = False  # also write metrics.jsonl's numbers as TensorBoard scalars in RUN/tensorboard
-
-
-@dataclass(frozen=True)
-class Config:
-    name: str = "made"
-    seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    iaf: IAFConfig = field(default_factory=IAFConfig)
-    flow: FlowConfig = field(default_factory=FlowConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-_POSITIVE = {
+_POSITIVE = (
     "data.features",
     "data.size",
     "model.num_masks",
     "model.components",
-    "iaf.latent",
-    "iaf.importance_samples",
-    "flow.layers",
     "train.epochs",
     "train.batch_size",
     "train.patience",
     "train.eval_batch_size",
     "data.max_levels",
-}
+)
 
 
 def _validate(cfg: Config) -> None:
     flat = _flatten(dataclasses.asdict(cfg))
-    for key in _POSITIVE:
+    for key in _POSITIVE:  # a kind's own sections: its validate
         if flat[key] < 1:
             raise UsageError(f"{key} must be at least 1 (got {flat[key]})")
     if any(h < 1 for h in cfg.model.hidden):
@@ -187,9 +100,14 @@ def _validate(cfg: Config) -> None:
     if cfg.data.name == "npz" and not cfg.data.path:
         raise UsageError("data.path must name the .npz file when data.name is npz")
     _validate_table(cfg)
-    _validate_iaf(cfg)
+    data = cfg.data
+    if data.values not in _DATASET_VALUES[data.name]:
+        raise UsageError(
+            f"data.values: {data.values} is not available for {data.name} "
+            f"(it offers {', '.join(_DATASET_VALUES[data.name])})"
+        )
+    kind_of(cfg.model.kind).validate(cfg)
     _validate_values(cfg)
-    _validate_flow(cfg)
     if cfg.model.num_masks > 1 and cfg.model.ordering != "random" and cfg.model.hidden_degrees != "random":
         raise UsageError(
             "model.num_masks > 1 needs model.ordering: random or model.hidden_degrees: random "
@@ -198,22 +116,20 @@ def _validate(cfg: Config) -> None:
 
 
 def _validate_values(cfg: Config) -> None:
-    """The head must fit the values, and the dataset must be able to give them."""
+    """The head must fit the values (which the dataset can give)."""
     data, model = cfg.data, cfg.model
-    if data.values not in _DATASET_VALUES[data.name]:
-        raise UsageError(
-            f"data.values: {data.values} is not available for {data.name} "
-            f"(it offers {', '.join(_DATASET_VALUES[data.name])})"
-        )
-    if model.head == "auto" and data.values != "mixed" and model.kind == "made":
-        raise UsageError("model.head: auto is for tables (data.name: table): each column gets its own law")
-    if data.values not in _HEAD_VALUES[model.head] and model.kind != "maf":  # a flow: _validate_flow
-        fitting = [h for h, values in _HEAD_VALUES.items() if data.values in values]
-        modelled = " or ".join(v for v in _HEAD_VALUES[model.head] if v != "mixed")  # tables aside
-        raise UsageError(
-            f"model.head: {model.head} models {modelled} data, but data.values is {data.values}; "
-            f"use model.head: {' or '.join(fitting)}"
-        )
+    if kind_of(model.kind).head_is_law:  # a flow's or a VAE's own checks say what it takes
+        if model.head == "auto" and data.values != "mixed":
+            raise UsageError(
+                "model.head: auto is for tables (data.name: table): each column gets its own law"
+            )
+        if data.values not in _HEAD_VALUES[model.head]:
+            fitting = [h for h, values in _HEAD_VALUES.items() if data.values in values]
+            modelled = " or ".join(v for v in _HEAD_VALUES[model.head] if v != "mixed")  # tables aside
+            raise UsageError(
+                f"model.head: {model.head} models {modelled} data, but data.values is {data.values}; "
+                f"use model.head: {' or '.join(fitting)}"
+            )
     if data.values == "levels" and not 2 <= data.levels <= 256:
         raise UsageError(f"data.levels must be between 2 and 256 (got {data.levels})")
     if model.condition_on == "label" and data.name == "toy" and data.shape == "checkerboard":
@@ -241,8 +157,12 @@ def _validate_table(cfg: Config) -> None:
         if given:
             raise UsageError(f"{given[0]} is for data.name: table (this config has data.name: {data.name})")
         return
-    if cfg.model.kind == "iaf_vae":
-        raise UsageError("model.kind: iaf_vae models binary images; a table takes model.kind: made or maf")
+    if not kind_of(cfg.model.kind).tables:
+        takers = [name for name, kind in KINDS.items() if kind.tables]
+        raise UsageError(
+            f"model.kind: {cfg.model.kind} does not model tables; a table takes model.kind: "
+            f"{', '.join(takers[:-1])} or {takers[-1]}"
+        )
     if not data.path:
         raise UsageError("data.path must name the table (.csv, .tsv or .parquet) when data.name is table")
     both = [name for name in data.exclude if name in data.columns]
@@ -266,54 +186,6 @@ def _validate_table(cfg: Config) -> None:
         raise UsageError(
             f"data.label_column: {data.label_column} is used by model.condition_on: label (this config "
             "has condition_on: none; to model the column itself, put it in data.columns)"
-        )
-
-
-def _validate_iaf(cfg: Config) -> None:
-    """The iaf section belongs to model.kind: iaf_vae, whose MADEs are single-mask flow steps."""
-    model, iaf = cfg.model, cfg.iaf
-    if model.kind != "iaf_vae":
-        return
-    for key in ("encoder", "decoder"):
-        if any(h < 1 for h in getattr(iaf, key)):
-            raise UsageError(f"iaf.{key} sizes must be at least 1 (got {list(getattr(iaf, key))})")
-    for key in ("context", "steps", "warmup_epochs"):
-        if getattr(iaf, key) < 0:
-            raise UsageError(f"iaf.{key} must be at least 0 (got {getattr(iaf, key)})")
-    if not (math.isfinite(iaf.free_bits) and iaf.free_bits >= 0):
-        raise UsageError(f"iaf.free_bits must be a number >= 0 (got {iaf.free_bits})")
-    refused = {
-        "model.num_masks": (model.num_masks, 1),
-        "model.head": (model.head, "bernoulli"),
-        "model.condition_on": (model.condition_on, "none"),
-    }
-    for key, (value, only) in refused.items():
-        if value != only:
-            raise UsageError(f"{key}: {value} is not available for model.kind: iaf_vae (it needs {only})")
-    if cfg.data.values != "binary":
-        raise UsageError(f"model.kind: iaf_vae models binary data (data.values is {cfg.data.values})")
-    if cfg.data.context_columns:
-        raise UsageError("data.context_columns is not available for model.kind: iaf_vae (use made or maf)")
-
-
-def _validate_flow(cfg: Config) -> None:
-    """A flow (model.kind: maf) models real values with single-mask Gaussian layers."""
-    model = cfg.model
-    if model.kind != "maf":
-        return
-    if cfg.data.values not in ("real", "logit", "mixed"):
-        raise UsageError(
-            f"model.kind: maf models real values, but data.values is {cfg.data.values} (a flow "
-            "takes data.values: logit from mnist or fashion_mnist, real from npz or toy, and tables)"
-        )
-    if model.num_masks != 1:
-        raise UsageError(
-            f"model.num_masks: {model.num_masks} is not available for model.kind: maf (it needs 1)"
-        )
-    if model.head not in ("bernoulli", "gaussian", "auto"):  # bernoulli, auto: defaults, left unset
-        hint = " (for a mixture-of-Gaussians base, set flow.base: mog)" if model.head == "mog" else ""
-        raise UsageError(
-            f"model.head: {model.head} is not available for model.kind: maf: its layers are Gaussian{hint}"
         )
 
 
@@ -442,16 +314,15 @@ def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> 
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, values=offered[0]))
     if cfg.data.name == "table" and "head" not in (data.get("model") or {}):  # each column its own law
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, head="auto"))
-    for section, kind in _SECTIONS.items():
-        if cfg.model.kind != kind and data.get(section):
+    kind_of(cfg.model.kind)
+    for section, kinds in _SECTIONS.items():
+        if cfg.model.kind not in kinds and data.get(section):
             raise UsageError(
-                f"the {section} section is for model.kind: {kind} (this config has kind: {cfg.model.kind})"
+                f"the {section} section is for model.kind: {' or '.join(kinds)} (this config has kind: "
+                f"{cfg.model.kind})"
             )
     _validate(cfg)
     return cfg
-
-
-_SECTIONS = {"iaf": "iaf_vae", "flow": "maf"}  # a section of settings that belongs to one model kind
 
 
 def config_keys() -> list[str]:
@@ -470,8 +341,8 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
         return v
 
     out = plain(dataclasses.asdict(cfg))
-    for section, kind in _SECTIONS.items():  # a saved run keeps only its own kind's section
-        if cfg.model.kind != kind:
+    for section, kinds in _SECTIONS.items():  # a saved run keeps only its own kind's sections
+        if cfg.model.kind not in kinds:
             del out[section]
     return out
 
@@ -491,8 +362,9 @@ _ROOT_DATASETS = (
 
 def _applies(cfg: Config, key: str) -> bool:
     """Whether a dotted key means anything for this config's data source and model kind."""
-    data, model = cfg.data, cfg.model
-    made = model.kind == "made"
+    data = cfg.data
+    if key.startswith("model."):
+        return bool(kind_of(cfg.model.kind).model_key(cfg, key))
     return {
         "data.root": data.name in _ROOT_DATASETS,
         "data.path": data.name in ("npz", "table"),
@@ -514,11 +386,6 @@ def _applies(cfg: Config, key: str) -> bool:
             ),
             data.name == "table",
         ),
-        "model.num_masks": made,
-        "model.head": made,
-        "model.components": (made and model.head in ("mog", "auto"))
-        or (model.kind == "maf" and cfg.flow.base == "mog"),
-        "model.condition_on": model.kind != "iaf_vae",
     }.get(key, True)
 
 
@@ -567,25 +434,17 @@ def _is_table_path(path: Any) -> bool:
     return isinstance(path, str) and Path(path).suffix.lower() in TABLE_EXTENSIONS
 
 
-# ``made train FILE``'s model and training for a table, chosen on small public tables
-# (scripts/table_quality.py): an ensemble of 10 random orderings regularises where a few hundred
-# rows would let one MADE overfit within a few epochs, and trains on to its early stop.
-TABLE_DEFAULTS: dict[str, Any] = {
-    "model": {"hidden": [256], "num_masks": 10, "ordering": "random"},
-    "train": {"epochs": 400},
-}
-
-
 def table_config(path: Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """The config of ``made train FILE`` for a table: the file's name for the runs, its data,
-    and for a MADE (unless ``overrides`` name another kind) ``TABLE_DEFAULTS``."""
+    and its kind's ``table_defaults`` (a MADE's unless ``overrides`` name another kind)."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-.") or "table"
     config: dict[str, Any] = {"name": name, "data": {"name": "table", "path": str(path)}}
     probe = copy.deepcopy(config)
     for override in overrides:
         _apply_override(probe, override)
-    if (probe.get("model") or {}).get("kind", "made") == "made":
-        config.update(copy.deepcopy(TABLE_DEFAULTS))
+    kind = KINDS.get(str((probe.get("model") or {}).get("kind", "made")))
+    if kind is not None:
+        config.update(copy.deepcopy(dict(kind.table_defaults)))
     return config
 
 

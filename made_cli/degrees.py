@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import HiddenDegrees, Ordering
+from .sections import HiddenDegrees, Ordering
 
 __all__ = [
     "HiddenDegrees",

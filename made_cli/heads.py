@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .config import HeadName
+from .sections import HeadName
 
 __all__ = [
     "Bernoulli", "Categorical", "ColumnHeads", "ColumnLaw", "Gaussian", "Head", "HeadName",

@@ -15,13 +15,13 @@ from . import sampling
 from .config import Config
 from .errors import BadArgument, UsageError
 from .evaluation import evaluate_nll, evaluate_terms
-from .heads import Bernoulli, ColumnHeads, ColumnLaw, Head, check_observed, check_rows, make_head
+from .heads import Bernoulli, ColumnHeads, Head, check_observed, check_rows
 from .interface import APPROXIMATE, EXACT, MARKOV_CHAIN, SUB_ENSEMBLE, Completion, Progress
 from .made import MADE
 from .mcmc import effective_sample_size
 
 __all__ = [
-    "CHAIN_STEPS", "ChainState", "ExactLikelihood", "MADEModel", "build_made", "check_context",
+    "CHAIN_STEPS", "ChainState", "ExactLikelihood", "MADEModel", "check_context",
     "check_labels", "context_classes", "given_context", "input_standardisation", "label_context",
     "label_log_prior", "label_marginal", "repeat_rows",
 ]  # fmt: skip
@@ -954,36 +954,3 @@ def context_classes(cfg: Config, classes: int) -> int:
             "labels, or build_model was not given classes="
         )
     return classes
-
-
-def build_made(
-    cfg: Config,
-    features: int,
-    classes: int = 0,
-    columns: tuple[ColumnLaw, ...] | None = None,
-    context: int = 0,
-) -> MADEModel:
-    """The MADE a config describes (model.kind: made), for ``features`` dimensions, ``classes``
-    labels and, for a table, each column's law ``columns`` and its ``context`` columns."""
-    m = cfg.model
-    head = make_head(m.head, levels=cfg.data.levels, components=m.components, columns=columns)
-    n_classes = context_classes(cfg, classes)
-    net = MADE(
-        features,
-        m.hidden,
-        context=n_classes + context,
-        # a table's columns each get their own number of parameters, none padded
-        params_per_dim=head.params_per_dim
-        if columns is None or any(law.legacy for law in columns)
-        else head.column_params,  # type: ignore[attr-defined]
-        direct=m.direct,
-        ordering=m.ordering,
-        hidden_degrees=m.hidden_degrees,
-        num_masks=m.num_masks,
-        seed=cfg.seed,
-        # a table's categories and missing cells enter by embedding (runs saved before had none)
-        embed=None
-        if columns is None or any(law.legacy for law in columns)
-        else [law.levels for law in columns],
-    )
-    return MADEModel(net, head, n_classes, context, per_column=columns is not None)

@@ -4,14 +4,13 @@ Both checks read what the layers actually compute with (not masks recomputed fro
 the masks of an ensemble's layers, and the stored nonzero or trainable entries of a
 single-mask layer's degree blocks, so a tampered mask or a nonzero weight outside the mask is
 caught. Jacobians come from one backward pass over a batch of copies of the point, which is
-exact because rows never mix. The oracle is ``degrees.allowed(ranks)``. For an IAF-VAE each step's
-MADE is checked with its context, and so is the step itself: dz'/dz must be triangular in the
-step's ordering, with log|det| equal to the sum of log gates that log q(z | x) subtracts.
+exact because rows never mix. The oracle is ``degrees.allowed(ranks)``. A flow's step (an IAF
+step, a flow layer) is checked as a map too: dz'/dz must be triangular in the step's ordering,
+with log|det| equal to the sum the step reports; the kinds put these rows together.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,25 +19,25 @@ from typing import Any
 import torch
 
 from . import degrees as deg
-from .iaf import IAFVAE, IAFStep
 from .interface import Verification
 from .made import MADE
-from .maf import MAF
 
 __all__ = [
+    "MADE_COLUMNS",
+    "Bijection",
     "MemberReport",
     "StepReport",
+    "WholeFlow",
     "connectivity",
-    "iaf_verification",
     "jacobian",
+    "made_cells",
     "made_verification",
-    "maf_verification",
     "rows_jacobian",
-    "step_jacobian",
     "triangular_check",
-    "verify_iaf",
+    "triangular_report",
     "verify_made",
-    "verify_maf",
+    "whole_flow_caption",
+    "whole_flow_error",
 ]
 
 LOG_DET_TOLERANCE = 1e-9  # nats; the step check runs in float64
@@ -176,30 +175,25 @@ def verify_made(net: MADE, points: int = 2, seed: int = 0) -> list[MemberReport]
 
 @dataclass(frozen=True)
 class StepReport:
-    """One IAF step: its MADE's report and the step's own Jacobian dz'/dz."""
+    """One step of a flow (an IAF step, a flow layer): its MADE's report and the step's own
+    Jacobian dz'/dz."""
 
     step: int
     made: MemberReport
     off_triangle: int  # nonzero dz'_i/dz_j with j generated after i (or i itself off the diagonal)
-    log_det_error: float  # worst |log|det dz'/dz| - sum(log gate)| over the points, in nats
+    log_det_error: float  # worst |log|det dz'/dz| - the sum the step reports|, in nats
 
     @property
     def ok(self) -> bool:
         return self.made.ok and self.off_triangle == 0 and self.log_det_error <= LOG_DET_TOLERANCE
 
+    def cells(self) -> list[str]:
+        """The step's own columns of `made verify-ar`'s table."""
+        return [str(self.off_triangle), f"{self.log_det_error:.1e}"]
+
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "made": self.made.to_dict(), "off_triangle": self.off_triangle,
                 "log_det_error": self.log_det_error, "ok": self.ok}  # fmt: skip
-
-
-def step_jacobian(
-    step: IAFStep, z: torch.Tensor, h: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(dz'/dz (L, L) by autograd, sum of log gates) of one step at one point z (L,)."""
-
-    jac = rows_jacobian(lambda v: step(v, None if h is None else h.expand(v.shape[0], -1))[0], z)
-    _, log_gate = step(z[None], None if h is None else h[None])
-    return jac, log_gate.sum()
 
 
 Bijection = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
@@ -237,29 +231,81 @@ def triangular_check(
     return off, error
 
 
-def verify_iaf(model: IAFVAE, points: int = 2, seed: int = 0) -> list[StepReport]:
-    """Check every IAF step: its MADE (with context), and its Jacobian and log-determinant."""
-    generator = torch.Generator().manual_seed(seed)
-    reports = []
-    for t, step in enumerate(model.flows):
-        (made,) = verify_made(step.made, points=points, seed=seed + t)
-        exact = copy.deepcopy(step).double().cpu()
-        off, error = triangular_check(exact, exact.made.ranks[0], exact.made.context, points, generator)
-        reports.append(StepReport(step=t, made=made, off_triangle=off, log_det_error=error))
-    return reports
+def triangular_report(
+    t: int,
+    made: MemberReport,
+    step: Bijection,
+    ranks: torch.Tensor,
+    context: int,
+    points: int,
+    generator: torch.Generator,
+) -> StepReport:
+    """Step ``t``'s report: its MADE's, and ``triangular_check`` of the (float64) step itself."""
+    off, error = triangular_check(step, ranks, context, points, generator)
+    return StepReport(step=t, made=made, off_triangle=off, log_det_error=error)
 
 
-_MADE_COLUMNS = ["forbidden paths", "Jacobian violations", "allowed realised", "dead inputs", "dead hidden"]
+@dataclass(frozen=True)
+class WholeFlow:
+    """A whole flow's log|det du/dx| against autograd's, at random points."""
+
+    error: float  # worst error, in nats
+
+    @property
+    def ok(self) -> bool:
+        return self.error <= LOG_DET_TOLERANCE
 
 
-def _made_cells(r: MemberReport) -> list[str]:
+@torch.no_grad()
+def whole_flow_error(
+    transform: Callable[
+        [torch.Tensor, torch.Tensor | None, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]
+    ],
+    shift: torch.Tensor,
+    scale: torch.Tensor,
+    classes: int,
+    context_features: int,
+    points: int,
+    generator: torch.Generator,
+) -> WholeFlow | None:
+    """The worst error of a float64 flow's log-determinant, ``transform(x, labels, context) ->
+    (u (1, D), log|det| split per dimension (1, D))``, at points x = shift + scale * noise,
+    against autograd's; None where D is too large to take the whole Jacobian
+    (``FLOW_JACOBIAN_FEATURES``)."""
+    features = shift.numel()
+    if features > FLOW_JACOBIAN_FEATURES:
+        return None
+    worst = 0.0
+    for _ in range(points):
+        x = shift + scale * torch.randn(features, generator=generator, dtype=torch.float64)
+        y = torch.randint(classes, (1,), generator=generator) if classes else None
+        c = (
+            torch.randn(1, context_features, generator=generator, dtype=torch.float64)
+            if context_features
+            else None
+        )
+
+        def step(v: torch.Tensor, _h: Any, y: Any = y, c: Any = c) -> Any:
+            return transform(v, y, c)
+
+        worst = max(worst, _jacobian_and_log_det_error(step, x, None)[1])
+    return WholeFlow(worst)
+
+
+def whole_flow_caption(checked: bool) -> str:
+    """What the log-det columns of a flow's `made verify-ar` table were held to."""
+    what = "and the whole flow's" if checked else f"(the whole flow's for D <= {FLOW_JACOBIAN_FEATURES} only)"
+    return f"each layer's log-det error {what} must be under {LOG_DET_TOLERANCE:g} nats (float64)"
+
+
+MADE_COLUMNS = ["forbidden paths", "Jacobian violations", "allowed realised", "dead inputs", "dead hidden"]
+
+
+def made_cells(r: MemberReport) -> list[str]:
+    """A MADE's columns of `made verify-ar`'s table."""
     realised = f"{100 * r.realised_pairs / max(1, r.allowed_pairs):.1f}%"
     return [str(r.forbidden_paths), str(r.jacobian_violations), realised, str(r.inputs_without_output),
             str(r.hidden_without_path)]  # fmt: skip
-
-
-def _step_cells(r: StepReport) -> list[str]:
-    return [str(r.off_triangle), f"{r.log_det_error:.1e}"]
 
 
 def made_verification(net: MADE, points: int = 2) -> Verification:
@@ -267,104 +313,10 @@ def made_verification(net: MADE, points: int = 2) -> Verification:
     reports = verify_made(net, points=points)
     return Verification(
         unit="member",
-        columns=_MADE_COLUMNS,
-        rows=[[str(r.member), *_made_cells(r)] for r in reports],
+        columns=MADE_COLUMNS,
+        rows=[[str(r.member), *made_cells(r)] for r in reports],
         ok=[r.ok for r in reports],
         caption=f"Jacobian at {points} random point(s)",
         verdict=f"all {len(reports)} mask(s) satisfy the autoregressive property",
         records=[r.to_dict() for r in reports],
-    )
-
-
-def iaf_verification(model: IAFVAE, points: int = 2) -> Verification:
-    """``verify_iaf`` as the rows of `made verify-ar`'s table, one per IAF step."""
-    reports = verify_iaf(model, points=points)
-    return Verification(
-        unit="IAF step",
-        columns=[*_MADE_COLUMNS, "dz'/dz off triangle", "log-det error"],
-        rows=[[str(r.step), *_made_cells(r.made), *_step_cells(r)] for r in reports],
-        ok=[r.ok for r in reports],
-        caption=(
-            f"Jacobian at {points} random point(s); log-det error must be under {LOG_DET_TOLERANCE:g} "
-            "nats (float64)"
-        ),
-        verdict=(
-            f"all {len(reports)} IAF step(s) satisfy the autoregressive property, with triangular "
-            "Jacobians whose log-determinant is the sum of log gates"
-        ),
-        records=[r.to_dict() for r in reports],
-    )
-
-
-@torch.no_grad()
-def verify_maf(
-    model: MAF, points: int = 2, seed: int = 0
-) -> tuple[list[StepReport], MemberReport | None, float | None]:
-    """Check a flow: each layer's MADE, Jacobian and log-determinant (as an IAF step's); the
-    MoG base's MADE; and the whole flow's log|det du/dx| against autograd's (D <= 1024).
-    Returns (layer reports, base report or None, the whole flow's worst log-det error or None)."""
-    generator = torch.Generator().manual_seed(seed)
-    flow = copy.deepcopy(model).double().cpu().eval()
-    layers = []
-    for t, layer in enumerate(flow.layers):
-        (made,) = verify_made(model.layers[t].made, points=points, seed=seed + t)
-        off, error = triangular_check(layer, layer.made.ranks[0], layer.made.context, points, generator)
-        layers.append(StepReport(step=t, made=made, off_triangle=off, log_det_error=error))
-    base = (
-        None if model.base is None else verify_made(model.base.net, points=points, seed=seed + len(layers))[0]
-    )
-    whole = None
-    if model.features <= FLOW_JACOBIAN_FEATURES:
-        whole = 0.0
-        for _ in range(points):
-            noise = torch.randn(model.features, generator=generator, dtype=torch.float64)
-            x = flow.input_shift + flow.input_scale * noise
-            y = torch.randint(model.classes, (1,), generator=generator) if model.classes else None
-            c = torch.randn(1, model.context_features, generator=generator, dtype=torch.float64)
-            c = c if model.context_features else None
-
-            def transform(v: torch.Tensor, _h: Any, y: Any = y, c: Any = c) -> Any:
-                return flow.transform_dims(v, y, context=c)
-
-            _, error = _jacobian_and_log_det_error(transform, x, None)
-            whole = max(whole, error)
-    return layers, base, whole
-
-
-def maf_verification(model: MAF, points: int = 2) -> Verification:
-    """``verify_maf`` as the rows of `made verify-ar`'s table: one per layer, the base, the flow."""
-    layers, base, whole = verify_maf(model, points=points)
-    none = ["-"] * len(_MADE_COLUMNS)
-    rows = [[f"layer {r.step}", *_made_cells(r.made), *_step_cells(r)] for r in layers]
-    ok = [r.ok for r in layers]
-    records: list[dict[str, Any]] = [r.to_dict() for r in layers]
-    if base is not None:
-        rows.append(["base", *_made_cells(base), "-", "-"])
-        ok.append(base.ok)
-        records.append({"step": "base", "made": base.to_dict(), "ok": base.ok})
-    if whole is not None:
-        rows.append(["whole flow", *none, "-", f"{whole:.1e}"])
-        ok.append(whole <= LOG_DET_TOLERANCE)
-        records.append({"step": "whole flow", "log_det_error": whole, "ok": whole <= LOG_DET_TOLERANCE})
-    checked = (
-        "and the whole flow's"
-        if whole is not None
-        else f"(the whole flow's for D <= {FLOW_JACOBIAN_FEATURES} only)"
-    )
-    return Verification(
-        unit="flow part",
-        columns=[*_MADE_COLUMNS, "du/dx off triangle", "log-det error"],
-        rows=rows,
-        ok=ok,
-        caption=(
-            f"Jacobian at {points} random point(s); each layer's log-det error {checked} must be under "
-            f"{LOG_DET_TOLERANCE:g} nats (float64)"
-        ),
-        verdict=(
-            f"all {len(layers)} flow layer(s) satisfy the autoregressive property, with triangular "
-            "Jacobians whose log-determinant is -sum alpha"
-            + (", and so does the base" if base is not None else "")
-            + (", and the flow's log-determinant matches autograd's" if whole is not None else "")
-        ),
-        records=records,
     )

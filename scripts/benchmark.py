@@ -10,13 +10,15 @@ Absolute times on shared machines are noise; ratios measured side by side are no
 - evaluation of a 32-mask ensemble against 32 single-mask passes over the same rows;
 - made against the masked networks of zuko and nflows, when those are installed, twice: all
   with the same optimiser and loss in one loop, and each as its users run it;
-- made's masked autoregressive flow against zuko's and nflows' MAF of the same shape, when
-  installed: training steps, sampling (made inverts each layer degree-scheduled, the peers run
-  each layer's network once per dimension) and log p(x) throughput.
+- made's flows (MAF, and the neural spline flow) against zuko's and nflows' of the same shape,
+  when installed, with no direct connections on either side: training steps in one loop with
+  the same fused Adam (and with the peer's default Adam, as its users run it), sampling (made
+  inverts each layer degree-scheduled, the peers run each layer's network once per dimension)
+  and log p(x) throughput.
 
     python scripts/benchmark.py            # the numbers quoted in README
     python scripts/benchmark.py --quick    # tiny sizes: checks that it runs
-    python scripts/benchmark.py --flows-only   # only the flows against zuko's and nflows' MAF
+    python scripts/benchmark.py --flows-only   # only the flows against zuko's and nflows'
 """
 
 from __future__ import annotations
@@ -246,14 +248,18 @@ def peer_rows(features: int, batch: int, quick: bool) -> dict[str, list[tuple[st
     return rows
 
 
-def maf_peers(features: int, hidden: list[int], layers: int) -> dict[str, tuple[nn.Module, list[str]]]:
-    """The installed peers' MAFs of one shape, each with the made flow settings that match it:
-    nflows puts batch norm between layers, zuko has none (neither has direct connections)."""
-    if len(set(hidden)) != 1:
-        raise ValueError("nflows' MADE has hidden layers of one width")
-    shape = [f"model.hidden={hidden}", "model.direct=false", f"flow.layers={layers}"]
+FLOW_KINDS = {"maf": "masked autoregressive flows (affine layers)", "nsf": "neural spline flows"}
+
+
+def flow_peers(
+    kind: str, features: int, hidden: list[int], layers: int
+) -> dict[str, tuple[nn.Module, list[str]]]:
+    """The installed peers' flows of one kind and shape, each with the made settings that match
+    it: no direct connections on either side; nflows' MAF puts batch norm between layers, zuko's
+    flows have none; zuko's splines have 8 bins on [-5, 5] with linear tails."""
+    shape = [f"model.kind={kind}", f"model.hidden={hidden}", "model.direct=false", f"flow.layers={layers}"]
     peers: dict[str, tuple[nn.Module, list[str]]] = {}
-    if importlib.util.find_spec("nflows"):
+    if kind == "maf" and importlib.util.find_spec("nflows") and len(set(hidden)) == 1:
         from nflows.flows.autoregressive import MaskedAutoregressiveFlow
 
         flow = MaskedAutoregressiveFlow(
@@ -268,8 +274,13 @@ def maf_peers(features: int, hidden: list[int], layers: int) -> dict[str, tuple[
     if importlib.util.find_spec("zuko"):
         import zuko
 
-        flow = zuko.flows.MAF(features, transforms=layers, hidden_features=hidden)
-        peers[f"zuko {zuko.__version__} MAF"] = (flow, [*shape, "flow.batch_norm=false"])
+        if kind == "maf":
+            flow = zuko.flows.MAF(features, transforms=layers, hidden_features=hidden)
+            peers[f"zuko {zuko.__version__} MAF"] = (flow, [*shape, "flow.batch_norm=false"])
+        else:
+            flow = zuko.flows.NSF(features, bins=8, transforms=layers, hidden_features=hidden)
+            spline = ["spline.bins=8", "spline.bound=5.0"]
+            peers[f"zuko {zuko.__version__} NSF"] = (flow, [*shape, "flow.batch_norm=false", *spline])
     return peers
 
 
@@ -282,54 +293,79 @@ def peer_sample(flow: nn.Module, n: int) -> torch.Tensor:
     return flow.sample(n) if hasattr(flow, "_transform") else flow().sample((n,))
 
 
-def maf_rows(features: int, quick: bool) -> list[tuple[str, str, float, float]]:
-    """(what, peer, made, peer) for each installed peer: training steps/s (the paper's MNIST
-    shape, 5 layers of 2x1024, batch 100, each library's own loop), rows/s sampled and rows/s
-    of log p(x). Sampling uses a narrower network (5 layers of 1x128), since a peer's inverse
-    runs it D times per layer: the ratio per layer does not depend on the width."""
-    hidden, layers = ([16, 16], 2) if quick else ([1024, 1024], 5)
+def flow_stepper(
+    peer: nn.Module, adam: torch.optim.Optimizer, data: torch.Tensor, batch: int
+) -> Callable[[int], None]:
+    """A peer flow's training step on -log p(x) of the batch."""
+
+    def step(i: int) -> None:
+        loss = -peer_log_prob(peer, data[(i % 50) * batch : (i % 50 + 1) * batch]).mean()
+        adam.zero_grad(set_to_none=True)
+        loss.backward()
+        adam.step()
+
+    return step
+
+
+FLOW_SETTINGS = {
+    "same": "same loop, same fused Adam",
+    "users": "peer's default Adam, as its users run it",
+}
+
+
+def flow_rows(kind: str, features: int, quick: bool) -> list[tuple[str, str, float, float]]:
+    """(what, peer, made, peer) for each installed peer of a flow kind, all timed in alternation:
+    training steps/s (5 layers of 1x512, batch 100, no direct connections on either side; made's
+    own train_step and fused Adam against the peer with the same fused Adam, then with its
+    default Adam), rows/s of log p(x), and rows/s sampled with 5 layers of 1x128 (a peer's
+    inverse runs each layer's network once per dimension, so its time grows with D)."""
+    hidden, layers = ([16], 2) if quick else ([512], 5)
     batch, rows = 100, []
     data = torch.randn(50 * batch, features, generator=torch.Generator().manual_seed(0))
     steps, repeats, warmup = (2, 1, 1) if quick else (20, 3, 5)
-    for name, (peer, overrides) in maf_peers(features, hidden, layers).items():
-        ours = made(features, ["data.name=toy", "model.kind=maf", *overrides])
+    for name, (peer, overrides) in flow_peers(kind, features, hidden, layers).items():
+        ours = made(features, ["data.name=toy", *overrides])
         ours.fit_inputs(data)
-        adam = torch.optim.Adam(peer.parameters(), lr=1e-4)
-
-        def peer_step(i: int, peer: nn.Module = peer, adam: torch.optim.Optimizer = adam) -> None:
-            loss = -peer_log_prob(peer, data[(i % 50) * batch : (i % 50 + 1) * batch]).mean()
-            adam.zero_grad(set_to_none=True)
-            loss.backward()
-            adam.step()
-
-        made_rate, peer_rate = best_rates(made_stepper(ours, data, batch), peer_step, steps, repeats, warmup)
-        rows.append(("training (steps/s)", name, made_rate, peer_rate))
+        for setting, adam in (
+            ("same", make_optimizer(peer, 1e-4, 0.0)),
+            ("users", torch.optim.Adam(peer.parameters(), lr=1e-4)),
+        ):
+            peer_step = flow_stepper(peer, adam, data, batch)
+            made_rate, peer_rate = best_rates(
+                made_stepper(ours, data, batch), peer_step, steps, repeats, warmup
+            )
+            rows.append((f"training, {FLOW_SETTINGS[setting]} (steps/s)", name, made_rate, peer_rate))
         ours.eval(), peer.eval()
         x = data[:1000]
         with torch.no_grad():
             made_lp = best_seconds(lambda ours=ours, x=x: ours.log_prob(x), repeats)
             peer_lp = best_seconds(lambda peer=peer, x=x: peer_log_prob(peer, x), repeats)
         rows.append(("log p(x), 1000 rows (rows/s)", name, 1000 / made_lp, 1000 / peer_lp))
-    narrow, n = ([8], 20) if quick else ([128], 1000)
-    for name, (peer, overrides) in maf_peers(features, narrow, 2 if quick else 5).items():
-        ours = made(features, ["data.name=toy", "model.kind=maf", *overrides]).eval()
+    narrow, n, layers = ([8], 20, 2) if quick else ([128], 100, 5)
+    for name, (peer, overrides) in flow_peers(kind, features, narrow, layers).items():
+        ours = made(features, ["data.name=toy", *overrides]).eval()
         peer.eval()
         with torch.no_grad():
             made_s = best_seconds(lambda ours=ours: ours.sample(n), 1 if quick else 3)
             peer_s = best_seconds(lambda peer=peer: peer_sample(peer, n), 1)
-        rows.append((f"sampling {n} rows, 1x{narrow[0]} (rows/s)", name, n / made_s, n / peer_s))
+        rows.append(
+            (f"sampling {n} rows, {layers} layers of 1x{narrow[0]} (rows/s)", name, n / made_s, n / peer_s)
+        )
     return rows
 
 
 def print_flows(features: int, quick: bool) -> None:
-    """The flows' rows (``maf_rows``), when a peer is installed."""
-    maf = maf_rows(features, quick)
-    if maf:
-        print(f"\nmasked autoregressive flows against peers, D={features} (made's own train_step and fused "
-              "Adam; each peer as its users run it):")  # fmt: skip
-        print(f"  {'measure':<38}{'peer':<24}{'made':>10}{'peer':>10}{'ratio':>8}")
-        for what, name, made_rate, peer_rate in maf:
-            print(f"  {what:<38}{name:<24}{made_rate:>10.1f}{peer_rate:>10.1f}{made_rate / peer_rate:>8.2f}")
+    """The flows' rows (``flow_rows``) for each flow kind, when a peer is installed."""
+    for kind, title in FLOW_KINDS.items():
+        rows = flow_rows(kind, features, quick)
+        if not rows:
+            continue
+        print(
+            f"\n{title} against peers of the same shape, D={features}, no direct connections on either side:"
+        )
+        print(f"  {'measure':<62}{'peer':<16}{'made':>10}{'peer':>10}{'ratio':>7}")
+        for what, name, made_rate, peer_rate in rows:
+            print(f"  {what:<62}{name:<16}{made_rate:>10.1f}{peer_rate:>10.1f}{made_rate / peer_rate:>7.2f}")
 
 
 def main() -> None:

@@ -91,7 +91,7 @@ def test_a_run_keeps_only_its_own_kinds_section() -> None:
         (
             "",
             ["data.name=table", "data.path=t.csv", "model.kind=iaf_vae"],
-            "a table takes model.kind: made or maf",
+            "a table takes model.kind: made, maf or nsf",
         ),
         ("", ["data.name=npz", "data.path=x.npz", "model.head=auto"], "model.head: auto is for tables"),
         (

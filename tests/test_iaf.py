@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from made_cli.config import load_config
-from made_cli.iaf import IAFVAE
 from made_cli.kinds import build_model
+from made_cli.kinds.iaf_vae.vae import IAFVAE, step_jacobian, verify_iaf
 from made_cli.train import train
-from made_cli.verify import step_jacobian, verify_iaf
 
 from .conftest import all_binary, tamper
 

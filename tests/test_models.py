@@ -9,8 +9,8 @@ import torch
 
 from made_cli.config import load_config
 from made_cli.heads import Bernoulli, Categorical, Gaussian, MixtureOfGaussians
-from made_cli.iaf import IAFVAE
 from made_cli.kinds import build_model
+from made_cli.kinds.iaf_vae.vae import IAFVAE
 from made_cli.models import MADEModel
 
 from .conftest import all_binary

@@ -2,7 +2,9 @@
 each reading the previous layer's output (Papamakarios, Pavlakou & Murray, NeurIPS 2017).
 
 Layer t maps its input x to u = (x - mu_t(x_<d)) * exp(-alpha_t(x_<d)): triangular in the
-layer's ordering, log|det du/dx| = -sum_d alpha_t. The data enter standardised by a fixed affine
+layer's ordering, log|det du/dx| = -sum_d alpha_t. Another monotone map (a ``Transformer``: the
+nsf kind's rational-quadratic spline) takes the affine one's place with nothing else changed.
+The data enter standardised by a fixed affine
 map from the training split; an optional batch norm follows each layer; u has a standard normal
 or a MADE mixture-of-Gaussians base density ("MAF MoG"). log p(x) takes one pass. Sampling
 inverts each layer in its generation order with the degree-scheduled machinery of sampling.py,
@@ -11,30 +13,31 @@ about one pass of arithmetic per layer where the peers run the network once per 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import degrees as deg
-from . import sampling
-from .config import Config
-from .errors import BadArgument, UsageError
-from .heads import (
+from ... import degrees as deg
+from ... import sampling
+from ...config import Config
+from ...errors import BadArgument, UsageError
+from ...heads import (
     ColumnLaw,
     Gaussian,
-    Head,
     MixtureOfGaussians,
     check_observed,
     check_rows,
     standard_normal_log_prob,
 )
-from .interface import EXACT, Completion
-from .made import MADE
-from .models import (
+from ...interface import EXACT, Completion, Verification
+from ...made import MADE
+from ...models import (
     ExactLikelihood,
     MADEModel,
     context_classes,
@@ -43,12 +46,20 @@ from .models import (
     label_log_prior,
     repeat_rows,
 )
+from ...verify import (
+    MADE_COLUMNS,
+    made_cells,
+    triangular_report,
+    verify_made,
+    whole_flow_caption,
+    whole_flow_error,
+)
+from .transformers import Affine, Transformer, TransformerInverse
 
-__all__ = ["ALPHA_BOUND", "MAF", "AffineInverse", "BatchNormLayer", "MAFLayer", "build_maf"]
+__all__ = [
+    "MAF", "BatchNormLayer", "MAFLayer", "build", "build_flow", "describe", "flow_verification", "verify",
+]  # fmt: skip
 
-# alpha = B tanh(raw / B): the identity near 0, never beyond +-B, so exp(+-alpha) cannot
-# overflow however training goes (a factor of at most e^7, about 1100, per layer).
-ALPHA_BOUND = 7.0
 _FIT_ROWS = 5000  # rows per pass when the MoG base is fitted to the transformed training split
 _DEQUANTISE_SEED = 0x5EED  # the training split's noise when fitting the input statistics
 
@@ -63,34 +74,23 @@ def _row_seed(row: np.ndarray) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def bounded_alpha(raw: torch.Tensor) -> torch.Tensor:
-    """The log-scale a layer applies, from the MADE's raw output (see ``ALPHA_BOUND``)."""
-    return ALPHA_BOUND * torch.tanh(raw / ALPHA_BOUND)
-
-
-class AffineInverse(Head):
-    """A MAF layer read backwards, as a head: its parameters are (mu, raw alpha) per dimension
-    and the "noise" of a draw is the layer's output u_d, so a draw x_d = mu + exp(alpha) u_d
-    inverts the layer. The samplers of sampling.py then invert it dimension by dimension."""
-
-    name, params_per_dim, noise_per_dim, discrete = "MAF layer", 2, 1, False
-
-    def draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return params[:, 0] + torch.exp(bounded_alpha(params[:, 1])) * u[:, 0]
-
-
-_INVERSE = AffineInverse()
 _AS_IS = sampling.Encoding()  # a layer reads the previous layer's output as it is
 
 
 class MAFLayer(nn.Module):
-    """One layer: a single-mask MADE on (x, context) gives (mu, raw alpha) per dimension."""
+    """One layer: a single-mask MADE on (x, context) gives the parameters of each dimension's
+    monotone map (``transformer``: affine (mu, raw alpha) unless told)."""
 
-    def __init__(self, made: MADE) -> None:
+    def __init__(self, made: MADE, transformer: Transformer | None = None) -> None:
         super().__init__()
-        if made.params_per_dim != 2 or made.num_masks != 1:
-            raise ValueError("a MAF layer needs a single-mask MADE with 2 parameters per dimension")
+        self.transformer = transformer or Affine()
+        if made.params_per_dim != self.transformer.params_per_dim or made.num_masks != 1:
+            raise ValueError(
+                f"a flow layer of {self.transformer.name}s needs a single-mask MADE with "
+                f"{self.transformer.params_per_dim} parameters per dimension"
+            )
         self.made = made
+        self._inverse = TransformerInverse(self.transformer)
         with torch.no_grad():  # every layer starts as the identity
             made.output.zero_rows()
             made.output.bias.zero_()
@@ -99,9 +99,7 @@ class MAFLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(u (B, D), log|du_d/dx_d| (B, D)): the log-determinant is the sum of the second."""
-        mu, raw = self.made(x, c).unbind(1)
-        alpha = bounded_alpha(raw)
-        return (x - mu) * torch.exp(-alpha), -alpha
+        return self.transformer.forward(x, self.made(x, c).movedim(1, -1))
 
     @torch.no_grad()
     def inverse(
@@ -114,7 +112,7 @@ class MAFLayer(nn.Module):
     ) -> torch.Tensor:
         """The input x (B, D) whose output is ``u`` at the ``fill`` dimensions; elsewhere x is
         ``known``. Degree-scheduled unless not ``fast`` (then one pass per dimension)."""
-        return sampling.ancestral(self.made, _INVERSE, _AS_IS, known, fill, 0, u[..., None], fast, c)
+        return sampling.ancestral(self.made, self._inverse, _AS_IS, known, fill, 0, u[..., None], fast, c)
 
 
 class BatchNormLayer(nn.Module):
@@ -160,7 +158,8 @@ class BatchNormLayer(nn.Module):
 
 
 class MAF(ExactLikelihood, nn.Module):
-    """A masked autoregressive flow with a standard normal or a MADE MoG base (model.kind: maf).
+    """A masked autoregressive flow with a standard normal or a MADE MoG base (model.kind: maf);
+    with a spline ``transformer``, a neural spline flow (model.kind: nsf).
 
     Implements the ``DensityModel`` protocol. With ``classes`` it is p(x | y): the one-hot label
     enters every MADE (and the MoG base) at degree 0, as do ``context_features`` context columns.
@@ -196,22 +195,25 @@ class MAF(ExactLikelihood, nn.Module):
         column_levels: Sequence[int] | None = None,
         per_column: bool = False,
         grids: Sequence[tuple[float, float, float]] | None = None,
+        transformer: Transformer | None = None,
     ) -> None:
-        """``grids``: per column (step, origin, lower) of a table's column on a grid, step 0 for
-        any other; such a column is dequantised across its cell, and samples come back on the
-        grid (no lower than ``lower``, -inf for none)."""
+        """``transformer``: each layer's monotone map (affine unless told). ``grids``: per column
+        (step, origin, lower) of a table's column on a grid, step 0 for any other; such a column
+        is dequantised across its cell, and samples come back on the grid (no lower than
+        ``lower``, -inf for none)."""
         super().__init__()
         if layers < 1:
             raise ValueError("a flow needs at least one layer")
         if flow_ordering not in ("reverse", "random", "same") or base not in ("normal", "mog"):
             raise ValueError("flow_ordering is reverse, random or same; base is normal or mog")
         self.head = Gaussian()
+        self.transformer = transformer or Affine()
         self.classes, self.flow_ordering = classes, flow_ordering
         self._features = features
         first = "random" if flow_ordering == "random" else ordering
         nets: list[MADE] = []
         for t in range(layers + (base == "mog")):  # the MoG base's MADE continues the pattern
-            params = 2 if t < layers else 3 * components
+            params = self.transformer.params_per_dim if t < layers else 3 * components
             ranks = None
             if nets and flow_ordering != "random":
                 previous = nets[-1].ranks
@@ -221,7 +223,7 @@ class MAF(ExactLikelihood, nn.Module):
                 ordering=first, hidden_degrees=hidden_degrees, seed=seed + t, ranks=ranks,
             )  # fmt: skip
             nets.append(made)
-        self.layers = nn.ModuleList(MAFLayer(made) for made in nets[:layers])
+        self.layers = nn.ModuleList(MAFLayer(made, self.transformer) for made in nets[:layers])
         self.norms = nn.ModuleList(BatchNormLayer(features) for _ in range(layers) if batch_norm)
         self.base = None
         if base == "mog":
@@ -264,19 +266,21 @@ class MAF(ExactLikelihood, nn.Module):
         context = given_context(self.context_features)
         if self.discrete_columns:
             return (
-                f"MAF of {len(self.layers)} layers{base}{label}{context}: exact density of the rows, their "
+                f"{self.transformer.flow} of {len(self.layers)} layers{base}{label}{context}: exact density "
+                "of the rows, their "
                 f"{_columns(self.discrete_columns, 'discrete')} dequantised by uniform noise, one draw per "
                 "row (in expectation a lower bound on log p)"
             )
-        return f"exact, MAF of {len(self.layers)} layers{base}{label}{context}"
+        return f"exact, {self.transformer.flow} of {len(self.layers)} layers{base}{label}{context}"
 
     def describe(self) -> str:
         made = self.layers[0].made
         norm = "batch norm after each layer" if len(self.norms) else "no batch norm"
         base = f"a MADE MoG base ({self.base.head.describe()})" if self.base is not None else "a normal base"
+        maps = "" if isinstance(self.transformer, Affine) else f" ({self.transformer.describe()})"
         return (
-            f"MAF {len(self.layers)} layers of MADE hidden={made.hidden} direct={made.direct is not None}, "
-            f"orderings {self.flow_ordering}, {norm}, {base}"
+            f"{self.transformer.flow} {len(self.layers)} layers{maps} of MADE hidden={made.hidden} "
+            f"direct={made.direct is not None}, orderings {self.flow_ordering}, {norm}, {base}"
         )
 
     def made_nets(self) -> list[MADE]:
@@ -601,16 +605,17 @@ class MAF(ExactLikelihood, nn.Module):
         )
 
 
-def build_maf(
+def build_flow(
     cfg: Config,
     features: int,
-    classes: int = 0,
-    columns: tuple[ColumnLaw, ...] | None = None,
-    context: int = 0,
+    classes: int,
+    columns: tuple[ColumnLaw, ...] | None,
+    context: int,
+    transformer: Transformer,
 ) -> MAF:
-    """The flow a config describes (model.kind: maf), for ``features`` dimensions, ``classes``
-    labels and, for a table, each column's law ``columns`` (the flow reads their categories) and
-    its ``context`` columns."""
+    """The flow a config describes with layers of ``transformer``, for ``features`` dimensions,
+    ``classes`` labels and, for a table, each column's law ``columns`` (the flow reads their
+    categories) and its ``context`` columns."""
     column_levels = None if columns is None else [law.levels for law in columns]
     grids = None if columns is None else [
         (law.step or 0.0, law.origin, -math.inf if law.lower is None else law.lower) for law in columns
@@ -621,5 +626,82 @@ def build_maf(
         direct=m.direct, ordering=m.ordering, flow_ordering=f.ordering, hidden_degrees=m.hidden_degrees,
         batch_norm=f.batch_norm, base=f.base, components=m.components, seed=cfg.seed,
         context_features=context, column_levels=column_levels, per_column=column_levels is not None,
-        grids=grids,
+        grids=grids, transformer=transformer,
     )  # fmt: skip
+
+
+def build(
+    cfg: Config,
+    features: int,
+    classes: int = 0,
+    columns: tuple[ColumnLaw, ...] | None = None,
+    context: int = 0,
+) -> MAF:
+    """The flow a config describes (model.kind: maf): affine layers."""
+    return build_flow(cfg, features, classes, columns, context, Affine())
+
+
+def describe(cfg: Config, model: MAF) -> str:
+    """The "model:" line of training."""
+    given = f", given one of {model.classes} labels" if model.classes else ""
+    return f"{model.describe()}{given}"
+
+
+@torch.no_grad()
+def flow_verification(model: MAF, points: int = 2, seed: int = 0) -> Verification:
+    """`made verify-ar`'s rows for a flow: each layer's MADE, its Jacobian du/dx (triangular in
+    the layer's ordering) and log-determinant (the sum of its transformer's log-derivatives),
+    both in float64; the MoG base's MADE; and the whole flow's log|det du/dx| against
+    autograd's (``verify.whole_flow_error``)."""
+    generator = torch.Generator().manual_seed(seed)
+    flow = copy.deepcopy(model).double().cpu().eval()
+    layers = []
+    for t, layer in enumerate(flow.layers):
+        (made,) = verify_made(model.layers[t].made, points=points, seed=seed + t)
+        layers.append(
+            triangular_report(t, made, layer, layer.made.ranks[0], layer.made.context, points, generator)
+        )
+    rows = [[f"layer {r.step}", *made_cells(r.made), *r.cells()] for r in layers]
+    ok = [r.ok for r in layers]
+    records: list[dict[str, Any]] = [r.to_dict() for r in layers]
+    if model.base is not None:
+        base = verify_made(model.base.net, points=points, seed=seed + len(layers))[0]
+        rows.append(["base", *made_cells(base), "-", "-"])
+        ok.append(base.ok)
+        records.append({"step": "base", "made": base.to_dict(), "ok": base.ok})
+
+    def transform(v: torch.Tensor, y: torch.Tensor | None, c: torch.Tensor | None) -> torch.Tensor:
+        return flow.transform_dims(v, y, context=c)
+
+    whole = whole_flow_error(
+        transform,
+        flow.input_shift,
+        flow.input_scale,
+        model.classes,
+        model.context_features,
+        points,
+        generator,
+    )
+    if whole is not None:
+        rows.append(["whole flow", *["-"] * len(MADE_COLUMNS), "-", f"{whole.error:.1e}"])
+        ok.append(whole.ok)
+        records.append({"step": "whole flow", "log_det_error": whole.error, "ok": whole.ok})
+    return Verification(
+        unit="flow part",
+        columns=[*MADE_COLUMNS, "du/dx off triangle", "log-det error"],
+        rows=rows,
+        ok=ok,
+        caption=f"Jacobian at {points} random point(s); {whole_flow_caption(whole is not None)}",
+        verdict=(
+            f"all {len(layers)} flow layer(s) satisfy the autoregressive property, with triangular "
+            f"Jacobians whose log-determinant is the sum of the {model.transformer.name}s' log-derivatives"
+            + (", and so does the base" if model.base is not None else "")
+            + (", and the flow's log-determinant matches autograd's" if whole is not None else "")
+        ),
+        records=records,
+    )
+
+
+def verify(model: MAF, points: int = 2) -> Verification:
+    """``flow_verification``: `made verify-ar`'s checks of a flow."""
+    return flow_verification(model, points)

@@ -1,7 +1,7 @@
 """The one interface between a model kind and the rest: what training and every command use.
 
 The trainer, the commands and the CLI see a model only through ``DensityModel`` and the kind's
-registry entry (kinds.py); a new kind implements this protocol and adds one entry there.
+registry entry (kinds/); a new kind implements this protocol in its own package (kinds/<kind>/).
 """
 
 from __future__ import annotations

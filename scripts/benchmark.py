@@ -317,8 +317,8 @@ def flow_rows(kind: str, features: int, quick: bool) -> list[tuple[str, str, flo
     """(what, peer, made, peer) for each installed peer of a flow kind, all timed in alternation:
     training steps/s (5 layers of 1x512, batch 100, no direct connections on either side; made's
     own train_step and fused Adam against the peer with the same fused Adam, then with its
-    default Adam), rows/s of log p(x), and rows/s sampled with 5 layers of 1x128 (a peer's
-    inverse runs each layer's network once per dimension, so its time grows with D)."""
+    default Adam), rows/s of log p(x), and rows/s sampled by the same flows (a peer's inverse
+    runs each layer's network once per dimension, made's computes each hidden unit once)."""
     hidden, layers = ([16], 2) if quick else ([512], 5)
     batch, rows = 100, []
     data = torch.randn(50 * batch, features, generator=torch.Generator().manual_seed(0))
@@ -341,16 +341,11 @@ def flow_rows(kind: str, features: int, quick: bool) -> list[tuple[str, str, flo
             made_lp = best_seconds(lambda ours=ours, x=x: ours.log_prob(x), repeats)
             peer_lp = best_seconds(lambda peer=peer, x=x: peer_log_prob(peer, x), repeats)
         rows.append(("log p(x), 1000 rows (rows/s)", name, 1000 / made_lp, 1000 / peer_lp))
-    narrow, n, layers = ([8], 20, 2) if quick else ([128], 100, 5)
-    for name, (peer, overrides) in flow_peers(kind, features, narrow, layers).items():
-        ours = made(features, ["data.name=toy", *overrides]).eval()
-        peer.eval()
+        n = 20 if quick else 100
         with torch.no_grad():
-            made_s = best_seconds(lambda ours=ours: ours.sample(n), 1 if quick else 3)
-            peer_s = best_seconds(lambda peer=peer: peer_sample(peer, n), 1)
-        rows.append(
-            (f"sampling {n} rows, {layers} layers of 1x{narrow[0]} (rows/s)", name, n / made_s, n / peer_s)
-        )
+            made_s = best_seconds(lambda ours=ours, n=n: ours.sample(n), 1 if quick else 3)
+            peer_s = best_seconds(lambda peer=peer, n=n: peer_sample(peer, n), 1)
+        rows.append((f"sampling {n} rows (rows/s)", name, n / made_s, n / peer_s))
     return rows
 
 

@@ -58,7 +58,9 @@ CASES = [
     pytest.param({"base": "mog", "components": 3, "classes": 2}, id="mog-base-label"),
     pytest.param({"hidden": [], "layers": 2}, id="no-hidden-layer"),
     pytest.param({"transformer": RationalQuadraticSpline(4, 2.0)}, id="spline"),
-    pytest.param({"transformer": RationalQuadraticSpline(3, 1.0), "base": "mog", "classes": 2}, id="spline-mog"),
+    pytest.param(
+        {"transformer": RationalQuadraticSpline(3, 1.0), "base": "mog", "classes": 2}, id="spline-mog"
+    ),
 ]
 
 

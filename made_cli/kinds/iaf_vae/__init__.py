@@ -70,6 +70,15 @@ KIND = Kind(
     measure="-ELBO",
     loss_name="train_loss",
     note="-ELBO is an upper bound on the NLL; made evaluate RUN estimates the NLL itself",
-    contract=("data.name=synthetic", "data.features=4", "model.hidden=[8]", "iaf.latent=2", "iaf.encoder=[16]",
-              "iaf.decoder=[16]", "iaf.context=4", "iaf.steps=2", "iaf.importance_samples=500"),  # fmt: skip
+    contract=(
+        "data.name=synthetic",
+        "data.features=4",
+        "model.hidden=[8]",
+        "iaf.latent=2",
+        "iaf.encoder=[16]",
+        "iaf.decoder=[16]",
+        "iaf.context=4",
+        "iaf.steps=2",
+        "iaf.importance_samples=500",
+    ),
 )

@@ -41,6 +41,12 @@ KIND = Kind(
     model_key=_model_key,
     head_is_law=True,
     table_defaults=TABLE_DEFAULTS,
-    contract=("data.name=toy", "model.head=mog", "model.components=3", "model.hidden=[32]",
-              "model.num_masks=2", "model.ordering=random"),  # fmt: skip
+    contract=(
+        "data.name=toy",
+        "model.head=mog",
+        "model.components=3",
+        "model.hidden=[32]",
+        "model.num_masks=2",
+        "model.ordering=random",
+    ),
 )

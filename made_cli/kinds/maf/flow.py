@@ -99,7 +99,7 @@ class MAFLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(u (B, D), log|du_d/dx_d| (B, D)): the log-determinant is the sum of the second."""
-        return self.transformer.forward(x, self.made(x, c).movedim(1, -1))
+        return self.transformer.forward(x, self.made(x, c))
 
     @torch.no_grad()
     def inverse(

@@ -34,11 +34,12 @@ class Transformer:
     flow: str  # what a flow of such layers is called: MAF, NSF
 
     def forward(self, x: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(u, log du/dx), each shaped as x, from x (...) and params (..., P)."""
+        """(u, log du/dx), each shaped as x, from x (..., N) and params (..., P, N): the layout
+        of a MADE's output, (B, P, D), so a layer passes it as it comes."""
         raise NotImplementedError
 
     def inverse(self, u: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """The x (...) whose ``forward`` is u (...), from params (..., P)."""
+        """The x (..., N) whose ``forward`` is u (..., N), from params (..., P, N)."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -51,11 +52,11 @@ class Affine(Transformer):
     name, params_per_dim, flow = "affine", 2, "MAF"
 
     def forward(self, x: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        alpha = bounded_alpha(params[..., 1])
-        return (x - params[..., 0]) * torch.exp(-alpha), -alpha
+        alpha = bounded_alpha(params[..., 1, :])
+        return (x - params[..., 0, :]) * torch.exp(-alpha), -alpha
 
     def inverse(self, u: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        return params[..., 0] + torch.exp(bounded_alpha(params[..., 1])) * u
+        return params[..., 0, :] + torch.exp(bounded_alpha(params[..., 1, :])) * u
 
 
 class TransformerInverse(Head):
@@ -71,4 +72,4 @@ class TransformerInverse(Head):
         self.params_per_dim = transformer.params_per_dim
 
     def draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return self.transformer.inverse(u[:, 0], params)
+        return self.transformer.inverse(u[:, :1], params[:, :, None])[:, 0]

@@ -44,71 +44,65 @@ class RationalQuadraticSpline(Transformer):
     def describe(self) -> str:
         return f"rational-quadratic spline, {self.bins} bins on [-{self.bound:g}, {self.bound:g}]"
 
-    def _knots(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(knots in x (..., K+1), knots in u (..., K+1), derivatives at the knots (..., K+1))."""
-        k, b = self.bins, self.bound
+    def _shares(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(bin shares of 2B (..., 2, K, N): widths then heights; their running sums, the right
+        knots as shares; derivatives at the K + 1 knots (..., K+1, N), 1 at both ends)."""
+        k = self.bins
+        raw = params[..., : 2 * k, :].unflatten(-2, (2, k))
+        share = MIN_BIN + (1 - MIN_BIN * k) * torch.softmax(raw, -2)
+        slopes = MIN_DERIVATIVE + F.softplus(params[..., 2 * k :, :] + self._shift)
+        return share, torch.cumsum(share, -2), F.pad(slopes, (0, 0, 1, 1), value=1.0)
 
-        def edges(raw: torch.Tensor) -> torch.Tensor:
-            share = MIN_BIN + (1 - MIN_BIN * k) * torch.softmax(raw, -1)
-            cum = F.pad(torch.cumsum(share, -1), (1, 0))
-            knots = 2 * b * cum - b
-            return torch.cat(
-                [knots[..., :1].clamp(-b, -b), knots[..., 1:-1], knots[..., -1:].clamp(b, b)], -1
-            )
+    def knots(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(knots in x, knots in u, derivatives at the knots), each (..., K+1, N)."""
+        _, cum, slopes = self._shares(params)
+        edges = F.pad((2 * self.bound) * cum - self.bound, (0, 0, 1, 0), value=-self.bound)
+        return edges[..., 0, :, :], edges[..., 1, :, :], slopes
 
-        inner = MIN_DERIVATIVE + F.softplus(params[..., 2 * k :] + self._shift)
-        ends = torch.ones_like(inner[..., :1])
-        return edges(params[..., :k]), edges(params[..., k : 2 * k]), torch.cat([ends, inner, ends], -1)
-
-    def _bin(
-        self, knots: torch.Tensor, v: torch.Tensor, others: tuple[torch.Tensor, torch.Tensor]
-    ) -> tuple[torch.Tensor, ...]:
-        """For each value v (...) inside [-B, B]: its bin's (left knot, width) in the searched
-        knots and in ``others``' (knots, derivatives): x_k, w_k, y_k, h_k, d_k, d_k+1."""
-        index = (v[..., None] >= knots[..., 1:-1]).sum(-1, keepdim=True)  # (..., 1) in 0..K-1
-        right = index + 1
-        y_knots, derivatives = others
-
-        def at(t: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-            return t.gather(-1, i)[..., 0]
-
-        x_k = at(knots, index)
-        y_k = at(y_knots, index)
-        return (
-            x_k, at(knots, right) - x_k, y_k, at(y_knots, right) - y_k, at(derivatives, index),
-            at(derivatives, right),
-        )  # fmt: skip
+    def _cell(self, params: torch.Tensor, v: torch.Tensor, row: int) -> tuple[torch.Tensor, ...]:
+        """For values v (..., N) in [-B, B], placed among the knots of ``row`` (0: x, 1: u), the
+        bin's x_k, width, u_k, height, and derivatives d_k, d_k+1, each (..., N). Only what the
+        bins need is gathered, from shares laid out (..., K, N): at small shapes a training step
+        is mostly the count of operations, at large ones their passes over memory."""
+        b = self.bound
+        share, cum, slopes = self._shares(params)
+        place = ((v + b) / (2 * b))[..., None, :]  # as a share of 2B
+        index = (place >= cum[..., row, :-1, :]).sum(-2, keepdim=True)  # (..., 1, N) in 0..K-1
+        at = index[..., None, :, :].expand(*cum.shape[:-2], 1, v.shape[-1])
+        width, height = ((2 * b) * share.gather(-2, at)[..., 0, :]).unbind(-2)
+        x_right, u_right = ((2 * b) * cum.gather(-2, at)[..., 0, :] - b).unbind(-2)
+        d0 = slopes.gather(-2, index)[..., 0, :]
+        d1 = slopes.gather(-2, index + 1)[..., 0, :]
+        return x_right - width, width, u_right - height, height, d0, d1
 
     def forward(self, x: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = self.bound
         inside = (x >= -b) & (x <= b)
-        xs, ys, ds = self._knots(params)
         v = x.clamp(-b, b)
-        x_k, w, y_k, h, d0, d1 = self._bin(xs, v, (ys, ds))
-        xi = ((v - x_k) / w).clamp(0, 1)
+        x0, w, y0, h, d0, d1 = self._cell(params, v, 0)
+        xi = ((v - x0) / w).clamp(0, 1)
         s = h / w
         between = xi * (1 - xi)
         den = s + (d1 + d0 - 2 * s) * between
-        u = y_k + h * (s * xi.square() + d0 * between) / den
+        u = y0 + h * (s * xi.square() + d0 * between) / den
         slope = s.square() * (d1 * xi.square() + 2 * s * between + d0 * (1 - xi).square())
         log_det = torch.log(slope) - 2 * torch.log(den)
-        return torch.where(inside, u, x), torch.where(inside, log_det, torch.zeros_like(log_det))
+        return torch.where(inside, u, x), torch.where(inside, log_det, 0.0)
 
     def inverse(self, u: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         b = self.bound
         inside = (u >= -b) & (u <= b)
-        xs, ys, ds = self._knots(params)
         v = u.clamp(-b, b)
-        y_k, h, x_k, w, d0, d1 = self._bin(ys, v, (xs, ds))
+        x0, w, y0, h, d0, d1 = self._cell(params, v, 1)
         s = h / w
-        rel = v - y_k
+        rel = v - y0
         curve = d1 + d0 - 2 * s
         qa = h * (s - d0) + rel * curve
         qb = h * d0 - rel * curve
         qc = -s * rel
         root = torch.sqrt((qb.square() - 4 * qa * qc).clamp_min(0))
         xi = (2 * qc / (-qb - root)).clamp(0, 1)  # the root in [0, 1], stable where qa is near 0
-        return torch.where(inside, x_k + xi * w, u)
+        return torch.where(inside, x0 + xi * w, u)
 
 
 def build(

@@ -429,6 +429,12 @@ class ImputeResult:
     seconds: float
 
 
+def _finite_mean(values: np.ndarray) -> float:
+    """The mean of the finite values (NaN marks a row without them), NaN when there are none."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
 def impute_file(
     run: Run,
     path: Path,
@@ -496,8 +502,7 @@ def impute_file(
         completed=sum(s not in (NOT_NEEDED, UNSEEN) and s not in skipped for s in done.status),
         cells=done.cells,
         per_row=per_row, exact=done.status.count(EXACT), chain=sum(chained), steps=done.steps,
-        acceptance=float(np.nanmean(acc)) if any(chained) else math.nan,
-        ess=float(np.nanmean(ess)) if any(chained) and per_row > 1 else math.nan,
+        acceptance=_finite_mean(acc), ess=_finite_mean(ess) if per_row > 1 else math.nan,
         skipped=skipped, others=others, seconds=seconds,
     )  # fmt: skip
 

@@ -178,8 +178,29 @@ class Batches:
         return self.rows[self._orders[epoch][at * self.batch : (at + 1) * self.batch]]
 
 
+class Scores:
+    """What a result says of its test rows and its pace (``test_log_p``, ``steps``, ``seconds``)."""
+
+    test_log_p: torch.Tensor
+    steps: int
+    seconds: float
+
+    @property
+    def test_nll(self) -> float:
+        return float(-self.test_log_p.mean()) if len(self.test_log_p) else math.nan
+
+    @property
+    def test_bad(self) -> int:
+        """Test rows whose log p is not finite."""
+        return int((~torch.isfinite(self.test_log_p)).sum())
+
+    @property
+    def rate(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else math.nan
+
+
 @dataclass
-class Trainee:
+class Trainee(Scores):
     """One model under training: its step and its log p of raw rows, with the time and steps it
     has used and its best validation state."""
 
@@ -197,19 +218,6 @@ class Trainee:
     best_step: int = 0
     best_state: dict[str, Any] = field(default_factory=dict)
     test_log_p: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # (N,) of the best state
-
-    @property
-    def test_nll(self) -> float:
-        return float(-self.test_log_p.mean()) if len(self.test_log_p) else math.nan
-
-    @property
-    def test_bad(self) -> int:
-        """Test rows whose log p is not finite."""
-        return int((~torch.isfinite(self.test_log_p)).sum())
-
-    @property
-    def rate(self) -> float:
-        return self.steps / self.seconds if self.seconds > 0 else math.nan
 
     @torch.no_grad()
     def rows_log_p(self, x: torch.Tensor) -> torch.Tensor:
@@ -234,7 +242,7 @@ class Trainee:
 
 
 @dataclass
-class Pooled:
+class Pooled(Scores):
     """One model's results over a table's folds: its test log p of every row (in fold order), its
     steps, skipped updates and training time summed, and the folds' best validation NLLs averaged
     over all rows (each row validates in exactly one fold)."""
@@ -255,18 +263,6 @@ class Pooled:
         return cls(first.name, first.stored, first.free, sum(t.steps for t in folds),
                    sum(t.skipped for t in folds), sum(t.seconds for t in folds), valid,
                    torch.cat([t.test_log_p for t in folds]))  # fmt: skip
-
-    @property
-    def test_nll(self) -> float:
-        return float(-self.test_log_p.mean()) if len(self.test_log_p) else math.nan
-
-    @property
-    def test_bad(self) -> int:
-        return int((~torch.isfinite(self.test_log_p)).sum())
-
-    @property
-    def rate(self) -> float:
-        return self.steps / self.seconds if self.seconds > 0 else math.nan
 
 
 def paired_difference(made: Trainee | Pooled, peer: Trainee | Pooled) -> tuple[float, float]:

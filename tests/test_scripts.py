@@ -15,6 +15,30 @@ def test_benchmark_runs_quick() -> None:
     assert "ratio" in result.stdout and "speed-up" in result.stdout
 
 
+def test_benchmark_compares_both_flows_with_zuko() -> None:
+    script = str(REPO / "scripts" / "benchmark.py")
+    result = subprocess.run([sys.executable, script, "--quick", "--flows-only"],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for line in (
+        "same loop, same fused Adam",
+        "as its users run it",
+        "log p(x), 1000 rows",
+        "sampling 20 rows",
+    ):
+        assert result.stdout.count(line) == 2, line  # a MAF row and an NSF row
+    assert "zuko" in result.stdout and "NSF" in result.stdout
+
+
+def test_flow_quality_runs_quick() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "flow_quality.py"), "--quick"],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for name in ("checkerboard", "eight_gaussians", "wine", "breast_cancer"):
+        assert f"| {name} |" in result.stdout  # a row of the closing table
+    assert "made - zuko" in result.stdout and "nan" not in result.stdout
+
+
 def test_paper_table_runs_its_configs_and_writes_markdown(tmp_path, tiny_config) -> None:
     configs = tmp_path / "configs"
     configs.mkdir()

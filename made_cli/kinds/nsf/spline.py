@@ -11,14 +11,13 @@ and the degree-scheduled inverse samples in about one pass per layer, as MAF's d
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ...config import Config
 from ...heads import ColumnLaw
-from ..maf.flow import MAF, build_flow, flow_verification
+from ..maf.flow import MAF, build_flow, describe, verify  # a spline flow is checked and described as a flow
 from ..maf.transformers import Transformer
 
 __all__ = ["MIN_BIN", "MIN_DERIVATIVE", "RationalQuadraticSpline", "build", "describe", "verify"]
@@ -115,13 +114,3 @@ def build(
     """The spline flow a config describes: the flow section's layers, spline.bins and spline.bound."""
     spline = RationalQuadraticSpline(cfg.spline.bins, cfg.spline.bound)
     return build_flow(cfg, features, classes, columns, context, spline)
-
-
-def verify(model: MAF, points: int = 2) -> Any:
-    """Each layer's MADE, Jacobian and log-determinant, the base's MADE and the whole flow's."""
-    return flow_verification(model, points)
-
-
-def describe(cfg: Config, model: MAF) -> str:
-    given = f", given one of {model.classes} labels" if model.classes else ""
-    return f"{model.describe()}{given}"

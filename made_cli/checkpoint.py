@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .config import Config, config_from_dict
+from .config import Config, saved_config
 from .errors import UsageError
 from .heads import ColumnLaw
 from .interface import DensityModel
@@ -75,7 +75,7 @@ def model_from_checkpoint(
     state: dict[str, Any], path: Path, device: str | torch.device = "cpu"
 ) -> tuple[Config, DensityModel]:
     """The config and the model (in eval mode, on ``device``) a loaded checkpoint holds."""
-    config = config_from_dict(state["config"])
+    config = saved_config(state["config"])
     model = build_model(
         config, int(state["features"]), int(state.get("classes", 0)), columns=column_laws(state),
         context=int(state.get("context_features", 0)),

@@ -867,6 +867,8 @@ def list_runs(parent: Path) -> list[dict[str, Any]]:
             cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
         except yaml.YAMLError:
             cfg = {}
+        # a hand-edited file may hold anything: keep only sections that are mappings
+        cfg = {k: v for k, v in cfg.items() if isinstance(v, dict)} if isinstance(cfg, dict) else {}
         valid, test, epochs = math.inf, None, 0
         metrics = run_dir / "metrics.jsonl"
         try:

@@ -31,6 +31,7 @@ __all__ = [
     "config_to_dict",
     "config_to_yaml",
     "load_config",
+    "saved_config",
 ]
 
 # What each head models, and which datasets can give it (the rest is a config error). On a table,
@@ -67,6 +68,19 @@ Config.__module__, Config.__doc__ = __name__, "A whole config: data, model, each
 
 # the sections of settings that belong to some kinds only: section -> the kinds that read it
 _SECTIONS = {name: [k for k, kind in KINDS.items() if name in kind.sections] for name in sections()}
+
+
+def saved_config(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> Config:
+    """A run's saved config (a checkpoint's plain data) as a Config: ``config_from_dict``, once
+    the sections its kind does not read are dropped (runs saved before a kind kept only its own
+    sections carry every kind's defaults)."""
+    data, model = dict(data), data.get("model")
+    kind = str(model.get("kind", "made")) if isinstance(model, Mapping) else "made"
+    for section, kinds in _SECTIONS.items():
+        if kind not in kinds:
+            data.pop(section, None)
+    return config_from_dict(data, overrides)
+
 
 _POSITIVE = (
     "data.features",

@@ -35,7 +35,7 @@ from .checkpoint import (
     recorded_table,
     restore_model,
 )
-from .config import Config, config_from_dict, config_to_dict
+from .config import Config, config_to_dict, saved_config
 from .data import DROPPED, Dataset, load_dataset, table_record
 from .distributed import SINGLE, Dist
 from .errors import BadArgument, Interrupted, MadeError, UsageError
@@ -669,7 +669,7 @@ def resume(
                 f"cannot change {override.partition('=')[0]} when resuming; "
                 f"these can change: {', '.join(sorted(_RESUMABLE))}"
             )
-    config = config_from_dict(state["config"], overrides)
+    config = saved_config(state["config"], overrides)
     reached = state["epoch"] - (0 if state["batch"] else 1)  # the last epoch begun
     if config.train.epochs < reached:
         raise UsageError(

@@ -89,3 +89,8 @@ def test_list_runs_reads_every_run_and_says_which_do_not_load(tmp_path: Path) ->
     assert rows["run"]["checkpoint"] == "ok" and rows["run"]["test_nll"] is not None
     assert rows["run"]["record"]["invocations"][0]["command"] is None  # trained from Python
     assert rows["broken"]["checkpoint"].startswith("does not load")
+    for name, text in (("list", "- 1\n- 2\n"), ("flow-3", "flow: 3\nmodel: [1]\nspline: x\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(text)  # hand-edited into nonsense
+    rows = {Path(r["run"]).name: r for r in commands.list_runs(tmp_path)}
+    assert rows["list"]["model"].startswith("MADE") and rows["flow-3"]["data"] == "?"

@@ -145,3 +145,21 @@ def test_a_table_needs_no_values_and_defaults_to_a_head_per_column() -> None:
     flow = load_config(None, ["data.name=table", "data.path=t.csv", "model.kind=maf"])
     assert flow.model.head == "auto" and config_from_dict(config_to_dict(flow)) == flow
     assert "columns" not in config_to_yaml(load_config(None))  # keys of a table only for a table
+
+
+def test_a_saved_config_with_every_kinds_sections_still_loads() -> None:
+    """Runs saved before a config kept only its kind's sections carry the others' defaults."""
+    import dataclasses
+
+    from made_cli.config import saved_config
+    from made_cli.kinds import sections
+
+    saved = config_to_dict(load_config(None, ["model.hidden=[8]"]))
+    for name, section in sections().items():
+        saved[name] = dataclasses.asdict(section())
+    cfg = saved_config(saved)
+    assert cfg.model.hidden == (8,) and "flow" not in config_to_dict(cfg)
+    with pytest.raises(UsageError, match=r"the iaf section is for model\.kind: iaf_vae"):
+        config_from_dict(saved)  # a config a person writes is still held to its kind's sections
+    flow = config_to_dict(load_config(None, ["data.name=toy", "model.kind=nsf", "spline.bins=4"]))
+    assert saved_config({**flow, "iaf": {"steps": 2}}).spline.bins == 4

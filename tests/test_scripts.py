@@ -20,14 +20,15 @@ def test_benchmark_compares_both_flows_with_zuko() -> None:
     result = subprocess.run([sys.executable, script, "--quick", "--flows-only"],
                             capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    for line in (
+    rows = [line for line in result.stdout.splitlines() if "zuko" in line]  # nflows' rows too, if installed
+    for measure in (
         "same loop, same fused Adam",
         "as its users run it",
         "log p(x), 1000 rows",
         "sampling 20 rows",
     ):
-        assert result.stdout.count(line) == 2, line  # a MAF row and an NSF row
-    assert "zuko" in result.stdout and "NSF" in result.stdout
+        assert sum(measure in row for row in rows) == 2, measure  # zuko's MAF row and its NSF row
+    assert any("NSF" in row for row in rows)
 
 
 def test_flow_quality_runs_quick() -> None:

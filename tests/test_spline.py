@@ -1,7 +1,8 @@
 """The rational-quadratic spline (kinds/nsf/spline.py): the identity at zero parameters, a
 monotone map whose inverse inverts it inside and outside [-B, B], log-derivatives against
-autograd, continuity at the knots and slope 1 at the ends (linear tails), and one degree-
-scheduled inverse equal to the naive one."""
+autograd, continuity at the knots and slope 1 at the ends (linear tails), read backwards as a
+head, and the nsf kind's config checks. A spline flow's degree-scheduled inverse against the
+naive one, its normalisation and its samples are in test_maf.py's spline cases."""
 
 from __future__ import annotations
 
@@ -71,8 +72,10 @@ def test_a_transformer_read_as_a_head_draws_its_inverse() -> None:
 
 
 def test_bad_settings_are_refused() -> None:
-    with pytest.raises(ValueError, match="at least 2 bins"):
+    with pytest.raises(ValueError, match="2 to 999 bins"):
         RationalQuadraticSpline(1, 3.0)
+    with pytest.raises(ValueError, match="2 to 999 bins"):
+        RationalQuadraticSpline(1000, 3.0)  # bins of at least 0.1% each would be fixed
     with pytest.raises(ValueError, match="bound > 0"):
         RationalQuadraticSpline(4, 0.0)
 
@@ -80,8 +83,13 @@ def test_bad_settings_are_refused() -> None:
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["model.kind=nsf", "spline.bins=1"], "spline.bins must be at least 2 (got 1)"),
-        (["model.kind=nsf", "spline.bound=0"], "spline.bound must be a number > 0 (got 0.0)"),
+        (["model.kind=nsf", "spline.bins=1"], "spline.bins must be between 2 and 999 (got 1)"),
+        (["model.kind=nsf", "spline.bins=1200"], "spline.bins must be between 2 and 999 (got 1200)"),
+        (
+            ["model.kind=nsf", "spline.bound=0"],
+            "spline.bound must be a number > 0 and at most 1e+06 (got 0.0)",
+        ),
+        (["model.kind=nsf", "spline.bound=1e39"], "spline.bound must be a number > 0 and at most 1e+06"),
         (
             ["model.kind=maf", "spline.bins=4"],
             "the spline section is for model.kind: nsf (this config has kind: maf)",

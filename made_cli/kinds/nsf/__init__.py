@@ -24,12 +24,18 @@ class SplineConfig:
     bound: float = 3.0  # B: the identity (linear tails) outside [-B, B], in the standardised scale
 
 
+MAX_BINS = 999  # each bin is at least 0.1% of the interval wide (spline.MIN_BIN): 1000 would fix them all
+MAX_BOUND = 1e6  # in standardised units; float32 knots need it finite with room to spare
+
+
 def _validate(cfg: ConfigView) -> None:
     validate_flow(cfg)
-    if cfg.spline.bins < 2:
-        raise UsageError(f"spline.bins must be at least 2 (got {cfg.spline.bins})")
-    if not (math.isfinite(cfg.spline.bound) and cfg.spline.bound > 0):
-        raise UsageError(f"spline.bound must be a number > 0 (got {cfg.spline.bound})")
+    if not 2 <= cfg.spline.bins <= MAX_BINS:
+        raise UsageError(f"spline.bins must be between 2 and {MAX_BINS} (got {cfg.spline.bins})")
+    if not (math.isfinite(cfg.spline.bound) and 0 < cfg.spline.bound <= MAX_BOUND):
+        raise UsageError(
+            f"spline.bound must be a number > 0 and at most {MAX_BOUND:g} (got {cfg.spline.bound})"
+        )
 
 
 def _summary(cfg: Mapping[str, Any]) -> str:

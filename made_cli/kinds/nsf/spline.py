@@ -32,8 +32,8 @@ class RationalQuadraticSpline(Transformer):
     zero give equal bins and unit derivatives: the identity."""
 
     def __init__(self, bins: int = 8, bound: float = 3.0) -> None:
-        if bins < 2 or not bound > 0:
-            raise ValueError("a spline needs at least 2 bins and a bound > 0")
+        if bins < 2 or bins * MIN_BIN >= 1 or not bound > 0:
+            raise ValueError(f"a spline needs 2 to {math.ceil(1 / MIN_BIN) - 1} bins and a bound > 0")
         self.bins, self.bound = bins, float(bound)
         self.params_per_dim = 3 * bins - 1
         self.name, self.flow = "rational-quadratic spline", "NSF"

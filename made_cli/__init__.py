@@ -11,6 +11,7 @@ from .config import Config, load_config
 from .errors import MadeError, UsageError
 
 if TYPE_CHECKING:
+    from .condition import Condition
     from .interface import DensityModel
     from .kinds import build_model
     from .kinds.iaf_vae.vae import IAFVAE
@@ -23,6 +24,7 @@ __all__ = [
     "IAFVAE",
     "MADE",
     "MAF",
+    "Condition",
     "Config",
     "DensityModel",
     "MADEModel",
@@ -40,7 +42,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "IAFVAE": "kinds.iaf_vae.vae", "MADE": "made", "MAF": "kinds.maf.flow", "MaskedLinear": "made",
     "MADEModel": "models", "DensityModel": "interface", "build_model": "kinds", "Run": "runs",
-    "load_run": "runs",
+    "load_run": "runs", "Condition": "condition",
 }  # fmt: skip
 
 

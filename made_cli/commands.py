@@ -16,13 +16,15 @@ import numpy as np
 import torch
 
 from .checkpoint import check_data, load_checkpoint
+from .condition import Condition
 from .config import check_seed, load_config
 from .data import data_shape, display_values, read_npz
 from .errors import BadArgument, UsageError
+from .evaluation import condition_for
 from .heads import check_rows
 from .interface import EXACT, MARKOV_CHAIN, SUB_ENSEMBLE, DensityModel, Progress, Verification
 from .kinds import KINDS, build_model, kind_of
-from .models import OBSERVED_DRAWS, check_labels
+from .models import OBSERVED_DRAWS
 from .pictures import rows_by_class, save_png
 from .queries import draw_rows, run_data
 from .runs import SCHEMA_FILE, Run, atomic_write_bytes, atomic_write_text, find_runs, read_record
@@ -72,8 +74,7 @@ def evaluate_run(
     dataset = run_data(run)
     x = dataset.split(split)
     report: dict[str, Any] = {"run": str(run.dir), "split": split, "examples": int(x.shape[0])}
-    labels, context = dataset.split_labels(split), dataset.split_context(split)
-    report.update(run.model.evaluate(x, labels, batch_size, samples, seed, progress, context))
+    report.update(run.model.evaluate(x, dataset.split_condition(split), batch_size, samples, seed, progress))
     report["bits_per_dim"] = dataset.bits_per_dim(report["nll_nats"], split)
     report["values"] = dataset.values
     if "marginal_nll_nats" in report:  # a class-conditional model's NLL of x alone
@@ -122,7 +123,8 @@ def sample_run(
             )
         if table_format(table_out) is None or table_out.is_dir():
             raise BadArgument("out", f"must be a .csv, .tsv or .parquet file (got {table_out})")
-    x, labels, context, sampled = draw_rows(run, n, seed, label, means, given, steps)
+    x, drawn_given, sampled = draw_rows(run, n, seed, label, means, given, steps)
+    labels, context = drawn_given.labels, drawn_given.context
     named = "" if label is None else "-label" + re.sub(r"[^A-Za-z0-9_.-]", "_", str(label))
     if given:
         named += "-given-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", ",".join(given))[:80]
@@ -202,7 +204,7 @@ def density_panels(model: DensityModel, x: torch.Tensor, classes: list[int] | No
     if classes is None:
         log_p = model.log_prob(grid)
     else:
-        per = [model.log_prob(grid, torch.full((p * p,), y, device=device)) for y in classes]
+        per = [model.log_prob(grid, Condition(torch.full((p * p,), y, device=device))) for y in classes]
         log_p = torch.logsumexp(torch.stack(per), 0) - math.log(len(classes))
     density = (log_p - log_p.max()).exp().view(p, p).cpu().float()
     bins = p // _HISTOGRAM_CELL  # coarser than the density: a few thousand samples fill them
@@ -307,12 +309,13 @@ def complete_run(
     device = next(run.model.parameters()).device
     originals = test[indices].to(device)  # (n, D)
     observed = observed_mask(mask, d, run.image_shape, k, generator, fraction).to(device)
-    labels = dataset.split_labels("test") if run.model.classes else None  # given to a conditional model
-    labels = None if labels is None else labels[indices].to(device)
-    context = dataset.split_context("test")
-    context = None if context is None else context[indices].to(device)
+    given = condition_for(run.model, dataset.split_condition("test")).rows(indices).to(device)
+    labels, context = given.labels, given.context  # given to a conditional model
+    cells = torch.where(observed, originals, torch.nan)
     start = time.perf_counter()
-    done = run.model.complete_rows(originals, observed, labels, per_image, generator, rounds, context, steps)
+    done = run.model.complete_rows(
+        Condition(labels, context, cells), per_image, generator, rounds, steps, truth=originals
+    )
     seconds = time.perf_counter() - start
     cond = done.conditional
     exact_rows = torch.tensor([s == EXACT for s in done.status], dtype=torch.bool, device=cond.device)
@@ -630,23 +633,19 @@ def _npz_rows(run: Run, path: Path) -> tuple[Any, torch.Tensor, torch.Tensor | N
 
 
 @torch.no_grad()
-def _log_probs(
-    run: Run, x: torch.Tensor, labels: torch.Tensor | None, context: torch.Tensor | None, batch_size: int
-) -> torch.Tensor:
+def _log_probs(run: Run, x: torch.Tensor, given: Condition, batch_size: int) -> torch.Tensor:
     """log p(x) (N,) in batches, row r's noise (if the estimate draws any) seeded by r; a
-    class-conditional model without labels sums the label out."""
+    class-conditional model given no labels sums the label out."""
     model: Any = run.model
     device = next(model.parameters()).device
     out = []
     for i in range(0, x.shape[0], batch_size):
         rows = torch.arange(i, min(i + batch_size, x.shape[0]))
-        b = x[rows].to(device)
-        c = None if context is None else context[rows].to(device)
-        if model.classes and labels is None:
-            out.append(model.marginal_log_prob(b, c, rows=rows).double().cpu())
+        b, g = x[rows].to(device), given.rows(rows).to(device)
+        if model.classes and given.labels is None:
+            out.append(model.marginal_log_prob(b, g, rows=rows).double().cpu())
         else:
-            y = None if labels is None else labels[rows].to(device)
-            out.append(model.log_prob(b, y, c, rows=rows).double().cpu())
+            out.append(model.log_prob(b, g, rows=rows).double().cpu())
     return torch.cat(out)
 
 
@@ -700,7 +699,6 @@ def score_run(
     added = [SCORE_COLUMN, *([SAMPLES_COLUMN] if k is not None else [])]
     added += [FLAG_COLUMN] if flag_below is not None else []
     labels: torch.Tensor | None
-    context: torch.Tensor | None = None
     scored = None
     if schema is not None:
         if table_format(path) is None:
@@ -711,7 +709,7 @@ def score_run(
         added += [MISSING_COLUMN, ESTIMATOR_COLUMN]
         _check_free(table, path, added)
         scored, rows = score_table(run, table, path, draws, seed, batch_size)
-        x, labels, context = rows.x, rows.labels, rows.context
+        x, labels = rows.x, rows.labels
         scores = torch.from_numpy(scored.log_prob)
     else:
         table, x, labels = _npz_rows(run, path)
@@ -721,11 +719,10 @@ def score_run(
             labels = None  # an npz's labels, for a model that takes none
         try:
             check_rows(x, model.features, model.head)
-            if labels is not None:
-                check_labels(labels, model.classes, x.shape[0])
+            Condition(labels).check(model.classes, model.context_features, x.shape[0])
         except ValueError as e:
             raise UsageError(f"{path}: {e}") from None
-        scores = _log_probs(run, x, labels, context, batch_size)
+        scores = _log_probs(run, x, Condition(labels), batch_size)
     table = table.append_column(SCORE_COLUMN, _arrow(scores.numpy()))
     conditional = labels is not None or not model.classes
     estimator = model.log_prob_estimator if conditional else model.marginal_estimator
@@ -746,10 +743,10 @@ def score_run(
         except UsageError as e:
             why = f"compares with the run's validation rows, which cannot be read: {e}"
             raise BadArgument("flag_below", why) from None
-        valid_labels = dataset.split_labels("valid") if labels is not None else None
-        valid_context = dataset.split_context("valid")
+        valid = dataset.split_condition("valid")  # the labels only if the scored rows have theirs
+        valid = Condition(valid.labels if labels is not None else None, valid.context)
         if scored is None:
-            reference = _log_probs(run, dataset.valid, valid_labels, valid_context, batch_size)
+            reference = _log_probs(run, dataset.valid, valid, batch_size)
             threshold = float(torch.quantile(reference, flag_below))
             below = (scores < threshold).numpy()
         else:
@@ -762,8 +759,7 @@ def score_run(
             pattern = torch.cat([torch.isnan(x) & gaps[:, None], blank], 1)
             patterns, which = torch.unique(pattern, dim=0, return_inverse=True)
             limits = pattern_thresholds(
-                run, patterns[:, :-1], dataset.valid, valid_labels, valid_context, flag_below, draws, seed,
-                patterns[:, -1],
+                run, patterns[:, :-1], dataset.valid, valid, flag_below, draws, seed, patterns[:, -1],
             )  # fmt: skip
             below = ((scores < limits[which]) | ~seen).numpy()
             complete = ~patterns.any(1)

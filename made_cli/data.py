@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .benchmarks import BENCHMARK_FEATURES, load_benchmark
+from .condition import Condition
 from .config import DataConfig
 from .download import download
 from .errors import UsageError
@@ -100,6 +101,10 @@ class Dataset:
         if self.context is None:
             return None
         return self.context[SPLIT_NAMES.index(name)]
+
+    def split_condition(self, name: str) -> Condition:
+        """A split's labels and context columns, as a model is given them."""
+        return Condition(self.split_labels(name), self.split_context(name))
 
     @property
     def context_features(self) -> int:

@@ -7,16 +7,15 @@ from contextlib import contextmanager
 
 import torch
 
+from .condition import UNCONDITIONAL, Condition
 from .distributed import SINGLE, Dist
 from .errors import UsageError
 from .interface import DensityModel, Progress
 
-__all__ = ["Terms", "evaluate_nll", "evaluate_terms", "labels_for", "tf32"]
+__all__ = ["Terms", "condition_for", "evaluate_nll", "evaluate_terms", "tf32"]
 
-# per-row terms of a batch (B,) given its labels, the rows' places in the split and its context
-Terms = Callable[
-    [torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor]
-]
+# per-row terms of a batch (B,) given its condition and the rows' places in the split
+Terms = Callable[[torch.Tensor, Condition, torch.Tensor], dict[str, torch.Tensor]]
 
 
 @contextmanager
@@ -36,18 +35,17 @@ def evaluate_terms(
     x: torch.Tensor,
     batch_size: int = 1000,
     group: Dist = SINGLE,
-    labels: torch.Tensor | None = None,
+    given: Condition = UNCONDITIONAL,
     terms: Terms | None = None,
     progress: Progress | None = None,
-    context: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Means per example of per-row terms (``nll`` among them, in nats): the model's
-    ``validation_terms`` unless ``terms`` says otherwise (given the batch, its labels, its
-    rows' places in the split and its context). ``progress`` hears (rows done, rows) after each batch.
+    ``validation_terms`` unless ``terms`` says otherwise (given the batch, its condition and
+    its rows' places in the split). ``progress`` hears (rows done, rows) after each batch.
 
-    A class-conditional model is evaluated given ``labels``, a model with context columns given
-    ``context`` (N, C). In a process group each rank takes every world-th row and the sums are
-    added up, so all ranks get the same numbers.
+    The rows are evaluated ``given`` their labels and context (as ``condition_for`` keeps them).
+    In a process group each rank takes every world-th row and the sums are added up, so all
+    ranks get the same numbers.
     """
     terms = terms or model.validation_terms
     was_training = model.training
@@ -55,16 +53,13 @@ def evaluate_terms(
     device = next(model.parameters()).device
     rows = x[group.rank :: group.world]
     index = torch.arange(x.shape[0])[group.rank :: group.world]  # rows' places in the split
-    row_labels = labels_for(model, labels)
-    row_labels = None if row_labels is None else row_labels[group.rank :: group.world]
-    row_context = None if context is None else context[group.rank :: group.world]
+    row_given = condition_for(model, given).rows(slice(group.rank, None, group.world))
     totals: dict[str, float] = {}
     with tf32(False):  # reported likelihoods in full fp32, whatever training used
         for i in range(0, rows.shape[0], batch_size):
             batch = rows[i : i + batch_size].to(device)
-            y = None if row_labels is None else row_labels[i : i + batch_size].to(device)
-            c = None if row_context is None else row_context[i : i + batch_size].to(device)
-            for key, value in terms(batch, y, index[i : i + batch_size], c).items():
+            g = row_given.rows(slice(i, i + batch_size)).to(device)
+            for key, value in terms(batch, g, index[i : i + batch_size]).items():
                 totals[key] = totals.get(key, 0.0) + float(value.sum())
             if progress is not None:
                 progress(min(i + batch_size, rows.shape[0]), rows.shape[0])
@@ -79,19 +74,19 @@ def evaluate_nll(
     x: torch.Tensor,
     batch_size: int = 1000,
     group: Dist = SINGLE,
-    labels: torch.Tensor | None = None,
+    given: Condition = UNCONDITIONAL,
     terms: Terms | None = None,
-    context: torch.Tensor | None = None,
 ) -> float:
     """Mean negative log-likelihood in nats per example, with the model's full estimator
     (for a VAE: -ELBO, which bounds it from above); see ``evaluate_terms``."""
-    return evaluate_terms(model, x, batch_size, group, labels, terms, context=context)["nll"]
+    return evaluate_terms(model, x, batch_size, group, given, terms)["nll"]
 
 
-def labels_for(model: DensityModel, labels: torch.Tensor | None) -> torch.Tensor | None:
-    """The labels a model takes: those given if it is class-conditional, else none."""
-    if not model.classes:
-        return None
-    if labels is None:
+def condition_for(model: DensityModel, given: Condition) -> Condition:
+    """What a model takes of the data's condition: the labels only if it is class-conditional
+    (a usage error if the data has none), the context columns only if it has any."""
+    if model.classes and given.labels is None:
         raise UsageError("this model is conditioned on labels, but the data has none")
-    return labels
+    labels = given.labels if model.classes else None
+    context = given.context if model.context_features else None
+    return Condition(labels, context, given.cells)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import torch
 
+from .condition import UNCONDITIONAL, Condition
 from .heads import Head
 from .made import MADE
 
@@ -35,7 +36,7 @@ class Completion:
 
     values: torch.Tensor  # (B * per_row, D): observed values kept, the rest drawn
     status: list[str]  # per row
-    conditional: torch.Tensor  # (B,) log p(missing | observed) where EXACT, else NaN
+    conditional: torch.Tensor  # (B,) log p(missing | observed) of the truth where EXACT, else NaN
     method: str | None = None  # how an approximate completion was made, if the model says
     steps: int = 0  # Metropolis-Hastings moves of each chain (MARKOV_CHAIN rows)
     acceptance: torch.Tensor | None = None  # (B,) share of moves accepted over a row's chains; NaN: none
@@ -81,11 +82,9 @@ class DensityModel(Protocol):
         """How ``log_prob`` computes log p(x) (a VAE: by importance sampling, not its -ELBO)."""
         ...
 
-    def fit_inputs(
-        self, train: torch.Tensor, labels: torch.Tensor | None = None, context: torch.Tensor | None = None
-    ) -> None:
-        """Set what comes from the training split (input statistics, output biases, p(y), the
-        context columns' scaling)."""
+    def fit_inputs(self, train: torch.Tensor, given: Condition = UNCONDITIONAL) -> None:
+        """Set what comes from the training split and its condition (input statistics, output
+        biases, p(y), the context columns' scaling)."""
         ...
 
     def forward(
@@ -93,9 +92,8 @@ class DensityModel(Protocol):
         x: torch.Tensor,
         step: int,
         steps_per_epoch: int,
-        labels: torch.Tensor | None = None,
+        given: Condition = UNCONDITIONAL,
         noise: torch.Generator | None = None,
-        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The training loss per row (B,) at a step, whose mean is minimised."""
         ...
@@ -109,11 +107,7 @@ class DensityModel(Protocol):
         ...
 
     def validation_terms(
-        self,
-        x: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        rows: torch.Tensor | None = None,
-        context: torch.Tensor | None = None,
+        self, x: torch.Tensor, given: Condition = UNCONDITIONAL, rows: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """Per-row numbers the trainer averages on a split; ``nll`` decides early stopping."""
         ...
@@ -125,22 +119,17 @@ class DensityModel(Protocol):
     def evaluate(
         self,
         x: torch.Tensor,
-        labels: torch.Tensor | None,
+        given: Condition,
         batch_size: int,
         samples: int | None = None,
         seed: int | None = None,
         progress: Progress | None = None,
-        context: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         """`made evaluate`'s report on rows x: ``nll_nats``, ``estimator`` and any other terms."""
         ...
 
     def log_prob(
-        self,
-        x: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        context: torch.Tensor | None = None,
-        rows: torch.Tensor | None = None,
+        self, x: torch.Tensor, given: Condition = UNCONDITIONAL, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
         """log p(x) (B,) in nats (a density for real values): exact, or the kind's estimate.
         ``rows`` (B,): each row's place, which seeds whatever noise its estimate draws (a VAE's
@@ -151,9 +140,8 @@ class DensityModel(Protocol):
         self,
         n: int,
         generator: torch.Generator,
-        labels: torch.Tensor | None = None,
+        given: Condition = UNCONDITIONAL,
         means: bool = False,
-        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``n`` samples (n, D); ``means`` asks for the conditional means where the kind has them."""
         ...
@@ -164,17 +152,17 @@ class DensityModel(Protocol):
 
     def complete_rows(
         self,
-        x: torch.Tensor,
-        observed: torch.Tensor,
-        labels: torch.Tensor | None,
+        given: Condition,
         per_row: int,
         generator: torch.Generator,
         rounds: int | None = None,
-        context: torch.Tensor | None = None,
         steps: int | None = None,
+        truth: torch.Tensor | None = None,
     ) -> Completion:
-        """Each row completed ``per_row`` times (rows repeat in place, row-major); rows that are
-        not exact run chains of ``steps`` moves where the kind has them."""
+        """Each row of ``given.cells`` (NaN where free) completed ``per_row`` times (rows repeat
+        in place, row-major), given its labels and context; rows that are not exact run chains
+        of ``steps`` moves where the kind has them. ``truth`` (B, D), the rows as they were (a
+        test row's own missing values), is what ``Completion.conditional`` scores; None: NaN."""
         ...
 
     def made_nets(self) -> list[MADE]:

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import sampling
+from .condition import UNCONDITIONAL, Condition
 from .config import Config
 from .errors import BadArgument, UsageError
 from .evaluation import evaluate_nll, evaluate_terms
@@ -21,9 +21,8 @@ from .made import MADE
 from .mcmc import effective_sample_size
 
 __all__ = [
-    "CHAIN_STEPS", "ChainState", "ExactLikelihood", "MADEModel", "check_context",
-    "check_labels", "context_classes", "given_context", "input_standardisation", "label_context",
-    "label_log_prior", "label_marginal", "repeat_rows",
+    "CHAIN_STEPS", "ChainState", "ExactLikelihood", "MADEModel", "context_classes",
+    "given_context", "input_standardisation", "label_log_prior", "label_marginal",
 ]  # fmt: skip
 
 
@@ -32,51 +31,9 @@ ENUMERATED_COMPLETIONS = 64  # a row's discrete gaps with at most this many join
 OBSERVED_DRAWS = 100  # importance-sampling completions per member for log p(x_observed) (made score --draws)
 
 
-def check_labels(labels: torch.Tensor | int | None, classes: int, rows: int | None = None) -> None:
-    """Labels fit a model of ``classes`` classes (0: unconditional): present exactly when it is
-    conditional, each in 0..classes-1, one for all ``rows`` or one per row, else a ValueError
-    that says which.
-
-    Checked where labels enter (log_prob, sample, complete), not per forward pass: reading
-    the range back from a GPU would stall every training step.
-    """
-    if not classes:
-        if labels is not None:
-            raise ValueError("this model is not conditioned on labels")
-        return
-    if labels is None:
-        raise ValueError("this model is conditioned on a label: pass labels")
-    labels = torch.as_tensor(labels)
-    if rows is not None and labels.numel() != 1 and labels.shape != (rows,):
-        raise ValueError(f"labels must be one label or ({rows},), got shape {tuple(labels.shape)}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= classes):
-        raise ValueError(f"labels must be in 0..{classes - 1}")
-
-
-def check_context(context: torch.Tensor | None, features: int, rows: int | None = None) -> None:
-    """Context columns fit a model conditioned on ``features`` of them (0: none): present exactly
-    when it is, (rows, features), finite; else a ValueError that says which."""
-    if not features:
-        if context is not None:
-            raise ValueError("this model has no context columns")
-        return
-    if context is None:
-        raise ValueError(f"this model is conditioned on {features} context columns: pass context")
-    if context.dim() != 2 or context.shape[1] != features or (rows is not None and context.shape[0] != rows):
-        want = f"({rows}, {features})" if rows is not None else f"(rows, {features})"
-        raise ValueError(f"context must be {want}, got shape {tuple(context.shape)}")
-    if not bool(torch.isfinite(context).all()):
-        raise ValueError("context values must be finite")
-
-
 def given_context(features: int) -> str:
     """What an estimator's name adds for a model with context columns."""
     return "" if not features else f", given {features} context column" + ("s" if features > 1 else "")
-
-
-def repeat_rows(t: torch.Tensor | None, times: int) -> torch.Tensor | None:
-    """Each row of ``t`` ``times`` times in place (completions per row); None stays None."""
-    return None if t is None else t.repeat_interleave(times, 0)
 
 
 def input_standardisation(train: torch.Tensor, per_column: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,27 +62,16 @@ def label_log_prior(labels: torch.Tensor, classes: int) -> torch.Tensor:
     return (counts / counts.sum()).log()
 
 
-def label_context(
-    labels: torch.Tensor | int | None, classes: int, rows: int, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor | None:
-    """A MADE's context (rows, classes): the one-hot labels, at degree 0; None when unconditional."""
-    if not classes:
-        return None
-    if labels is None:
-        raise ValueError("this model is conditioned on a label: pass labels")
-    labels = torch.as_tensor(labels, device=device).long().expand(rows)
-    return F.one_hot(labels, classes).to(dtype)
-
-
 def label_marginal(
-    log_prob: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    log_prob: Callable[[torch.Tensor, Condition], torch.Tensor],
     x: torch.Tensor,
     label_log_prior: torch.Tensor,
+    given: Condition = UNCONDITIONAL,
 ) -> torch.Tensor:
     """log p(x) (B,) with the label summed out: logsumexp_y log p(x | y) + log p(y), p(y)
-    (C,) the training label frequencies (one pass per class)."""
+    (C,) the training label frequencies (one pass per class); ``given``'s context kept."""
     per = [
-        log_prob(x, torch.full((x.shape[0],), y, device=x.device)) + label_log_prior[y]
+        log_prob(x, given.with_labels(torch.full((x.shape[0],), y, device=x.device))) + label_log_prior[y]
         for y in range(len(label_log_prior))
     ]
     return torch.logsumexp(torch.stack(per), 0)  # (B,)
@@ -150,10 +96,10 @@ class ExactLikelihood:
             module.register_buffer("context_scale", torch.ones(features))
 
     @torch.no_grad()
-    def _fit_context(self, context: torch.Tensor | None) -> None:
-        if self.context_features and context is not None:
+    def _fit_context(self, given: Condition) -> None:
+        if self.context_features and given.context is not None:
             module: Any = self
-            shift, scale = input_standardisation(context.to(module.context_shift), per_column=True)
+            shift, scale = input_standardisation(given.context.to(module.context_shift), per_column=True)
             module.context_shift.copy_(shift)
             module.context_scale.copy_(scale)
 
@@ -162,29 +108,19 @@ class ExactLikelihood:
         """How ``log_prob`` computes log p(x) (``made score`` names it): exactly, as validated."""
         return self.estimator  # type: ignore[attr-defined]
 
-    def check_condition(
-        self, labels: torch.Tensor | int | None, context: torch.Tensor | None, rows: int | None = None
-    ) -> None:
-        """Labels and context columns fit the model (see ``check_labels``, ``check_context``)."""
-        check_labels(labels, self.classes, rows)
-        check_context(context, self.context_features, rows)
+    def check_condition(self, given: Condition, rows: int | None = None) -> None:
+        """``given`` fits the model (``Condition.check``)."""
+        given.check(self.classes, self.context_features, rows)
 
-    def condition(
-        self, labels: torch.Tensor | int | None, context: torch.Tensor | None, rows: int
-    ) -> torch.Tensor | None:
+    def network_condition(self, given: Condition, rows: int) -> torch.Tensor | None:
         """What every MADE of the model sees at degree 0 (rows, classes + C): the one-hot label
         and the standardised context columns; None for an unconditional model."""
         module: Any = self
-        device, dtype = module._device, module._dtype
-        parts = []
-        if self.classes:
-            parts.append(label_context(labels, self.classes, rows, device, dtype))
-        if self.context_features:
-            if context is None:
-                raise ValueError(f"this model is conditioned on {self.context_features} context columns")
-            given = context.to(device, dtype).expand(rows, -1)
-            parts.append((given - module.context_shift) / module.context_scale)
-        return torch.cat(parts, 1) if len(parts) > 1 else (parts[0] if parts else None)
+        scaled = self.context_features > 0
+        return given.encode(
+            self.classes, rows, module._device, module._dtype,
+            module.context_shift if scaled else None, module.context_scale if scaled else None,
+        )  # fmt: skip
 
     def schedule_terms(self, step: int, steps_per_epoch: int) -> dict[str, float]:
         """Nothing to record: the exact likelihood has no schedule (a MADE ensemble's member is
@@ -200,25 +136,20 @@ class ExactLikelihood:
 
     @torch.no_grad()
     def validation_terms(
-        self,
-        x: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        rows: torch.Tensor | None = None,
-        context: torch.Tensor | None = None,
+        self, x: torch.Tensor, given: Condition = UNCONDITIONAL, rows: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """Per-row (B,) numbers the trainer averages on a split; ``nll`` decides early stopping.
         ``rows``, the batch's indices in the split, seed the noise of models that draw any."""
-        return {"nll": -self.log_prob(x, labels, context, rows=rows)}  # type: ignore[attr-defined]
+        return {"nll": -self.log_prob(x, given, rows=rows)}  # type: ignore[attr-defined]
 
     def evaluate(
         self,
         x: torch.Tensor,
-        labels: torch.Tensor | None,
+        given: Condition,
         batch_size: int,
         samples: int | None = None,
         seed: int | None = None,
         progress: Progress | None = None,
-        context: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         """The exact NLL of rows x; a class-conditional model's also with the label summed out,
         comparable with unconditional runs."""
@@ -226,12 +157,12 @@ class ExactLikelihood:
             raise BadArgument(("samples", "seed"), "are for VAE runs; this model's likelihood is exact")
         model: Any = self
         report: dict[str, Any] = {
-            "nll_nats": evaluate_nll(model, x, batch_size, labels=labels, context=context),
+            "nll_nats": evaluate_nll(model, x, batch_size, given=given),
             "estimator": model.estimator,
         }
         if self.classes:
-            summed_out = lambda b, _y, i, c: {"nll": -self.marginal_log_prob(b, c, rows=i)}  # noqa: E731
-            marginal = evaluate_nll(model, x, batch_size, labels=labels, terms=summed_out, context=context)
+            summed_out = lambda b, g, i: {"nll": -self.marginal_log_prob(b, g, rows=i)}  # noqa: E731
+            marginal = evaluate_nll(model, x, batch_size, given=given, terms=summed_out)
             report.update(marginal_nll_nats=marginal, marginal_estimator=self.marginal_estimator)
         return report
 
@@ -242,15 +173,16 @@ class ExactLikelihood:
         return estimator.replace("given the label", f"label summed out over {self.classes} classes")
 
     def marginal_log_prob(
-        self, x: torch.Tensor, context: torch.Tensor | None = None, rows: torch.Tensor | None = None
+        self, x: torch.Tensor, given: Condition = UNCONDITIONAL, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """log p(x) (B,) with the label summed out (see ``label_marginal``)."""
+        """log p(x) (B,) with the label summed out (see ``label_marginal``); ``given``'s labels,
+        if any, are not read."""
         if not self.classes:
             raise ValueError("only a class-conditional model has a label to sum out")
         model: Any = self
         model.check_input(x)
-        given = lambda b, y: model.log_prob(b, y, context, rows=rows)  # noqa: E731
-        return label_marginal(given, x, model.label_log_prior)
+        log_prob = lambda b, g: model.log_prob(b, g, rows=rows)  # noqa: E731
+        return label_marginal(log_prob, x, model.label_log_prior, given)
 
 
 class MADEModel(ExactLikelihood, nn.Module):
@@ -354,17 +286,18 @@ class MADEModel(ExactLikelihood, nn.Module):
 
     @torch.no_grad()
     def fit_inputs(
-        self, train: torch.Tensor, labels: torch.Tensor | None = None, context: torch.Tensor | None = None
+        self, train: torch.Tensor, given: Condition = UNCONDITIONAL
     ) -> None:
         """Start from the data: input standardisation and output biases from the marginals,
         the label frequencies (add-one smoothed) of a class-conditional model (uniform when no
-        labels are given), and the context columns' standardisation.
+        labels are given), and the context columns' standardisation (``given``: the training
+        split's labels and context).
 
         Inputs are standardised as ``input_standardisation`` says.
         """
-        if self.classes and labels is not None:
-            self.label_log_prior.copy_(label_log_prior(labels, self.classes))
-        self._fit_context(context)
+        if self.classes and given.labels is not None:
+            self.label_log_prior.copy_(label_log_prior(given.labels, self.classes))
+        self._fit_context(given)
         if self.standardises:
             shift, scale = input_standardisation(self._log_columns(train) if self.logs_inputs else train,
                                                  self.per_column)  # fmt: skip
@@ -385,20 +318,14 @@ class MADEModel(ExactLikelihood, nn.Module):
         self.net.set_member(member)
         return self.net(self.network_input(x), c, raw=x if self.net.embedding is not None else None)
 
-    def log_prob_dims(
-        self,
-        x: torch.Tensor,
-        member: int,
-        labels: torch.Tensor | None = None,
-        context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def log_prob_dims(self, x: torch.Tensor, member: int, given: Condition = UNCONDITIONAL) -> torch.Tensor:
         """log p_k(x_d | x_<d) for every dimension (B, D), under member ``member``; 0 for a
         missing cell (NaN) of a table, whose row then has the log-probability of its observed
         cells given which are missing."""
-        return self.log_prob_dims_given(x, member, self.condition(labels, context, x.shape[0]))
+        return self.log_prob_dims_given(x, member, self.network_condition(given, x.shape[0]))
 
     def log_prob_dims_given(self, x: torch.Tensor, member: int, c: torch.Tensor | None) -> torch.Tensor:
-        """``log_prob_dims`` given what the network sees at degree 0 (``condition``'s output)."""
+        """``log_prob_dims`` given what the network sees at degree 0 (``network_condition``)."""
         return self._head_log_prob(self.params(x, member, c), x)
 
     def log_prob_dims_members(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
@@ -421,15 +348,9 @@ class MADEModel(ExactLikelihood, nn.Module):
         dims = self.head.log_prob(params, torch.where(missing, fill, x))
         return torch.where(missing, 0.0, dims)
 
-    def log_prob_member(
-        self,
-        x: torch.Tensor,
-        member: int,
-        labels: torch.Tensor | None = None,
-        context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def log_prob_member(self, x: torch.Tensor, member: int, given: Condition = UNCONDITIONAL) -> torch.Tensor:
         """log p_k(x) (B,) under one member."""
-        return self.log_prob_dims(x, member, labels, context).sum(-1)
+        return self.log_prob_dims(x, member, given).sum(-1)
 
     # -- training (the DensityModel protocol) ---------------------------------------------------
     def forward(
@@ -437,13 +358,12 @@ class MADEModel(ExactLikelihood, nn.Module):
         x: torch.Tensor,
         step: int,
         steps_per_epoch: int,
-        labels: torch.Tensor | None = None,
+        given: Condition = UNCONDITIONAL,
         noise: torch.Generator | None = None,
-        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """-log p_k(x) (B,) under the step's member, the K masks in turn: the training loss,
         through DistributedDataParallel when distributed. The exact likelihood draws no noise."""
-        return -self.log_prob_member(x, step % self.num_masks, labels, context)
+        return -self.log_prob_member(x, step % self.num_masks, given)
 
     def made_nets(self) -> list[MADE]:
         """Every MADE in the model."""
@@ -454,36 +374,37 @@ class MADEModel(ExactLikelihood, nn.Module):
         self,
         n: int,
         generator: torch.Generator,
-        labels: torch.Tensor | None = None,
+        given: Condition = UNCONDITIONAL,
         means: bool = False,
-        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if means:
             raise BadArgument("means", "is for VAE runs: a MADE's samples are drawn pixel by pixel")
-        return self.sample(n, generator=generator, labels=labels, context=context)
+        return self.sample(n, generator=generator, given=given)
 
     def sampler_name(self, means: bool = False) -> str:
         return self.estimator
 
     def complete_rows(
         self,
-        x: torch.Tensor,
-        observed: torch.Tensor,
-        labels: torch.Tensor | None,
+        given: Condition,
         per_row: int,
         generator: torch.Generator,
         rounds: int | None = None,
-        context: torch.Tensor | None = None,
         steps: int | None = None,
+        truth: torch.Tensor | None = None,
     ) -> Completion:
-        """Exact ancestral completion where the ordering generates the observed part first; every
-        other row the end of a Metropolis-Hastings chain of ``steps`` moves (``complete_chain``;
-        default ``CHAIN_STEPS``; 0: the approximate first draw, as it is)."""
+        """``given``'s cells completed: exact ancestral completion where the ordering generates
+        the fixed cells first; every other row the end of a Metropolis-Hastings chain of
+        ``steps`` moves (``complete_chain``; default ``CHAIN_STEPS``; 0: the approximate first
+        draw, as it is). ``truth``'s missing values are scored (``DensityModel.complete_rows``)."""
         if rounds is not None:
             raise BadArgument("rounds", "is for VAE runs: a MADE completes by exact ancestral sampling")
         steps = CHAIN_STEPS if steps is None else steps
         if steps < 0:
             raise BadArgument("steps", f"must be at least 0 (got {steps})")
+        observed = given.observed
+        x = torch.where(observed, given.cells, 0.0 if truth is None else truth)  # type: ignore[arg-type]
+        given = given.with_cells(None)
         b, device = x.shape[0], x.device
         members = sampling.exact_members(self.net.ranks, observed.to(device))  # (B, K)
         status = [
@@ -491,7 +412,7 @@ class MADEModel(ExactLikelihood, nn.Module):
             for row in members
         ]
         # rows whose gaps are a few discrete values: drawn exactly by enumeration, no chain
-        enumerated = self.enumerate_missing(x, observed, labels, context, per_row, generator)
+        enumerated = self.enumerate_missing(x, observed, given, per_row, generator)
         chained = torch.ones(b, dtype=torch.bool, device=device)
         if enumerated is not None:
             chained[enumerated[0]] = False
@@ -508,11 +429,10 @@ class MADEModel(ExactLikelihood, nn.Module):
             torch.full((b * per_row, steps + 1), math.nan, dtype=torch.float64, device=device),
         )
         if len(repeated):
-            per = lambda t: None if t is None else t.repeat_interleave(per_row, 0)[repeated]  # noqa: E731
-            y = labels if labels is None or labels.dim() == 0 else per(labels)
+            per = lambda t: t.repeat_interleave(per_row, 0)[repeated]  # noqa: E731
             sub = self.complete_chain(
-                per(x), per(observed.to(device)), steps, generator=generator, labels=y, context=per(context)
-            )  # fmt: skip
+                per(x), per(observed.to(device)), steps, generator, given.repeat(per_row).rows(repeated)
+            )
             chain.values[repeated] = sub.values.to(values)
             chain.exact[repeated] = sub.exact
             chain.accepted[repeated] = sub.accepted
@@ -526,10 +446,12 @@ class MADEModel(ExactLikelihood, nn.Module):
                 acceptance[i] = moved[i]
                 if per_row > 1:  # over the chains' second halves: the first is their warm-up
                     ess[i] = effective_sample_size(traces[i, :, steps // 2 + 1 :])
-        conditional = self.conditional_log_prob(x, observed, labels, context)
+        conditional = self.conditional_log_prob(x, observed, given)
         if enumerated is not None:
             rows = enumerated[0]
             conditional[rows] = enumerated[2][rows].to(conditional)
+        if truth is None:  # nothing to score
+            conditional = torch.full_like(conditional, torch.nan)
         return Completion(
             chain.values, status, conditional,
             steps=steps if MARKOV_CHAIN in status else 0, acceptance=acceptance, ess=ess,
@@ -540,8 +462,7 @@ class MADEModel(ExactLikelihood, nn.Module):
         self,
         x: torch.Tensor,
         observed: torch.Tensor,
-        labels: torch.Tensor | None,
-        context: torch.Tensor | None,
+        given: Condition,
         per_row: int,
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -575,10 +496,7 @@ class MADEModel(ExactLikelihood, nn.Module):
             c_count = combos.shape[0]
             candidates = x[sel].repeat_interleave(c_count, 0).clone()  # (R * C, D)
             candidates[:, dims] = combos.repeat(len(sel), 1)
-            y = None if labels is None or labels.dim() == 0 else labels[sel].repeat_interleave(c_count, 0)
-            y = labels if labels is not None and labels.dim() == 0 else y
-            ctx = None if context is None else context[sel].repeat_interleave(c_count, 0)
-            log_p = self.log_prob(candidates, y, ctx).view(len(sel), c_count)
+            log_p = self.log_prob(candidates, given.rows(sel).repeat(c_count)).view(len(sel), c_count)
             truth = (combos[None] == x[sel][:, None, dims]).all(-1)  # (R, C): the row's own missing values
             own = torch.where(truth, log_p, -torch.inf).amax(1) - torch.logsumexp(log_p, 1)
             conditional[sel] = torch.where(truth.any(1), own, torch.nan).to(conditional)
@@ -599,8 +517,7 @@ class MADEModel(ExactLikelihood, nn.Module):
         observed: torch.Tensor,
         steps: int,
         generator: torch.Generator | None = None,
-        labels: torch.Tensor | int | None = None,
-        context: torch.Tensor | None = None,
+        given: Condition = UNCONDITIONAL,
         fast: bool = True,
         independent: bool = False,
     ) -> ChainState:
@@ -621,9 +538,7 @@ class MADEModel(ExactLikelihood, nn.Module):
         """
         if steps < 0:
             raise ValueError(f"steps must be at least 0 (got {steps})")
-        values, exact = self.ancestral_completion(
-            x, observed, generator, fast=fast, labels=labels, context=context
-        )
+        values, exact = self.ancestral_completion(x, observed, generator, fast=fast, given=given)
         device, n = values.device, values.shape[0]
         accepted = torch.zeros(n, dtype=torch.long, device=device)
         trace = torch.full((n, steps + 1), math.nan, dtype=torch.float64, device=device)
@@ -632,11 +547,7 @@ class MADEModel(ExactLikelihood, nn.Module):
             return ChainState(values, exact, accepted, trace)
         r = len(rows)
         missing = ~observed.to(device)[rows]
-        y = labels
-        if isinstance(labels, torch.Tensor) and labels.numel() > 1:
-            y = labels.to(device)[rows]
-        c = None if context is None else context.to(device)[rows]
-        cond = self.condition(y, c, r)
+        cond = self.network_condition(given.to(device).rows(rows), r)
         k_all = self.num_masks
 
         def member_terms(z: torch.Tensor) -> torch.Tensor:  # (K, R, D): log p_k(z_d | z_<d)
@@ -687,26 +598,20 @@ class MADEModel(ExactLikelihood, nn.Module):
         return ChainState(values, exact, accepted, trace)
 
     def log_prob(
-        self,
-        x: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        context: torch.Tensor | None = None,
-        rows: torch.Tensor | None = None,
+        self, x: torch.Tensor, given: Condition = UNCONDITIONAL, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
         """log p(x) (B,) in nats (a density for real-valued heads): the mixture over all members.
         (``rows`` seed noise in the kinds that draw any; this likelihood draws none.)"""
         self.check_input(x)
-        self.check_condition(labels, context, x.shape[0])
+        self.check_condition(given, x.shape[0])
         if self.num_masks == 1:
-            return self.log_prob_member(x, 0, labels, context)
-        per = torch.stack(
-            [self.log_prob_member(x, k, labels, context) for k in range(self.num_masks)]
-        )  # (K, B)
+            return self.log_prob_member(x, 0, given)
+        per = torch.stack([self.log_prob_member(x, k, given) for k in range(self.num_masks)])  # (K, B)
         return torch.logsumexp(per, 0) - math.log(self.num_masks)
 
     @torch.no_grad()
     def log_prob_parts(
-        self, x: torch.Tensor, labels: torch.Tensor | None = None, context: torch.Tensor | None = None
+        self, x: torch.Tensor, given: Condition = UNCONDITIONAL
     ) -> dict[str, torch.Tensor]:
         """A table's log p(x) (B,) in parts that sum to it: ``discrete`` (log-probabilities of the
         discrete columns' conditionals) and ``continuous`` (log-densities of the real ones'); an
@@ -715,8 +620,8 @@ class MADEModel(ExactLikelihood, nn.Module):
         if not isinstance(self.head, ColumnHeads):
             raise ValueError("only a model of a table (a per-column head) splits log p(x) into parts")
         self.check_input(x)
-        self.check_condition(labels, context, x.shape[0])
-        c = self.condition(labels, context, x.shape[0])
+        self.check_condition(given, x.shape[0])
+        c = self.network_condition(given, x.shape[0])
         missing = torch.isnan(x)  # a missing cell is in no part
         filled = torch.where(missing, self.head.fill_value().to(x), x)
         gap_disc, gap_real = self.head.split_columns(missing)
@@ -733,19 +638,18 @@ class MADEModel(ExactLikelihood, nn.Module):
     def evaluate(
         self,
         x: torch.Tensor,
-        labels: torch.Tensor | None,
+        given: Condition,
         batch_size: int,
         samples: int | None = None,
         seed: int | None = None,
         progress: Progress | None = None,
-        context: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         """The exact NLL (see ``ExactLikelihood.evaluate``); for a table, also its discrete and
         continuous parts (``log_prob_parts``)."""
-        report = super().evaluate(x, labels, batch_size, samples, seed, progress, context)
+        report = super().evaluate(x, given, batch_size, samples, seed, progress)
         if isinstance(self.head, ColumnHeads):
-            parts = lambda b, y, _i, c: {k: -v for k, v in self.log_prob_parts(b, y, c).items()}  # noqa: E731
-            means = evaluate_terms(self, x, batch_size, labels=labels, terms=parts, context=context)
+            parts = lambda b, g, _i: {k: -v for k, v in self.log_prob_parts(b, g).items()}  # noqa: E731
+            means = evaluate_terms(self, x, batch_size, given=given, terms=parts)
             report.update({f"{k}_nll_nats": v for k, v in means.items()})
         return report
 
@@ -754,8 +658,7 @@ class MADEModel(ExactLikelihood, nn.Module):
         self,
         x: torch.Tensor,
         observed: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        context: torch.Tensor | None = None,
+        given: Condition = UNCONDITIONAL,
     ) -> torch.Tensor:
         """log p(x_missing | x_observed) (B,); NaN for rows where it is not exact.
 
@@ -764,12 +667,10 @@ class MADEModel(ExactLikelihood, nn.Module):
         """
         self.check_input(x)
         check_observed(observed, x)
-        self.check_condition(labels, context, x.shape[0])
+        self.check_condition(given, x.shape[0])
         observed = observed.to(x.device)
         exact = sampling.exact_members(self.net.ranks, observed).all(1)
-        dims = torch.stack(
-            [self.log_prob_dims(x, k, labels, context) for k in range(self.num_masks)]
-        )  # (K, B, D)
+        dims = torch.stack([self.log_prob_dims(x, k, given) for k in range(self.num_masks)])  # (K, B, D)
         joint = torch.logsumexp(dims.sum(-1), 0)
         marginal = torch.logsumexp(torch.where(observed, dims, 0.0).sum(-1), 0)
         return torch.where(exact, joint - marginal, torch.nan)
@@ -779,8 +680,7 @@ class MADEModel(ExactLikelihood, nn.Module):
         self,
         x: torch.Tensor,
         observed: torch.Tensor,
-        labels: torch.Tensor | int | None = None,
-        context: torch.Tensor | None = None,
+        given: Condition = UNCONDITIONAL,
         draws: int = OBSERVED_DRAWS,
         generator: torch.Generator | None = None,
         shared_noise: bool = False,
@@ -808,8 +708,8 @@ class MADEModel(ExactLikelihood, nn.Module):
         x = torch.where(observed, x, fill)
         self.check_input(x, "x (its observed values)")
         b = x.shape[0]
-        self.check_condition(labels, context, b)
-        c = self.condition(labels, context, b)
+        self.check_condition(given, b)
+        c = self.network_condition(given, b)
         exact_k = sampling.exact_members(self.net.ranks, observed)  # (B, K)
         ranks = self.net.ranks
         per_member = []
@@ -822,7 +722,7 @@ class MADEModel(ExactLikelihood, nn.Module):
                 # only the missing values generated before the last observed one enter the weight
                 last = torch.where(obs, ranks[k], 0).amax(1, keepdim=True)
                 fill = ~obs & (ranks[k] < last)
-                cs = repeat_rows(None if c is None else c[rows], draws)
+                cs = None if c is None else c[rows].repeat_interleave(draws, 0)
                 if seeds is not None:
                     uniforms = torch.cat([
                         self.noise(draws, torch.Generator().manual_seed(hash((int(seeds[i]), k)) % 2**63))
@@ -854,19 +754,19 @@ class MADEModel(ExactLikelihood, nn.Module):
         generator: torch.Generator | None = None,
         uniforms: torch.Tensor | None = None,
         fast: bool = True,
-        labels: torch.Tensor | int | None = None,
-        context: torch.Tensor | None = None,
+        given: Condition = UNCONDITIONAL,
     ) -> torch.Tensor:
         """Draw ``n`` exact samples (n, D); with an ensemble each row picks a member at random.
 
         ``fast`` uses the degree-scheduled sampler; ``fast=False`` runs one full forward pass
         per dimension (slow, the reference it is tested against). A class-conditional model
-        needs ``labels``: one for all rows, or (n,); a model with context columns ``context`` (n, C).
+        needs ``given.labels``: one for all rows, or (n,); a model with context columns
+        ``given.context`` (n, C).
         """
         empty = torch.zeros(n, self.features, device=self._device, dtype=self._dtype)
         nothing = torch.zeros_like(empty, dtype=torch.bool)
         return self.ancestral_completion(
-            empty, nothing, generator, uniforms, fast=fast, labels=labels, context=context
+            empty, nothing, generator, uniforms, fast=fast, given=given
         )[0]
 
     @property
@@ -883,15 +783,14 @@ class MADEModel(ExactLikelihood, nn.Module):
         x: torch.Tensor,
         observed: torch.Tensor,
         generator: torch.Generator | None = None,
-        labels: torch.Tensor | int | None = None,
-        context: torch.Tensor | None = None,
+        given: Condition = UNCONDITIONAL,
         steps: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, D) with the dimensions not ``observed`` drawn from the model's p(missing |
         observed), and (B,) bool: exact (no chain needed). Rows that are not exact are the end of
         a chain of ``steps`` moves (``complete_chain``; default ``CHAIN_STEPS``)."""
         steps = CHAIN_STEPS if steps is None else steps
-        chain = self.complete_chain(x, observed, steps, generator, labels, context)
+        chain = self.complete_chain(x, observed, steps, generator, given)
         return chain.values, chain.exact
 
     @torch.no_grad()
@@ -902,8 +801,7 @@ class MADEModel(ExactLikelihood, nn.Module):
         generator: torch.Generator | None = None,
         uniforms: torch.Tensor | None = None,
         fast: bool = True,
-        labels: torch.Tensor | int | None = None,
-        context: torch.Tensor | None = None,
+        given: Condition = UNCONDITIONAL,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One ancestral draw of the dimensions not ``observed`` (bool (B, D)): exact where every
         member generates the observed dimensions first, else approximate (missing values drawn
@@ -915,13 +813,13 @@ class MADEModel(ExactLikelihood, nn.Module):
         check_observed(observed, x)
         observed = observed.to(x.device)
         self.check_input(torch.where(observed, x, torch.zeros_like(x)), "x (its observed values)")
-        self.check_condition(labels, context, x.shape[0])
+        self.check_condition(given, x.shape[0])
         x = torch.where(observed, x, torch.zeros_like(x))
-        c = self.condition(labels, context, x.shape[0])  # (B, classes + C) or None
+        c = self.network_condition(given, x.shape[0])  # (B, classes + C) or None
         if uniforms is None:
             uniforms = self.noise(x.shape[0], generator)
         members, exact = sampling.choose_members(
-            self.net.ranks, observed, lambda k: self.log_prob_dims(x, k, labels, context), generator
+            self.net.ranks, observed, lambda k: self.log_prob_dims(x, k, given), generator
         )
         out = x.clone()
         for k in members.unique().tolist():

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .checkpoint import check_data, recorded_root, recorded_table
+from .condition import Condition
 from .data import Dataset, load_dataset
 from .errors import BadArgument, UsageError
 from .interface import EXACT, MARKOV_CHAIN, Completion
@@ -164,9 +165,9 @@ def draw_rows(
     means: bool = False,
     given: list[str] | Mapping[str, Any] | None = None,
     steps: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, GivenSampling | None]:
-    """``n`` rows (n, D) as ``sample_run`` draws them, with their labels and context (None where
-    the model takes none) and, given cells, how they were drawn."""
+) -> tuple[torch.Tensor, Condition, GivenSampling | None]:
+    """``n`` rows (n, D) as ``sample_run`` draws them, what they were drawn given (their labels
+    and context, where the model takes them) and, given cells, how they were drawn."""
     if n < 1:
         raise BadArgument("n", f"must be at least 1 (got {n})")
     table = run.table_schema
@@ -177,36 +178,36 @@ def draw_rows(
                 "given", f"names a table's columns; the model in {run.dir} was not trained on a table"
             )
         parsed = parse_given(run, given)
-        if parsed.label is not None:
+        if parsed.condition.labels is not None:
             if label is not None:
                 raise BadArgument("label", "and --given both name the class; give it once")
-            label = table.class_names[parsed.label]
+            label = table.class_names[int(parsed.condition.labels[0])]
     labels = sample_labels(run, n, label)
     generator = torch.Generator().manual_seed(seed)
-    context = parsed.context.expand(n, -1).float() if parsed is not None and parsed.context is not None else (
-        sample_context(run, n, generator))  # fmt: skip
+    fixed = None if parsed is None else parsed.condition.context
+    context = fixed.expand(n, -1).float() if fixed is not None else sample_context(run, n, generator)
+    rows = Condition(labels, context)
     sampled: GivenSampling | None = None
-    if parsed is not None and bool(parsed.observed.any()):
-        values, done = sample_given(run, n, parsed, generator, steps, labels, context)
+    if parsed is not None and bool(parsed.condition.observed.any()):
+        values, done = sample_given(run, n, parsed, rows, generator, steps)
         x = values.cpu()
         acceptance = math.nan if done.acceptance is None else float(done.acceptance.nanmean())
         ess = math.nan if done.ess is None or len(done.ess) > 1 else float(done.ess[0])
         status = MARKOV_CHAIN if MARKOV_CHAIN in done.status else done.status[0]
         sampled = GivenSampling(parsed.describe(), status, done.steps, acceptance, ess)
     else:
-        x = run.model.draw(n, generator, labels=labels, means=means, context=context).cpu()
-    return x, labels, context, sampled
+        x = run.model.draw(n, generator, rows.to(_device(run)), means=means).cpu()
+    return x, rows, sampled
 
 
 # -- given cells -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Given:
-    """Cells fixed by name, as the model takes them."""
+    """Cells fixed by name, as the model takes them: ``condition`` holds one row's given
+    modelled cells (1, D) (NaN elsewhere), its class (1,) if given and its context columns
+    (1, C) if every one is given."""
 
-    x: torch.Tensor  # (1, D): the given modelled cells, NaN elsewhere
-    observed: torch.Tensor  # (1, D) bool
-    label: int | None  # a class-conditional model's class, if given
-    context: torch.Tensor | None  # (1, C), if every context column is given
+    condition: Condition
     names: tuple[str, ...]  # the columns given, in the order given
 
     def describe(self) -> str:
@@ -254,7 +255,7 @@ def parse_given(run: Run, given: Mapping[str, Any] | Sequence[str] | None) -> Gi
                 "given", f"gives some context columns; give every one (also {', '.join(absent)})"
             )
         c = torch.tensor([[context[n] for n in schema.context]], dtype=torch.float64)
-    return Given(x, ~torch.isnan(x), label, c, tuple(items))
+    return Given(Condition(None if label is None else torch.tensor([label]), c, x), tuple(items))
 
 
 # -- scores ------------------------------------------------------------------------------------
@@ -277,6 +278,7 @@ class ScoredRows:
 
 
 def _labels_of(model: Any, labels: torch.Tensor | None, rows: torch.Tensor) -> list[int | None]:
+    """Each row's class as scoring takes it: None for a model without labels, -1 where blank."""
     if not model.classes:
         return [None] * len(rows)
     if labels is None:
@@ -288,15 +290,15 @@ def _labels_of(model: Any, labels: torch.Tensor | None, rows: torch.Tensor) -> l
 def observed_log_probs(
     run: Run,
     x: torch.Tensor,
-    labels: torch.Tensor | None,
-    context: torch.Tensor | None,
+    given: Condition,
     draws: int = OBSERVED_DRAWS,
     seed: int = 0,
     batch_size: int = 1024,
     places: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log p(x_observed) (N,) float64, exact (N,) bool) for rows x with NaN in missing cells; a
-    class-conditional model's label -1 (or no labels) is summed out with its prior. Complete rows
+    """(log p(x_observed) (N,) float64, exact (N,) bool) for rows x with NaN in missing cells,
+    ``given`` their labels and context; a class-conditional model's label -1 (or no labels) is
+    summed out with its prior. Complete rows
     take the model's own ``log_prob``; rows with gaps need a MADE (``observed_log_prob``), whose
     importance sampling is seeded per row by (``seed``, its place in the file: ``places``, default
     its index), so a row scores the same whatever is scored with it."""
@@ -310,30 +312,30 @@ def observed_log_probs(
         _made(run, "scoring rows with missing cells")
     places = torch.arange(n) if places is None else places
     dtype = next(model.parameters()).dtype
-    y_all = _labels_of(model, labels, torch.arange(n))
+    y_all = _labels_of(model, given.labels, torch.arange(n))
     for has_gaps in (False, True):
         rows = (gaps == has_gaps).nonzero()[:, 0]
         step = max(1, batch_size // (draws * (model.classes or 1)) if has_gaps else batch_size)
         for i in range(0, len(rows), step):
             r = rows[i : i + step]
             b = x[r].to(device, dtype)
-            c = None if context is None else context[r].to(device, dtype)
+            g = Condition(context=given.rows(r).context).to(device, dtype)
             ys = [y_all[j] for j in r.tolist()]
             known = torch.tensor([y is not None and y >= 0 for y in ys])
             classes = [None] if not model.classes else list(range(model.classes))
             per_class = []
             for y in classes:  # each class given, then the label summed out where it is unknown
-                given = None
                 if y is not None:
-                    given = torch.tensor([yy if k else y for yy, k in zip(ys, known.tolist(), strict=True)],
-                                         device=device)  # fmt: skip
+                    g = g.with_labels(torch.tensor(
+                        [yy if k else y for yy, k in zip(ys, known.tolist(), strict=True)], device=device
+                    ))  # fmt: skip
                 if has_gaps:  # each row's importance sampling seeded by (seed, its place)
                     lp, ex = model.observed_log_prob(
-                        b, ~torch.isnan(b), given, c, draws, seeds=_row_seeds(seed, places[r])
+                        b, ~torch.isnan(b), g, draws, seeds=_row_seeds(seed, places[r])
                     )
                     exact[r] &= ex.cpu()
                 else:
-                    lp = model.log_prob(b, given, c)
+                    lp = model.log_prob(b, g)
                 per_class.append(lp.double().cpu())
             if not model.classes:
                 out[r] = per_class[0]
@@ -371,11 +373,8 @@ def score_table(
     log_p = np.full(table.num_rows, -math.inf)
     exact = np.ones(table.num_rows, dtype=bool)
     if bool(keep.any()):
-        x = rows.x[keep]
-        y = None if rows.labels is None else rows.labels[keep]
-        c = None if rows.context is None else rows.context[keep]
         places = torch.from_numpy(np.flatnonzero(~unseen))
-        lp, ex = observed_log_probs(run, x, y, c, draws, seed, batch_size, places)
+        lp, ex = observed_log_probs(run, rows.x[keep], rows.given.rows(keep), draws, seed, batch_size, places)
         log_p[~unseen] = lp.numpy()
         exact[~unseen] = ex.numpy()
     missing = schema.missing_cells(table).sum(1).astype(np.int64)  # not the unseen values' NaN
@@ -386,24 +385,23 @@ def pattern_thresholds(
     run: Run,
     patterns: torch.Tensor,
     valid: torch.Tensor,
-    labels: torch.Tensor | None,
-    context: torch.Tensor | None,
+    given: Condition,
     quantile: float,
     draws: int,
     seed: int,
     blank_label: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per missing pattern (P, D) bool: the ``quantile`` of the validation rows' log p(observed
-    cells) with the same cells blanked, so that a row with gaps is compared with rows of its own
-    kind (log p of fewer cells is higher); where ``blank_label`` (P,) says so, with the label
-    summed out, as a row without its label is scored."""
+    cells) with the same cells blanked (``given`` their labels and context), so that a row with
+    gaps is compared with rows of its own kind (log p of fewer cells is higher); where
+    ``blank_label`` (P,) says so, with the label summed out, as a row without its label is scored."""
     out = []
     for i, pattern in enumerate(patterns):
         blanked = torch.where(pattern[None], torch.nan, valid)
-        given = labels
-        if labels is not None and blank_label is not None and bool(blank_label[i]):
-            given = torch.full_like(labels, -1)
-        lp, _ = observed_log_probs(run, blanked, given, context, draws, seed)
+        rows = given
+        if given.labels is not None and blank_label is not None and bool(blank_label[i]):
+            rows = given.with_labels(torch.full_like(given.labels, -1))
+        lp, _ = observed_log_probs(run, blanked, rows, draws, seed)
         out.append(
             torch.quantile(lp[torch.isfinite(lp)], quantile) if bool(torch.isfinite(lp).any()) else -math.inf
         )
@@ -553,13 +551,10 @@ def complete_table(
     generator = torch.Generator().manual_seed(seed)
     done_steps = 0
     if len(todo):
-        x = torch.where(observed[todo], rows.x[todo], 0.0).to(device, dtype)
-        y = None if rows.labels is None else rows.labels[todo].to(device)
-        c = None if rows.context is None else rows.context[todo].to(device, dtype)
+        cells = torch.where(observed[todo], rows.x[todo], torch.nan)
+        given = rows.given.rows(todo).with_cells(cells).to(device, dtype)
         try:
-            done: Completion = model.complete_rows(
-                x, observed[todo].to(device), y, per_row, generator, None, c, steps
-            )
+            done: Completion = model.complete_rows(given, per_row, generator, None, steps)
         except ValueError as e:
             raise UsageError(f"cannot complete {path} with the model in {run.dir}: {e}") from None
         index = (todo[:, None] * per_row + torch.arange(per_row)).reshape(-1)
@@ -653,10 +648,12 @@ def _draw_labels(
     dtype = next(model.parameters()).dtype
     picked = unknown.nonzero()[:, 0]
     x = torch.where(observed[picked], rows.x[picked], torch.nan)
-    context = None if rows.context is None else rows.context[picked]
+    context = rows.given.rows(picked).context
     per_class, exact = [], torch.ones(len(picked), dtype=torch.bool)
     for y in range(model.classes):
-        lp, ex = observed_log_probs(run, x, torch.full((len(picked),), y), context, seed=seed, places=picked)
+        lp, ex = observed_log_probs(
+            run, x, Condition(torch.full((len(picked),), y), context), seed=seed, places=picked
+        )
         per_class.append(lp)
         exact &= ex
     prior = model.label_log_prior.double().cpu()[:, None]
@@ -671,16 +668,11 @@ def _draw_labels(
         status[i] = EXACT if bool(exact[j]) else LABEL_SAMPLED
     if bool(gaps.any()):
         sel = picked[gaps]
-        xs = torch.where(observed[sel], rows.x[sel], 0.0).repeat_interleave(per_row, 0).to(device, dtype)
-        obs = observed[sel].repeat_interleave(per_row, 0).to(device)
-        c = (
-            None
-            if rows.context is None
-            else rows.context[sel].repeat_interleave(per_row, 0).to(device, dtype)
-        )
-        ys = labels[gaps].reshape(-1).to(device)
+        cells = torch.where(observed[sel], rows.x[sel], torch.nan)
+        given = rows.given.rows(sel).with_cells(cells).repeat(per_row)
+        given = given.with_labels(labels[gaps].reshape(-1)).to(device, dtype)
         try:
-            done: Completion = model.complete_rows(xs, obs, ys, 1, generator, None, c, steps)
+            done: Completion = model.complete_rows(given, 1, generator, None, steps)
         except ValueError as e:
             raise UsageError(f"cannot complete the rows without a label: {e}") from None
         at = (sel[:, None] * per_row + torch.arange(per_row)).reshape(-1)
@@ -700,32 +692,28 @@ def sample_given(
     run: Run,
     n: int,
     given: Given,
+    rows: Condition,
     generator: torch.Generator,
     steps: int | None = None,
-    labels: torch.Tensor | None = None,
-    context: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Completion]:
-    """``n`` rows (n, D) drawn from the model's law given ``given``'s cells and the rows' ``labels``
-    (n,) and ``context`` (n, C): exact where the orderings generate the given cells first, else by
-    Markov chains of ``steps`` moves. Rows of one label and context are ``n`` chains of one
+    """``n`` rows (n, D) drawn from the model's law given ``given``'s cells and the ``rows``'
+    labels (n,) and context (n, C): exact where the orderings generate the given cells first,
+    else by Markov chains of ``steps`` moves. Rows of one label and context are n chains of one
     target (the completion's one row, with an effective sample size); otherwise a row each."""
     model: Any = run.model
-    device = _device(run)
     dtype = next(model.parameters()).dtype
-    x = torch.where(given.observed, given.x, 0.0).to(device, dtype)
-    observed = given.observed.to(device)
+    cells = given.condition.cells
+    assert cells is not None  # parse_given fixes cells, if only NaN
+    labels, context = rows.labels, rows.context
     one = (labels is None or len(set(labels.tolist())) == 1) and (
         context is None or bool((context == context[:1]).all()))  # fmt: skip
     if one:
-        y = None if labels is None else labels[:1].to(device)
-        c = None if context is None else context[:1].to(device, dtype)
+        first = rows.rows(slice(0, 1)).with_cells(cells)
         per_row = n
     else:
-        x, observed, per_row = x.expand(n, -1), observed.expand(n, -1), 1
-        y = None if labels is None else labels.to(device)
-        c = None if context is None else context.to(device, dtype)
+        first, per_row = rows.with_cells(cells.expand(n, -1)), 1
     try:
-        done: Completion = model.complete_rows(x, observed, y, per_row, generator, None, c, steps)
+        done: Completion = model.complete_rows(first.to(_device(run), dtype), per_row, generator, None, steps)
     except ValueError as e:
         raise UsageError(f"cannot sample given {given.describe()} from the model in {run.dir}: {e}") from None
     return done.values, done
@@ -808,7 +796,10 @@ def column_density(
     generator_seed = seed
     dtype = next(model.parameters()).dtype
     device = _device(run)
-    context = None if given.context is None else given.context.to(device, dtype)
+    context = None if given.condition.context is None else given.condition.context.to(device, dtype)
+    cells = given.condition.cells
+    assert cells is not None  # parse_given fixes cells, if only NaN
+    observed = ~torch.isnan(cells)
     if model.context_features and context is None:
         raise BadArgument(
             "given", f"must give the context columns ({', '.join(schema.context)}), which the model is given"
@@ -818,7 +809,8 @@ def column_density(
         joint = []
         exact = True
         for y in range(classes):
-            lp, ex = _joint(run, given.x, given.observed, torch.tensor([y]), context, draws, generator_seed)
+            one = Condition(torch.tensor([y]), context)
+            lp, ex = _joint(run, cells, observed, one, draws, generator_seed)
             joint.append(float(lp[0]) + float(model.label_log_prior[y]))
             exact &= bool(ex[0])
         probs = torch.softmax(torch.tensor(joint, dtype=torch.float64), 0).numpy()
@@ -833,21 +825,19 @@ def column_density(
     if column not in schema.names:
         known = ", ".join([*schema.names, *([schema.label.name] if schema.label else [])])
         raise BadArgument("column", f"{column!r} is not a column the model models (it has: {known})")
-    if model.classes and given.label is None:
+    if model.classes and given.condition.labels is None:
         raise BadArgument(
             "given", f"must give the label column {schema.label.name!r} of this class-conditional model"
         )  # type: ignore[union-attr]
     j = schema.names.index(column)
     col = schema.columns[j]
     grid, measure, weights = _grid(col, points)
-    rows = given.x.expand(len(grid), -1).clone()
+    rows = cells.expand(len(grid), -1).clone()
     rows[:, j] = torch.from_numpy(grid)
-    labels = None if given.label is None else torch.full((len(grid),), given.label)
-    joint, exact_joint = _joint(run, rows, ~torch.isnan(rows), labels, context, draws, seed)
-    if bool(given.observed.any()):
-        base, exact_base = _joint(
-            run, given.x, given.observed, None if labels is None else labels[:1], context, draws, seed
-        )
+    label = given.condition.labels
+    joint, exact_joint = _joint(run, rows, ~torch.isnan(rows), Condition(label, context), draws, seed)
+    if bool(observed.any()):
+        base, exact_base = _joint(run, cells, observed, Condition(label, context), draws, seed)
         log_given, exact = float(base[0]), bool(exact_base[0]) and bool(exact_joint.all())
     else:
         log_given, exact = 0.0, bool(exact_joint.all())
@@ -868,23 +858,22 @@ def _joint(
     run: Run,
     x: torch.Tensor,
     observed: torch.Tensor,
-    labels: torch.Tensor | None,
-    context: torch.Tensor | None,
+    given: Condition,
     draws: int,
     seed: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(x_observed) (B,) of rows x (anything in unobserved cells), and exact (B,)."""
+    """log p(x_observed) (B,) of rows x (anything in unobserved cells), and exact (B,), ``given``
+    one label (1,) and context row (1, C) for all."""
     model = _made(run, "a column's law given others")
     device = _device(run)
     dtype = next(model.parameters()).dtype
     b = x.shape[0]
-    c = None if context is None else context.expand(b, -1)
-    y = None if labels is None else labels.to(device).expand(b)
+    c = None if given.context is None else given.context.expand(b, -1)
+    y = None if given.labels is None else given.labels.to(device).expand(b)
     lp, exact = model.observed_log_prob(
         x.to(device, dtype),
         observed.to(device),
-        y,
-        c,
+        Condition(y, c).to(device, dtype),
         draws,
         torch.Generator().manual_seed(seed),
         shared_noise=True,

@@ -217,8 +217,8 @@ class Run:
         schema = self.table_schema
         if schema is None:
             raise UsageError(f"the model in {self.dir} was not trained on a table")
-        x, labels, context, _ = draw_rows(self, n, seed, given=dict(given or {}), steps=steps)
-        table = schema.decode(x, labels, context)
+        x, drawn_given, _ = draw_rows(self, n, seed, given=dict(given or {}), steps=steps)
+        table = schema.decode(x, drawn_given.labels, drawn_given.context)
         return table.to_pandas() if pandas else table
 
     def density(

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .condition import Condition
 from .errors import UsageError
 from .heads import ColumnLaw
 
@@ -661,6 +662,11 @@ class EncodedRows:
     labels: torch.Tensor | None  # (N,) int64 class indices, when the schema has a label column
     context: torch.Tensor | None  # (N, C) float32, when the schema has context columns
     unseen: np.ndarray | None = None  # (N,) bool: a value no training row had (``encode(unseen=True)``)
+
+    @property
+    def given(self) -> Condition:
+        """The rows' labels (-1 where blank) and context columns, as a model is given them."""
+        return Condition(self.labels, self.context)
 
 
 @dataclass(frozen=True)

@@ -35,11 +35,12 @@ from .checkpoint import (
     recorded_table,
     restore_model,
 )
+from .condition import UNCONDITIONAL, Condition
 from .config import Config, config_to_dict, saved_config
 from .data import DROPPED, Dataset, load_dataset, table_record
 from .distributed import SINGLE, Dist
 from .errors import BadArgument, Interrupted, MadeError, UsageError
-from .evaluation import evaluate_terms, labels_for, tf32
+from .evaluation import condition_for, evaluate_terms, tf32
 from .heads import Bernoulli, Head
 from .interface import DensityModel
 from .kinds import build_model, kind_of
@@ -128,19 +129,18 @@ def train_step(
     step: int,
     steps_per_epoch: int,
     group: Dist = SINGLE,
-    labels: torch.Tensor | None = None,
+    given: Condition = UNCONDITIONAL,
     noise: torch.Generator | None = None,
-    context: torch.Tensor | None = None,
 ) -> float:
     """One Adam step on the model's training loss; returns the loss, skips the update if not finite.
 
     ``model`` is a model or its DistributedDataParallel wrapper; it owns its schedule (a MADE's
     mask of the step, a VAE's KL weight), so it is given the step. In a group the loss is
     averaged over ranks first, so that all of them step or stop together. ``noise`` feeds
-    whatever the loss draws (a VAE's posterior samples, a flow's dequantisation); ``context``:
-    the batch's context columns, for a model conditioned on them.
+    whatever the loss draws (a VAE's posterior samples, a flow's dequantisation); ``given``:
+    the batch's labels and context columns, for a model conditioned on them.
     """
-    loss = model(x, step, steps_per_epoch, labels, noise, context).mean()
+    loss = model(x, step, steps_per_epoch, given, noise).mean()
     value = group.sum([loss.item()], x.device)[0] / group.world
     if math.isfinite(value):
         optimizer.zero_grad(set_to_none=True)
@@ -265,12 +265,7 @@ class Trainer:
                 "MADE with a hidden layer can); set data.missing: drop to leave them out"
             )
         self._agree_on_degrees()
-        train_labels, train_context = d.split_labels("train"), d.split_context("train")
-        self.model.fit_inputs(
-            d.train.to(self.device),
-            None if train_labels is None else train_labels.to(self.device),
-            None if train_context is None else train_context.to(self.device),
-        )
+        self.model.fit_inputs(d.train.to(self.device), d.split_condition("train").to(self.device))
         self.optimizer = make_optimizer(self.model, config.train.lr, config.train.weight_decay)
         # Epoch e's order is a function of (seed, e): a half-done epoch is redrawn exactly.
         self.sampler = DistributedSampler(
@@ -483,10 +478,7 @@ class Trainer:
                 self._to_tensorboard()  # what the run has so far
         step_module = self._wrapped()
         train_x = self.dataset.train.to(device)
-        train_y = labels_for(model, self.dataset.split_labels("train"))
-        train_y = None if train_y is None else train_y.to(device)
-        train_c = self.dataset.split_context("train")
-        train_c = None if train_c is None else train_c.to(device)
+        train_given = condition_for(model, self.dataset.split_condition("train")).to(device)
         n, bs = len(self.sampler), cfg.batch_size  # this rank's rows per epoch
         n_batches = self._steps_per_epoch()
         start = time.perf_counter() - (st.metrics[-1]["seconds"] if st.metrics else 0.0)
@@ -515,13 +507,12 @@ class Trainer:
                     if (signum := self._signalled(flag)) is not None:
                         self._stop_for_signal(signum)
                     rows = order[st.batch * bs : (st.batch + 1) * bs]
-                    x, y = train_x[rows], None if train_y is None else train_y[rows]
-                    c = None if train_c is None else train_c[rows]
+                    x, given = train_x[rows], train_given.rows(rows)
                     self.noise.manual_seed(_step_seed(self.config.seed, group.rank, st.step))
                     if self.dataset.dynamic:
                         x = (torch.rand(x.shape, generator=self.noise).to(device) < x).float()
                     loss_value = train_step(
-                        step_module, self.optimizer, x, st.step, n_batches, group, y, self.noise, c
+                        step_module, self.optimizer, x, st.step, n_batches, group, given, self.noise
                     )
                     if not math.isfinite(loss_value):
                         raise self._diverged(f"the training loss became {loss_value}")
@@ -585,9 +576,8 @@ class Trainer:
     def _evaluate(self, model: DensityModel, split: str) -> dict[str, Any]:
         """``validation_terms`` of ``model`` on a split (``nll`` in nats, ``bpd``), agreed across ranks."""
         d = self.dataset
-        x, y = d.split(split), d.split_labels(split)
         terms = evaluate_terms(
-            model, x, self.config.train.eval_batch_size, self.group, y, context=d.split_context(split)
+            model, d.split(split), self.config.train.eval_batch_size, self.group, d.split_condition(split)
         )
         nll = terms.pop("nll")
         return {"nll": nll, "bpd": d.bits_per_dim(nll, split), **terms}

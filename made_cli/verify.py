@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from . import degrees as deg
+from .condition import Condition
 from .interface import Verification
 from .made import MADE
 
@@ -258,9 +259,7 @@ class WholeFlow:
 
 @torch.no_grad()
 def whole_flow_error(
-    transform: Callable[
-        [torch.Tensor, torch.Tensor | None, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]
-    ],
+    transform: Callable[[torch.Tensor, Condition], tuple[torch.Tensor, torch.Tensor]],
     shift: torch.Tensor,
     scale: torch.Tensor,
     classes: int,
@@ -268,7 +267,7 @@ def whole_flow_error(
     points: int,
     generator: torch.Generator,
 ) -> WholeFlow | None:
-    """The worst error of a float64 flow's log-determinant, ``transform(x, labels, context) ->
+    """The worst error of a float64 flow's log-determinant, ``transform(x, given) ->
     (u (1, D), log|det| split per dimension (1, D))``, at points x = shift + scale * noise,
     against autograd's; None where D is too large to take the whole Jacobian
     (``FLOW_JACOBIAN_FEATURES``)."""
@@ -285,8 +284,10 @@ def whole_flow_error(
             else None
         )
 
-        def step(v: torch.Tensor, _h: Any, y: Any = y, c: Any = c) -> Any:
-            return transform(v, y, c)
+        given = Condition(y, c)
+
+        def step(v: torch.Tensor, _h: Any, given: Condition = given) -> Any:
+            return transform(v, given)
 
         worst = max(worst, _jacobian_and_log_det_error(step, x, None)[1])
     return WholeFlow(worst)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from made_cli import blocks
 from made_cli import degrees as deg
+from made_cli.condition import Condition
 from made_cli.config import load_config
 from made_cli.heads import ColumnLaw
 from made_cli.kinds import build_model
@@ -96,15 +97,13 @@ def _pair(overrides: list[str], features: int, extra: dict, kind: str):
     return model, oracle, x
 
 
-def _given(model, extra: dict, n: int) -> dict:
-    out = {}
-    if extra.get("classes"):
-        out["labels"] = torch.arange(n) % extra["classes"]
+def _given(model, extra: dict, n: int) -> Condition:
+    labels = torch.arange(n) % extra["classes"] if extra.get("classes") else None
+    context = None
     if extra.get("context"):
-        out["context"] = torch.randn(
-            n, extra["context"], generator=torch.Generator().manual_seed(3), dtype=torch.float64
-        )
-    return out
+        g = torch.Generator().manual_seed(3)
+        context = torch.randn(n, extra["context"], generator=g, dtype=torch.float64)
+    return Condition(labels, context)
 
 
 def _whole_grads(model) -> dict[str, torch.Tensor]:
@@ -134,14 +133,12 @@ def test_blocks_give_the_masked_products_log_probs_gradients_and_samples(
     given = _given(model, extra, len(x))
     with torch.no_grad():
         torch.manual_seed(5)
-        lp = model.log_prob(x, **given)
+        lp = model.log_prob(x, given)
         torch.manual_seed(5)
-        lp_oracle = oracle.log_prob(x, **given)
+        lp_oracle = oracle.log_prob(x, given)
     torch.testing.assert_close(lp, lp_oracle, rtol=1e-12, atol=1e-10)
     for m in (model, oracle):  # the training loss, by the same noise
-        m(
-            x, 3, 10, given.get("labels"), torch.Generator().manual_seed(6), given.get("context")
-        ).mean().backward()
+        m(x, 3, 10, given, torch.Generator().manual_seed(6)).mean().backward()
     mine, theirs = _whole_grads(model), _whole_grads(oracle)
     assert mine.keys() == theirs.keys()
     masks = {f"{prefix}.{n}.weight".lstrip("."): layer.mask for prefix, net in oracle.named_modules()
@@ -149,12 +146,9 @@ def test_blocks_give_the_masked_products_log_probs_gradients_and_samples(
     for name, grad in theirs.items():
         expected = grad * masks[name] if name in masks else grad
         torch.testing.assert_close(mine[name], expected, rtol=1e-10, atol=1e-10, msg=name)
-    if kind == "table":
-        given = {"context": given["context"][:20]}
-    elif "labels" in given:
-        given = {"labels": given["labels"][:20]}
-    samples = model.sample(20, generator=torch.Generator().manual_seed(9), **given)
-    samples_oracle = oracle.sample(20, generator=torch.Generator().manual_seed(9), **given)
+    given = given.rows(slice(0, 20))
+    samples = model.draw(20, torch.Generator().manual_seed(9), given)
+    samples_oracle = oracle.draw(20, torch.Generator().manual_seed(9), given)
     torch.testing.assert_close(samples, samples_oracle, rtol=1e-9, atol=1e-9)
 
 

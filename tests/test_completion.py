@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from made_cli.cli import app
+from made_cli.condition import Condition
 from made_cli.config import load_config
 from made_cli.interface import APPROXIMATE, EXACT, MARKOV_CHAIN
 from made_cli.kinds import build_model
@@ -111,12 +112,11 @@ def test_categorical_heads_and_labels_follow_the_conditional_too() -> None:
     candidates = x.expand(len(every), d).clone()
     candidates[:, ~observed] = every
     with torch.no_grad():
-        target = model.log_prob(candidates, torch.full((len(every),), label)).exp()
+        target = model.log_prob(candidates, Condition(torch.full((len(every),), label))).exp()
         target /= target.sum()
-        chain = model.complete_chain(x.expand(n, d).clone(), observed.expand(n, d).clone(), 60,
-                                     generator=torch.Generator().manual_seed(2), labels=label)  # fmt: skip
-        first = model.ancestral_completion(x.expand(n, d).clone(), observed.expand(n, d).clone(),
-                               generator=torch.Generator().manual_seed(2), labels=label)[0]  # fmt: skip
+        rows, seen, one = x.expand(n, d).clone(), observed.expand(n, d).clone(), Condition(label)
+        chain = model.complete_chain(rows, seen, 60, torch.Generator().manual_seed(2), one)
+        first = model.ancestral_completion(rows, seen, torch.Generator().manual_seed(2), given=one)[0]
 
     def tv(values: torch.Tensor) -> float:
         which = (values[:, None] == candidates[None]).all(-1).double().argmax(1)
@@ -183,14 +183,18 @@ def test_exact_rows_draw_no_chain_and_rows_say_what_they_got() -> None:
     observed[:2, :3] = True  # a prefix: exact under the natural order
     observed[2:, 3:] = True  # a suffix: a chain
     g = torch.Generator().manual_seed(0)
-    done = model.complete_rows(x, observed, None, per_row=3, generator=g, steps=40)
+    done = model.complete_rows(
+        Condition(cells=torch.where(observed, x, torch.nan)), per_row=3, generator=g, steps=40
+    )
     assert done.status == [EXACT, EXACT, MARKOV_CHAIN, MARKOV_CHAIN] and done.steps == 40
     assert torch.isnan(done.acceptance[:2]).all() and (done.acceptance[2:] > 0).all()
     assert torch.isnan(done.ess[:2]).all() and (done.ess[2:] > 0).all()
     first, _ = model.ancestral_completion(x.repeat_interleave(3, 0), observed.repeat_interleave(3, 0),
                               torch.Generator().manual_seed(0))  # fmt: skip
     assert torch.equal(done.values[:6], first[:6])  # the exact rows are the first draw, untouched
-    zero = model.complete_rows(x, observed, None, 3, torch.Generator().manual_seed(0), steps=0)
+    zero = model.complete_rows(
+        Condition(cells=torch.where(observed, x, torch.nan)), 3, torch.Generator().manual_seed(0), steps=0
+    )
     assert zero.status == [EXACT, EXACT, APPROXIMATE, APPROXIMATE] and torch.equal(zero.values, first)
 
 

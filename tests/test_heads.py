@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from made_cli import sampling
+from made_cli.condition import Condition
 from made_cli.config import Config, DataConfig, ModelConfig
 from made_cli.heads import Bernoulli, Categorical, Gaussian, MixtureOfGaussians
 from made_cli.kinds import build_model
@@ -54,17 +55,17 @@ def test_categorical_sums_to_one_over_all_inputs(kw, classes) -> None:
     x = _all_levels(3)
     for label in range(max(classes, 1)):
         labels = torch.full((x.shape[0],), label) if classes else None
-        assert float(model.log_prob(x, labels).exp().sum()) == pytest.approx(1.0, abs=1e-9)
+        assert float(model.log_prob(x, Condition(labels)).exp().sum()) == pytest.approx(1.0, abs=1e-9)
         for k in range(model.num_masks):
-            total = model.log_prob_member(x, k, labels).exp().sum()
+            total = model.log_prob_member(x, k, Condition(labels)).exp().sum()
             assert float(total) == pytest.approx(1.0, abs=1e-9)
     if classes:  # the label summed out with its prior is a density of x alone
-        model.fit_inputs(x, torch.tensor([0] * 5 + [1] * (x.shape[0] - 5)))
+        model.fit_inputs(x, Condition(torch.tensor([0] * 5 + [1] * (x.shape[0] - 5))))
         prior = model.label_log_prior.exp()
         assert float(prior[0]) == pytest.approx(6 / (x.shape[0] + 2))  # add-one smoothed
         marginal = model.marginal_log_prob(x)
         assert float(marginal.exp().sum()) == pytest.approx(1.0, abs=1e-9)
-        given = [model.log_prob(x, torch.full((x.shape[0],), y)) for y in range(classes)]
+        given = [model.log_prob(x, Condition(torch.full((x.shape[0],), y))) for y in range(classes)]
         brute = torch.log(sum(p * g.exp() for p, g in zip(prior, given, strict=True)))
         torch.testing.assert_close(marginal, brute)
 
@@ -76,8 +77,8 @@ def test_gaussian_and_mog_densities_integrate_to_one(head, d) -> None:
     x, cell = _grid(d, 14.0, 4001 if d == 1 else 701)
     labels = torch.ones(x.shape[0], dtype=torch.long)
     with torch.no_grad():
-        members = [model.log_prob_member(x, k, labels) for k in range(2)]
-        for log_density in (model.log_prob(x, labels), *members):
+        members = [model.log_prob_member(x, k, Condition(labels)) for k in range(2)]
+        for log_density in (model.log_prob(x, Condition(labels)), *members):
             assert float(log_density.exp().sum() * cell) == pytest.approx(1.0, abs=2e-3)
 
 
@@ -92,8 +93,8 @@ def _tv_discrete(samples: torch.Tensor, log_probs: torch.Tensor) -> float:
 def test_categorical_samples_follow_the_model_for_each_label() -> None:
     model = _model(3, "categorical", classes=2, ordering="random", num_masks=2)
     for label in range(2):
-        samples = model.sample(40000, generator=torch.Generator().manual_seed(label), labels=label)
-        log_probs = model.log_prob(_all_levels(3), torch.full((LEVELS**3,), label))
+        samples = model.sample(40000, generator=torch.Generator().manual_seed(label), given=Condition(label))
+        log_probs = model.log_prob(_all_levels(3), Condition(torch.full((LEVELS**3,), label)))
         # 27 cells, 40k draws: noise puts TV near 0.015; a wrong sampler or label is far off.
         assert _tv_discrete(samples, log_probs) < 0.03
 
@@ -127,7 +128,7 @@ def test_fast_sampler_reproduces_the_naive_one_for_every_head_with_context(head,
     n = 30
     uniforms = torch.rand(n, 6, model.head.noise_per_dim, generator=gen, dtype=torch.float64)
     c = torch.nn.functional.one_hot(torch.arange(n) % 3, 3).double()
-    x = model.sample(n, generator=gen, labels=torch.arange(n) % 3)
+    x = model.sample(n, generator=gen, given=Condition(torch.arange(n) % 3))
     for k in range(model.num_masks):
         fill = torch.rand(n, 6, generator=gen) < 0.6
         fast = sampling.ancestral_fast(model.net, model.head, model.encoding, x, fill, k, uniforms, c)
@@ -151,16 +152,16 @@ def test_labels_are_required_checked_and_change_the_law() -> None:
     model = _model(4, "bernoulli", classes=3)
     x = torch.bernoulli(torch.full((5, 4), 0.5, dtype=torch.float64))
     a, b = (
-        model.log_prob(x, torch.zeros(5, dtype=torch.long)),
-        model.log_prob(x, torch.ones(5, dtype=torch.long)),
+        model.log_prob(x, Condition(torch.zeros(5, dtype=torch.long))),
+        model.log_prob(x, Condition(torch.ones(5, dtype=torch.long))),
     )
     assert not torch.allclose(a, b)
     with pytest.raises(ValueError, match="pass labels"):
         model.log_prob(x)
     with pytest.raises(ValueError, match=r"labels must be in 0\.\.2"):
-        model.log_prob(x, torch.full((5,), 3))
+        model.log_prob(x, Condition(torch.full((5,), 3)))
     with pytest.raises(ValueError, match="not conditioned"):
-        _model(4, "bernoulli").log_prob(x, torch.zeros(5, dtype=torch.long))
+        _model(4, "bernoulli").log_prob(x, Condition(torch.zeros(5, dtype=torch.long)))
 
 
 def test_untrained_model_starts_at_the_independent_fit() -> None:

@@ -16,6 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from made_cli.cli import app
+from made_cli.condition import Condition
 from made_cli.kinds.maf.flow import MAF, BatchNormLayer, flow_verification
 from made_cli.kinds.nsf.spline import RationalQuadraticSpline
 from made_cli.runs import load_run
@@ -46,8 +47,8 @@ def _flow(features: int = 5, *, shake: float = 0.1, train_bn: bool = True, **kw)
     return flow.eval()
 
 
-def _labels(flow: MAF, n: int) -> torch.Tensor | None:
-    return torch.arange(n) % flow.classes if flow.classes else None
+def _labels(flow: MAF, n: int) -> Condition:
+    return Condition(torch.arange(n) % flow.classes if flow.classes else None)
 
 
 CASES = [
@@ -84,7 +85,7 @@ def test_log_det_of_each_layer_and_of_the_flow_matches_autograd(kw) -> None:
     assert checks.records[-1]["log_det_error"] < 1e-9
     # and directly, at a point of our own
     x = torch.randn(5, dtype=torch.float64)
-    y = None if not flow.classes else torch.tensor([1])
+    y = Condition(None if not flow.classes else torch.tensor([1]))
     jac = torch.autograd.functional.jacobian(lambda v: flow.transform_dims(v[None], y)[0][0], x)
     with torch.no_grad():
         log_det = flow.transform_dims(x[None], y)[1].sum()
@@ -121,7 +122,7 @@ def test_the_density_integrates_to_one_on_a_2d_grid(kw) -> None:
     flow = _flow(2, **kw)
     grid, cell = _grid(-20.0, 20.0, 800)
     for label in range(max(1, flow.classes)):
-        y = label if flow.classes else None
+        y = Condition(label if flow.classes else None)
         mass = float(flow.log_prob(grid, y).detach().exp().sum()) * cell
         assert abs(mass - 1) < 5e-3, (label, mass)
 
@@ -303,10 +304,11 @@ def test_labels_are_checked_where_they_enter() -> None:
     with pytest.raises(ValueError, match="pass labels"):
         flow.log_prob(x)
     with pytest.raises(ValueError, match=r"labels must be in 0\.\.2"):
-        flow.conditional_log_prob(x, torch.ones(4, 2, dtype=torch.bool), torch.full((4,), 5))
+        flow.conditional_log_prob(x, torch.ones(4, 2, dtype=torch.bool), Condition(torch.full((4,), 5)))
     with pytest.raises(ValueError, match=r"one label or \(4,\)"):
-        flow.log_prob(x, torch.zeros(3, dtype=torch.long))
-    assert torch.equal(flow.log_prob(x, 1), flow.log_prob(x, torch.ones(4, dtype=torch.long)))
+        flow.log_prob(x, Condition(torch.zeros(3, dtype=torch.long)))
+    ones = Condition(torch.ones(4, dtype=torch.long))
+    assert torch.equal(flow.log_prob(x, Condition(1)), flow.log_prob(x, ones))
 
 
 # -- the commands on a flow -----------------------------------------------------------------------

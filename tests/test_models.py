@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from made_cli.condition import Condition
 from made_cli.config import load_config
 from made_cli.heads import Bernoulli, Categorical, Gaussian, MixtureOfGaussians
 from made_cli.kinds import build_model
@@ -52,13 +53,16 @@ def test_a_class_conditional_model_with_the_label_summed_out_is_a_normalised_den
         load_config(None, ["data.name=synthetic", "model.hidden=[10]", "model.condition_on=label"]), 5, 3
     ).double()
     x = all_binary(5).double()
-    model.fit_inputs(x, torch.tensor([0] * 20 + [1] * 8 + [2] * 4))  # p(y) from these labels
+    model.fit_inputs(x, Condition(torch.tensor([0] * 20 + [1] * 8 + [2] * 4)))  # p(y) from these labels
     prior = model.label_log_prior.exp()
     assert prior.tolist() == pytest.approx([21 / 35, 9 / 35, 5 / 35])  # add-one smoothed
     with torch.no_grad():
         marginal = model.marginal_log_prob(x)
         by_hand = torch.logsumexp(
-            torch.stack([model.log_prob(x, torch.full((32,), y)) + prior[y].log() for y in range(3)]), 0
+            torch.stack(
+                [model.log_prob(x, Condition(torch.full((32,), y))) + prior[y].log() for y in range(3)]
+            ),
+            0,
         )
     assert math.isclose(float(marginal.exp().sum()), 1.0, abs_tol=1e-9)
     assert torch.allclose(marginal, by_hand)
@@ -69,10 +73,10 @@ def test_labels_are_checked_where_they_enter() -> None:
     labelled = build_model(load_config(None, ["data.name=synthetic", "model.condition_on=label"]), 5, 3)
     x = torch.zeros(2, 5)
     with pytest.raises(ValueError, match="not conditioned on labels"):
-        plain.log_prob(x, torch.zeros(2, dtype=torch.long))
+        plain.log_prob(x, Condition(torch.zeros(2, dtype=torch.long)))
     with pytest.raises(ValueError, match="pass labels"):
         labelled.log_prob(x)
     with pytest.raises(ValueError, match=r"labels must be in 0\.\.2"):
-        labelled.sample(2, labels=3)
+        labelled.sample(2, given=Condition(3))
     with pytest.raises(ValueError, match="only a class-conditional model"):
         plain.marginal_log_prob(x)

@@ -19,6 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 from made_cli.cli import app
+from made_cli.condition import Condition
 from made_cli.queries import complete_table
 from made_cli.runs import load_run
 
@@ -369,7 +370,8 @@ def test_a_blank_label_is_drawn_from_its_posterior(tmp_path: Path) -> None:
     assert drawn.status == ["exact"]
     x = torch.tensor([[2.0, 12.5]])
     with torch.no_grad():
-        joint = torch.stack([run.model.log_prob(x, torch.tensor([y]))[0] for y in range(2)]).double()
+        joint = [run.model.log_prob(x, Condition(torch.tensor([y])))[0] for y in range(2)]
+        joint = torch.stack(joint).double()
     posterior = torch.softmax(joint + run.model.label_log_prior.double(), 0)
     online = (drawn.table.column("channel").to_numpy(zero_copy_only=False) == "online").mean()
     assert abs(online - float(posterior[0])) < 0.04

@@ -18,6 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from made_cli.cli import app
+from made_cli.condition import UNCONDITIONAL
 from made_cli.config import load_config
 from made_cli.errors import Interrupted, MadeError
 from made_cli.models import MADEModel
@@ -125,11 +126,11 @@ def test_sigint_mid_epoch_saves_the_batch_position_and_resume_is_exact(tmp_path,
     real = MADEModel.log_prob_member
     calls = {"n": 0}
 
-    def interrupt_at_step_437(self, x, member, labels=None, context=None):
+    def interrupt_at_step_437(self, x, member, given=UNCONDITIONAL):
         calls["n"] += self.training  # count training steps, not evaluation passes
         if calls["n"] == 437 and self.training:  # epoch 2, batch 137 of 300
             os.kill(os.getpid(), signal.SIGINT)
-        return real(self, x, member, labels, context)
+        return real(self, x, member, given)
 
     monkeypatch.setattr(MADEModel, "log_prob_member", interrupt_at_step_437)
     with pytest.raises(Interrupted) as info:
@@ -201,9 +202,9 @@ def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_exits_1(tmp_path, mon
     real = MADEModel.log_prob_member
     calls = {"n": 0}
 
-    def nan_at_step_400(self, x, member, labels=None, context=None):
+    def nan_at_step_400(self, x, member, given=UNCONDITIONAL):
         calls["n"] += self.training
-        out = real(self, x, member, labels, context)
+        out = real(self, x, member, given)
         return out * float("nan") if calls["n"] >= 400 and self.training else out
 
     monkeypatch.setattr(MADEModel, "log_prob_member", nan_at_step_400)
@@ -276,10 +277,10 @@ def test_an_interrupt_never_saves_nan_parameters(tmp_path, monkeypatch):
     calls = {"n": 0}
 
     def nan_weights_then_sigint(
-        model, optimizer, x, step, steps_per_epoch, group, labels=None, noise=None, context=None
+        model, optimizer, x, step, steps_per_epoch, group, given=UNCONDITIONAL, noise=None
     ):
         calls["n"] += 1
-        loss = real(model, optimizer, x, step, steps_per_epoch, group, labels, noise, context)
+        loss = real(model, optimizer, x, step, steps_per_epoch, group, given, noise)
         if calls["n"] == 350:  # a finite loss, but the step broke the weights
             with torch.no_grad():
                 next(model.parameters()).fill_(float("nan"))
@@ -298,11 +299,11 @@ def test_resuming_mid_epoch_with_another_world_size_is_refused(tmp_path, monkeyp
     real = MADEModel.log_prob_member
     calls = {"n": 0}
 
-    def interrupt(self, x, member, labels=None, context=None):
+    def interrupt(self, x, member, given=UNCONDITIONAL):
         calls["n"] += self.training
         if calls["n"] == 50 and self.training:
             os.kill(os.getpid(), signal.SIGINT)
-        return real(self, x, member, labels, context)
+        return real(self, x, member, given)
 
     monkeypatch.setattr(MADEModel, "log_prob_member", interrupt)
     with pytest.raises(Interrupted):

@@ -15,6 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from made_cli.cli import app
+from made_cli.condition import Condition
 from made_cli.config import load_config
 from made_cli.data import load_dataset
 from made_cli.errors import UsageError
@@ -170,7 +171,7 @@ def test_score_equals_log_prob_row_by_row_whatever_the_column_order(shop_run: Pa
     run = load_run(shop_run)
     rows = run.table_schema.encode(read_table(path), path)
     with torch.no_grad():
-        expected = run.model.log_prob(rows.x, rows.labels).double().numpy()
+        expected = run.model.log_prob(rows.x, rows.given).double().numpy()
     np.testing.assert_allclose(np.asarray(scored["log_prob"]), expected, rtol=0, atol=1e-9)
 
 
@@ -197,7 +198,7 @@ def test_flag_below_marks_rows_under_the_validation_quantile(shop_run: Path, tmp
     run = load_run(shop_run)
     d = run_data(run)
     with torch.no_grad():
-        valid = run.model.log_prob(d.valid, d.split_labels("valid")).double()
+        valid = run.model.log_prob(d.valid, d.split_condition("valid")).double()
     threshold = float(torch.quantile(valid, 0.05))
     log_p = np.asarray(scored["log_prob"])
     assert np.array_equal(np.asarray(scored["outlier"]), log_p < threshold)
@@ -293,12 +294,12 @@ def test_samples_of_a_discrete_table_with_context_follow_the_model() -> None:
     codes = torch.tensor(list(itertools.product(*(range(v) for v in levels))), dtype=torch.float64)
     c = torch.tensor([[0.7]], dtype=torch.float64)
     with torch.no_grad():
-        p = model.log_prob(codes, context=c.expand(len(codes), 1)).exp()
+        p = model.log_prob(codes, Condition(context=c.expand(len(codes), 1))).exp()
         assert abs(float(p.sum()) - 1) < 1e-12
         n = 30000
         u = model.noise(n, torch.Generator().manual_seed(0))
-        fast = model.sample(n, uniforms=u, context=c.expand(n, 1))
-        naive = model.sample(200, uniforms=u[:200], fast=False, context=c.expand(200, 1))
+        fast = model.sample(n, uniforms=u, given=Condition(context=c.expand(n, 1)))
+        naive = model.sample(200, uniforms=u[:200], fast=False, given=Condition(context=c.expand(200, 1)))
     assert torch.equal(fast[:200], naive)
     index = (fast * torch.tensor([12.0, 4.0, 1.0], dtype=torch.float64)).sum(1).long()
     freq = torch.bincount(index, minlength=len(codes)).double() / n
@@ -334,12 +335,13 @@ def test_a_flow_dequantises_discrete_columns_and_says_so(shop_run: Path, tmp_pat
     run = load_run(run_dir)
     assert "dequantised by uniform noise" in run.model.estimator
     x = run_data(run).test[:30]
-    y = run_data(run).split_labels("test")[:30]
+    y = run_data(run).split_condition("test").rows(slice(0, 30))
     with torch.no_grad():
         whole = run.model.log_prob(x, y, rows=torch.arange(30))
-        halves = torch.cat([run.model.log_prob(x[:15], y[:15], rows=torch.arange(15)),
-                            run.model.log_prob(x[15:], y[15:], rows=torch.arange(15, 30))])  # fmt: skip
-        samples = run.model.sample(200, torch.Generator().manual_seed(0), labels=0)
+        first, second = y.rows(slice(0, 15)), y.rows(slice(15, 30))
+        halves = torch.cat([run.model.log_prob(x[:15], first, rows=torch.arange(15)),
+                            run.model.log_prob(x[15:], second, rows=torch.arange(15, 30))])  # fmt: skip
+        samples = run.model.sample(200, torch.Generator().manual_seed(0), given=Condition(0))
     assert torch.equal(whole, halves)  # a row's noise is its own, whatever the batch
     levels = torch.tensor(run.table_schema.column_levels, dtype=torch.float32)
     discrete = samples[:, levels > 0]
@@ -487,12 +489,13 @@ def test_a_flows_evaluation_noise_is_a_function_of_the_row(shop_run: Path, tmp_p
     run_dir = _train(_config(tmp_path, tmp_path / "shop.csv"), tmp_path / "flow", "model.kind=maf")
     model = load_run(run_dir).model
     x = run_data(load_run(run_dir)).test[:6]
-    y = torch.zeros(6, dtype=torch.long)
+    y = Condition(torch.zeros(6, dtype=torch.long))
     with torch.no_grad():
         scored = model.log_prob(x, y)
         at_codes = model.log_prob_dims(x, y).sum(-1)
         assert not torch.allclose(scored, at_codes)
-        repeated = model.log_prob(torch.cat([x[3:], x[:3], x[:1]]), torch.zeros(7, dtype=torch.long))
+        seven = Condition(torch.zeros(7, dtype=torch.long))
+        repeated = model.log_prob(torch.cat([x[3:], x[:3], x[:1]]), seven)
     assert torch.equal(repeated[3:6], scored[:3]) and repeated[6] == scored[0]
 
 
@@ -507,8 +510,8 @@ def test_context_columns_are_standardised_from_training_rows_and_matter(tmp_path
     assert torch.allclose(run.model.context_scale, train_hours.std(0))
     x, y = d.test[:50], d.split_labels("test")[:50]
     with torch.no_grad():
-        morning = run.model.log_prob(x, y, torch.full((50, 1), 7.0))
-        evening = run.model.log_prob(x, y, torch.full((50, 1), 19.0))
+        morning = run.model.log_prob(x, Condition(y, torch.full((50, 1), 7.0)))
+        evening = run.model.log_prob(x, Condition(y, torch.full((50, 1), 19.0)))
     fuel = x[:, 0] == 1  # fuel at 7, the rest at 19: the context says which kind is likely
     assert (morning[fuel] > evening[fuel]).float().mean() > 0.8
     assert (evening[~fuel] > morning[~fuel]).float().mean() > 0.8

@@ -49,5 +49,5 @@ def test_label_conditional_nll_approaches_the_conditional_entropy(tmp_path: Path
     # with the label summed out under its training frequencies: a model of x alone, near H(X)
     run = load_run(result.run_dir)
     data = load_dataset(run.config.data)
-    marginal = run.model.evaluate(data.test, data.split_labels("test"), 1000)["marginal_nll_nats"]
+    marginal = run.model.evaluate(data.test, data.split_condition("test"), 1000)["marginal_nll_nats"]
     assert synthetic_entropy(10) - 0.1 < marginal < synthetic_entropy(10) + 0.1

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ... import degrees as deg
+from ...condition import UNCONDITIONAL, Condition
 from ...config import Config, check_seed
 from ...errors import BadArgument
 from ...evaluation import evaluate_terms
@@ -158,9 +159,7 @@ class IAFVAE(nn.Module):
 
     # -- the densities -------------------------------------------------------------------------
     @torch.no_grad()
-    def fit_inputs(
-        self, train: torch.Tensor, labels: torch.Tensor | None = None, context: torch.Tensor | None = None
-    ) -> None:
+    def fit_inputs(self, train: torch.Tensor, given: Condition = UNCONDITIONAL) -> None:
         """Start the decoder from the training marginals (the bias of its last layer); the
         data's labels, if any, play no part (the config refuses context columns)."""
         bias = self.head.init_bias(train).reshape(-1)
@@ -248,9 +247,8 @@ class IAFVAE(nn.Module):
         x: torch.Tensor,
         step: int,
         steps_per_epoch: int,
-        labels: torch.Tensor | None = None,
+        given: Condition = UNCONDITIONAL,
         noise: torch.Generator | None = None,
-        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The training loss per row (B,): -(log p(x|z) - beta KL), one draw from ``noise``."""
         return -self.objective(x, self.beta(step, steps_per_epoch), noise)
@@ -285,11 +283,7 @@ class IAFVAE(nn.Module):
 
     @torch.no_grad()
     def validation_terms(
-        self,
-        x: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        rows: torch.Tensor | None = None,
-        context: torch.Tensor | None = None,
+        self, x: torch.Tensor, given: Condition = UNCONDITIONAL, rows: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """Per-row (B,) ELBO terms with one draw each; ``nll`` is -ELBO.
 
@@ -358,16 +352,14 @@ class IAFVAE(nn.Module):
     def log_prob(
         self,
         x: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        context: torch.Tensor | None = None,
+        given: Condition = UNCONDITIONAL,
         rows: torch.Tensor | None = None,
         samples: int | None = None,
     ) -> torch.Tensor:
         """log p(x) (B,): the importance-weighted estimate with ``samples`` draws per row
         (default: ``importance_samples``), each row's draws seeded by its place ``rows`` (B,)
         (default: its place in ``x``), so a row's estimate does not depend on its batch."""
-        if labels is not None or context is not None:
-            raise ValueError("this model is not conditioned on labels or context columns")
+        given.check(self.classes, self.context_features, x.shape[0])
         seeds = torch.arange(x.shape[0]) if rows is None else rows.cpu()
         return self.importance_log_prob(x, samples or self.importance_samples, row_seeds=seeds)["log_px"]
 
@@ -401,12 +393,11 @@ class IAFVAE(nn.Module):
     def evaluate(
         self,
         x: torch.Tensor,
-        labels: torch.Tensor | None,
+        given: Condition,
         batch_size: int,
         samples: int | None = None,
         seed: int | None = None,
         progress: Progress | None = None,
-        context: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         """-log p(x) by importance sampling with K draws from q(z | x) per image, and the ELBO
         terms from the same draws. Row r draws from its own stream (from ``seed`` and r), so the
@@ -417,7 +408,7 @@ class IAFVAE(nn.Module):
         seed = 0 if seed is None else seed
         check_seed(seed)
         row_seeds = (seed * 1_000_003) % 2**62 + torch.arange(x.shape[0])
-        drawn = lambda b, _y, rows, _c: self.importance_log_prob(b, k, row_seeds=row_seeds[rows])  # noqa: E731
+        drawn = lambda b, _g, rows: self.importance_log_prob(b, k, row_seeds=row_seeds[rows])  # noqa: E731
         means = evaluate_terms(self, x, batch_size, terms=drawn, progress=progress)
         return {
             "nll_nats": -means["log_px"],
@@ -433,10 +424,10 @@ class IAFVAE(nn.Module):
         self,
         n: int,
         generator: torch.Generator,
-        labels: torch.Tensor | None = None,
+        given: Condition = UNCONDITIONAL,
         means: bool = False,
-        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        given.check(self.classes, self.context_features, n)
         return self.sample(n, generator=generator, means=means)
 
     def sampler_name(self, means: bool = False) -> str:
@@ -444,21 +435,23 @@ class IAFVAE(nn.Module):
 
     def complete_rows(
         self,
-        x: torch.Tensor,
-        observed: torch.Tensor,
-        labels: torch.Tensor | None,
+        given: Condition,
         per_row: int,
         generator: torch.Generator,
         rounds: int | None = None,
-        context: torch.Tensor | None = None,
         steps: int | None = None,
+        truth: torch.Tensor | None = None,
     ) -> Completion:
-        """Iterative imputation: approximate, since q(z | x) is not the exact posterior."""
+        """``given``'s cells completed by iterative imputation: approximate, since q(z | x) is
+        not the exact posterior (so nothing of ``truth`` is scored)."""
         if steps is not None:
             raise BadArgument("steps", "is for MADE runs: a VAE completes by iterative imputation (rounds)")
         rounds = IMPUTATION_ROUNDS if rounds is None else rounds
         if rounds < 1:
             raise BadArgument("rounds", f"must be at least 1 (got {rounds})")
+        given.with_cells(None).check(self.classes, self.context_features, None)
+        observed = given.observed
+        x = torch.where(observed, given.cells, 0.0)  # type: ignore[arg-type]  # observed: cells given
         rows, seen = x.repeat_interleave(per_row, 0), observed.repeat_interleave(per_row, 0)
         values = self.impute(rows, seen, rounds, generator)
         return Completion(

@@ -25,6 +25,7 @@ from torch import nn
 
 from ... import degrees as deg
 from ... import sampling
+from ...condition import UNCONDITIONAL, Condition
 from ...config import Config
 from ...errors import BadArgument, UsageError
 from ...heads import (
@@ -44,7 +45,6 @@ from ...models import (
     given_context,
     input_standardisation,
     label_log_prior,
-    repeat_rows,
 )
 from ...verify import (
     MADE_COLUMNS,
@@ -314,40 +314,32 @@ class MAF(ExactLikelihood, nn.Module):
         return x + u * (self.column_levels > 0) + (u - 0.5) * self.grid_step  # a grid value: its cell
 
     @torch.no_grad()
-    def fit_inputs(
-        self, train: torch.Tensor, labels: torch.Tensor | None = None, context: torch.Tensor | None = None
-    ) -> None:
+    def fit_inputs(self, train: torch.Tensor, given: Condition = UNCONDITIONAL) -> None:
         """The standardising map, p(y) and the context columns' scaling from the training split;
         a MoG base's input encoding and output biases from the split as the untrained flow maps it."""
-        if self.classes and labels is not None:
-            self.label_log_prior.copy_(label_log_prior(labels, self.classes))
-        self._fit_context(context)
+        if self.classes and given.labels is not None:
+            self.label_log_prior.copy_(label_log_prior(given.labels, self.classes))
+        self._fit_context(given)
         train = self.dequantise(train, generator=torch.Generator().manual_seed(_DEQUANTISE_SEED))
         shift, scale = input_standardisation(train, self.per_column)
         self.input_shift.copy_(shift)
         self.input_scale.copy_(scale)
         if self.base is not None:  # no gradient here: batch norm reads its saved statistics
+            if self.classes and given.labels is None:  # fitted without labels: any class does for a start
+                given = given.with_labels(0)
             parts = []
             for i in range(0, train.shape[0], _FIT_ROWS):
-                rows = train[i : i + _FIT_ROWS]
-                y = None
-                if self.classes:  # fitted without labels: any class does for a start
-                    y = labels[i : i + _FIT_ROWS] if labels is not None else 0
-                c = None if context is None else context[i : i + _FIT_ROWS]
-                parts.append(self.transform_dims(rows, y, context=c)[0])
-            self.base.fit_inputs(torch.cat(parts), labels, context)
+                rows = slice(i, i + _FIT_ROWS)
+                parts.append(self.transform_dims(train[rows], given.rows(rows))[0])
+            self.base.fit_inputs(torch.cat(parts), given)
 
     # -- the flow --------------------------------------------------------------------------
     def transform_dims(
-        self,
-        x: torch.Tensor,
-        labels: torch.Tensor | int | None = None,
-        inputs: list[torch.Tensor] | None = None,
-        context: torch.Tensor | None = None,
+        self, x: torch.Tensor, given: Condition = UNCONDITIONAL, inputs: list[torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(u (B, D), log|du/dx| split per dimension (B, D)): the terms sum to log|det du/dx|.
         ``inputs``, if given, receives each layer's input."""
-        c = self.condition(labels, context, x.shape[0])
+        c = self.network_condition(given, x.shape[0])
         h = (x - self.input_shift) / self.input_scale
         log_det = (-self.input_scale.log()).expand_as(h)
         for t, layer in enumerate(self.layers):
@@ -361,63 +353,49 @@ class MAF(ExactLikelihood, nn.Module):
         return h, log_det
 
     def transform(
-        self, x: torch.Tensor, labels: torch.Tensor | int | None = None, context: torch.Tensor | None = None
+        self, x: torch.Tensor, given: Condition = UNCONDITIONAL
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Data to base space: (u (B, D), log|det du/dx| (B,)) (x as the flow models it:
         dequantised, if it has discrete columns)."""
         self.check_input(x)
-        self.check_condition(labels, context, x.shape[0])
-        u, log_det = self.transform_dims(x, labels, context=context)
+        self.check_condition(given, x.shape[0])
+        u, log_det = self.transform_dims(x, given)
         return u, log_det.sum(-1)
 
-    def base_log_prob_dims(
-        self, u: torch.Tensor, labels: torch.Tensor | int | None = None, context: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def base_log_prob_dims(self, u: torch.Tensor, given: Condition = UNCONDITIONAL) -> torch.Tensor:
         """log p(u_d | u_<d) (B, D) under the base."""
         if self.base is None:
             return standard_normal_log_prob(u)
-        return self.base.log_prob_dims(u, 0, labels, context)
+        return self.base.log_prob_dims(u, 0, given)
 
-    def log_prob_dims(
-        self, x: torch.Tensor, labels: torch.Tensor | int | None = None, context: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def log_prob_dims(self, x: torch.Tensor, given: Condition = UNCONDITIONAL) -> torch.Tensor:
         """Per-dimension terms (B, D) that sum to log p(x) (x as the flow models it). Where every
         MADE has one ordering, term d is log p(x_d | x_<d) in it: the chain rule that exact
         completion reads."""
-        u, log_det = self.transform_dims(x, labels, context=context)
-        return self.base_log_prob_dims(u, labels, context) + log_det
+        u, log_det = self.transform_dims(x, given)
+        return self.base_log_prob_dims(u, given) + log_det
 
     def log_prob(
-        self,
-        x: torch.Tensor,
-        labels: torch.Tensor | int | None = None,
-        context: torch.Tensor | None = None,
-        rows: torch.Tensor | None = None,
+        self, x: torch.Tensor, given: Condition = UNCONDITIONAL, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
         """log p(x) (B,) in nats: a density. Discrete columns are dequantised first, each row by
         noise of its own (see ``dequantise``; ``rows`` plays no part). A grid column's density
         over its cell, times the cell's width, estimates the value's probability, which is what
         a MADE gives it: log step is added for each."""
         self.check_input(x)
-        self.check_condition(labels, context, x.shape[0])
+        self.check_condition(given, x.shape[0])
         cells = torch.log(self.grid_step[self.grid_step > 0]).sum()
-        return self.log_prob_dims(self.dequantise(x), labels, context).sum(-1) + cells
+        return self.log_prob_dims(self.dequantise(x), given).sum(-1) + cells
 
     @torch.no_grad()
-    def inverse(
-        self,
-        u: torch.Tensor,
-        labels: torch.Tensor | int | None = None,
-        fast: bool = True,
-        context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def inverse(self, u: torch.Tensor, given: Condition = UNCONDITIONAL, fast: bool = True) -> torch.Tensor:
         """Base space to data: the x (B, D) whose ``transform`` is u. ``fast`` inverts each
         layer degree-scheduled; ``fast=False`` runs its network once per dimension (the oracle)."""
         check_rows(u, self.features, self.head, "u")
-        self.check_condition(labels, context, u.shape[0])
+        self.check_condition(given, u.shape[0])
         fill = torch.ones_like(u, dtype=torch.bool)
         known = [torch.zeros_like(u)] * len(self.layers)
-        return self._invert(u, self.condition(labels, context, u.shape[0]), fill, known, fast)
+        return self._invert(u, self.network_condition(given, u.shape[0]), fill, known, fast)
 
     def _invert(
         self,
@@ -441,19 +419,18 @@ class MAF(ExactLikelihood, nn.Module):
         self,
         n: int,
         generator: torch.Generator | None = None,
-        labels: torch.Tensor | int | None = None,
+        given: Condition = UNCONDITIONAL,
         fast: bool = True,
-        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``n`` exact samples (n, D): base draws carried through ``inverse``, discrete columns
-        floored back to their codes. A class-conditional flow needs ``labels``: one for all rows,
-        or (n,); a flow with context columns ``context`` (n, C)."""
-        self.check_condition(labels, context, n)
+        floored back to their codes. A class-conditional flow needs ``given.labels``: one for all
+        rows, or (n,); a flow with context columns ``given.context`` (n, C)."""
+        self.check_condition(given, n)
         if self.base is None:
             u = torch.randn(n, self.features, generator=generator, dtype=self._dtype).to(self._device)
         else:
-            u = self.base.sample(n, generator=generator, labels=labels, fast=fast, context=context)
-        x = self.inverse(u, labels, fast, context)
+            u = self.base.sample(n, generator=generator, fast=fast, given=given)
+        x = self.inverse(u, given, fast)
         if not self.discrete_columns:
             return x
         codes = torch.minimum(x.floor().clamp_min(0), (self.column_levels - 1).clamp_min(0))
@@ -497,9 +474,8 @@ class MAF(ExactLikelihood, nn.Module):
         x: torch.Tensor,
         observed: torch.Tensor,
         generator: torch.Generator | None = None,
-        labels: torch.Tensor | int | None = None,
+        given: Condition = UNCONDITIONAL,
         fast: bool = True,
-        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B, D) with the dimensions not ``observed`` drawn from p(missing | observed), exactly;
         a ValueError when the flow cannot (see ``incomplete_reason``)."""
@@ -507,21 +483,19 @@ class MAF(ExactLikelihood, nn.Module):
         observed = observed.to(x.device)
         x = torch.where(observed, x, torch.zeros_like(x))
         self.check_input(x, "x (its observed values)")
-        self.check_condition(labels, context, x.shape[0])
+        self.check_condition(given, x.shape[0])
         why = self.incomplete_reason(observed)
         if why is not None:
             raise ValueError(why)
         # Each layer's input at the observed dimensions: they depend on observed values alone.
         known: list[torch.Tensor] = []
-        h, _ = self.transform_dims(x, labels, known, context)
+        h, _ = self.transform_dims(x, given, known)
         if self.base is None:
             fresh = torch.randn(h.shape, generator=generator, dtype=self._dtype).to(h.device)
             u = torch.where(observed, h, fresh)
         else:
-            u = self.base.ancestral_completion(
-                h, observed, generator, fast=fast, labels=labels, context=context
-            )[0]
-        c = self.condition(labels, context, x.shape[0])
+            u = self.base.ancestral_completion(h, observed, generator, fast=fast, given=given)[0]
+        c = self.network_condition(given, x.shape[0])
         return torch.where(observed, x, self._invert(u, c, ~observed, known, fast))
 
     @torch.no_grad()
@@ -529,19 +503,18 @@ class MAF(ExactLikelihood, nn.Module):
         self,
         x: torch.Tensor,
         observed: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        context: torch.Tensor | None = None,
+        given: Condition = UNCONDITIONAL,
     ) -> torch.Tensor:
         """log p(x_missing | x_observed) (B,) where exact (see ``incomplete_reason``), else NaN:
         the chain-rule terms of the missing dimensions."""
         self.check_input(x)
         check_observed(observed, x)
-        self.check_condition(labels, context, x.shape[0])
+        self.check_condition(given, x.shape[0])
         observed = observed.to(x.device)
         exact = sampling.exact_members(self._ranks(), observed).all(1)
         if self.discrete_columns:
             exact = torch.zeros_like(exact)
-        terms = self.log_prob_dims(x, labels, context)
+        terms = self.log_prob_dims(x, given)
         return torch.where(exact, torch.where(observed, 0.0, terms).sum(-1), torch.nan)
 
     # -- training (the DensityModel protocol) ---------------------------------------------------
@@ -550,59 +523,55 @@ class MAF(ExactLikelihood, nn.Module):
         x: torch.Tensor,
         step: int,
         steps_per_epoch: int,
-        labels: torch.Tensor | None = None,
+        given: Condition = UNCONDITIONAL,
         noise: torch.Generator | None = None,
-        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """-log p(x) (B,): the training loss (batch norm on the batch's statistics), discrete
         columns dequantised with fresh noise from ``noise``."""
         x = self.dequantise(x, generator=noise or torch.Generator().manual_seed(step))
-        return -self.log_prob_dims(x, labels, context).sum(-1)
+        return -self.log_prob_dims(x, given).sum(-1)
 
     # -- the commands (the DensityModel protocol) --------------------------------------------------
     def draw(
         self,
         n: int,
         generator: torch.Generator,
-        labels: torch.Tensor | None = None,
+        given: Condition = UNCONDITIONAL,
         means: bool = False,
-        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if means:
             raise BadArgument("means", "is for VAE runs: a flow's samples are base draws carried through it")
-        return self.sample(n, generator=generator, labels=labels, context=context)
+        return self.sample(n, generator=generator, given=given)
 
     def sampler_name(self, means: bool = False) -> str:
         return f"{self.estimator}: base draws inverted layer by layer, degree-scheduled"
 
     def complete_rows(
         self,
-        x: torch.Tensor,
-        observed: torch.Tensor,
-        labels: torch.Tensor | None,
+        given: Condition,
         per_row: int,
         generator: torch.Generator,
         rounds: int | None = None,
-        context: torch.Tensor | None = None,
         steps: int | None = None,
+        truth: torch.Tensor | None = None,
     ) -> Completion:
-        """Exact completion where every layer generates the observed part first (no chain, so
-        ``steps`` plays no part); refused otherwise."""
+        """``given``'s cells completed exactly where every layer generates them first (no
+        chain, so ``steps`` plays no part); refused otherwise. ``truth``'s missing values are
+        scored (``DensityModel.complete_rows``)."""
         if rounds is not None:
             raise BadArgument("rounds", "is for VAE runs: a flow completes exactly or not at all")
+        observed = given.observed
+        x = torch.where(observed, given.cells, 0.0 if truth is None else truth)  # type: ignore[arg-type]
         why = self.incomplete_reason(observed.to(x.device))
         if why is not None:
             raise UsageError(why)
-        values = self.complete(
-            x.repeat_interleave(per_row, 0),
-            observed.repeat_interleave(per_row, 0),
-            generator=generator,
-            labels=repeat_rows(labels, per_row),
-            context=repeat_rows(context, per_row),
-        )
-        return Completion(
-            values, [EXACT] * x.shape[0], self.conditional_log_prob(x, observed, labels, context)
-        )
+        given = given.with_cells(None)
+        rows, seen = x.repeat_interleave(per_row, 0), observed.repeat_interleave(per_row, 0)
+        values = self.complete(rows, seen, generator, given.repeat(per_row))
+        conditional = self.conditional_log_prob(x, observed, given)
+        if truth is None:  # nothing to score
+            conditional = torch.full_like(conditional, torch.nan)
+        return Completion(values, [EXACT] * x.shape[0], conditional)
 
 
 def build_flow(
@@ -670,11 +639,8 @@ def flow_verification(model: MAF, points: int = 2, seed: int = 0) -> Verificatio
         ok.append(base.ok)
         records.append({"step": "base", "made": base.to_dict(), "ok": base.ok})
 
-    def transform(v: torch.Tensor, y: torch.Tensor | None, c: torch.Tensor | None) -> torch.Tensor:
-        return flow.transform_dims(v, y, context=c)
-
     whole = whole_flow_error(
-        transform,
+        flow.transform_dims,
         flow.input_shift,
         flow.input_scale,
         model.classes,

@@ -55,8 +55,8 @@ _DATASET_VALUES = {
 Config: Any = make_dataclass(
     "Config",
     [
-        ("name", str, field(default="made")),
-        ("seed", int, field(default=0)),
+        ("name", str, field(default="made", metadata={"doc": "The run directory's prefix."})),
+        ("seed", int, field(default=0, metadata={"doc": "Seeds the weights, masks, order and noise."})),
         ("data", DataConfig, field(default_factory=DataConfig)),
         ("model", ModelConfig, field(default_factory=ModelConfig)),
         *((name, section, field(default_factory=section)) for name, section in sections().items()),

@@ -27,57 +27,86 @@ Values = Literal["binary", "levels", "logit", "real", "mixed"]  # mixed: a table
 
 @dataclass(frozen=True)
 class DataConfig:
+    """Where the data comes from and how its values are read (``data.*``)."""
+
     name: DatasetName = "binarized_mnist"
-    root: str | None = None  # else $MADE_DATA_DIR, else ~/.cache/made
-    path: str | None = None  # npz, table: the file (.npz; .csv, .tsv or .parquet)
-    binarize: Binarize = "static"  # mnist, fashion_mnist with values binary: how grey becomes bits
-    # binary: 0/1; levels: integers 0..levels-1 (grey quantised); logit: grey dequantised and
-    # mapped to logit space (real); real: an npz's values as they are
+    """The data set: an MNIST, an npz file, a table file, synthetic, a toy or a MAF benchmark."""
+    root: str | None = None
+    """The data root for downloads and benchmarks; else $MADE_DATA_DIR, else ~/.cache/made."""
+    path: str | None = None
+    """npz and table: the file (.npz; .csv, .tsv or .parquet), kept as an absolute path."""
+    binarize: Binarize = "static"
+    """mnist and fashion_mnist with values binary: how grey becomes bits."""
     values: Values = "binary"
-    levels: int = 4  # values: levels only
-    features: int = 12  # synthetic only: dimensions
-    size: int = 5000  # synthetic, toy: training rows (validation and test get a fifth each)
-    shape: ToyShape = "moons"  # toy: moons | circles | eight_gaussians | checkerboard | pinwheel | spirals
-    # table only: the modelled columns (default: every column with no role below that can be
-    # modelled, see tables.infer_schema), the label column (classes for condition_on: label),
-    # continuous context columns (the model is p(x | c)), a column of train/valid/test per row
-    # (default: a seeded 80/10/10 split), and the most distinct values a text column may have
-    # to be modelled (a categorical)
+    """binary: 0/1; levels: integers 0..levels-1; logit: grey dequantised, in logit space; real; mixed."""
+    levels: int = 4
+    """values levels: the number of grey levels."""
+    features: int = 12
+    """synthetic: its dimensions."""
+    size: int = 5000
+    """synthetic and toy: training rows (validation and test get a fifth each)."""
+    shape: ToyShape = "moons"
+    """toy: the 2-D density (moons, circles, eight_gaussians, checkerboard, pinwheel, spirals)."""
     columns: tuple[str, ...] = ()
+    """table: the modelled columns (default: every column with no other role that can be modelled)."""
     label_column: str | None = None
+    """table: the column of class labels (for model.condition_on: label)."""
     context_columns: tuple[str, ...] = ()
+    """table: continuous columns the model is conditioned on, not modelled (p(x | c))."""
     split_column: str | None = None
-    exclude: tuple[str, ...] = ()  # columns not to model (when data.columns does not name them)
-    # rows with missing cells: model (train on the observed cells), drop, or refuse the file
+    """table: a column of train/valid/test per row (default: a seeded 80/10/10 split)."""
+    exclude: tuple[str, ...] = ()
+    """table: columns not to model (when data.columns does not name them)."""
     missing: Literal["model", "drop", "refuse"] = "model"
+    """table: rows with missing cells are modelled (trained on their observed cells), dropped or refused."""
     max_levels: int = 256
-    seed: int = 0  # table: seeds the 80/10/10 split when there is no split column; toy: its rows
+    """table: the most distinct values a text column may have to be modelled (a categorical)."""
+    seed: int = 0
+    """table: seeds the 80/10/10 split when there is no split column; toy: seeds its rows."""
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    # a registered kind (kinds.KINDS); iaf_vae, maf, nsf: the keys below describe each step's or layer's MADE
+    """The model (``model.*``); for iaf_vae, maf and nsf the MADE of each step or layer."""
+
     kind: str = "made"
+    """A registered kind: made, iaf_vae, maf or nsf."""
     hidden: tuple[int, ...] = (500,)
+    """Hidden layer sizes; [] gives a purely linear autoregressive model."""
     ordering: Ordering = "natural"
+    """The input ordering: natural, reverse or random."""
     hidden_degrees: HiddenDegrees = "random"
+    """Hidden units' degrees: random (as in the MADE paper) or even (spread over 1..D-1)."""
     num_masks: int = 1
-    direct: bool = True  # direct input-output connections
-    # bernoulli | categorical | gaussian | mog (mixture of Gaussians); a table: auto, gaussian or mog
+    """Masks of an ensemble (> 1): cycled in training, a mixture at test time."""
+    direct: bool = True
+    """Direct input-output connections."""
     head: HeadName = "bernoulli"
-    components: int = 5  # head: mog, or a flow's base: mog
-    condition_on: Literal["none", "label"] = "none"  # label: class-conditional, labels at degree 0
+    """Each dimension's law: bernoulli, categorical, gaussian, mog; a table: auto, gaussian or mog."""
+    components: int = 5
+    """Gaussians per dimension of a mog head, or of a flow's mog base."""
+    condition_on: Literal["none", "label"] = "none"
+    """label: a class-conditional model p(x | label), the label at degree 0."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Training (``train.*``): Adam, early stopping on the validation NLL."""
+
     epochs: int = 100
+    """The most epochs to train."""
     batch_size: int = 100
+    """Rows per training step."""
     lr: float = 1.0e-3
+    """Adam's learning rate."""
     weight_decay: float = 0.0
-    patience: int = 30  # epochs without a better validation NLL before stopping
+    """Adam's L2 weight decay."""
+    patience: int = 30
+    """Epochs without a better validation NLL before stopping."""
     eval_batch_size: int = 1000
-    tensorboard: bool = False  # also write metrics.jsonl's numbers as TensorBoard scalars in RUN/tensorboard
+    """Rows per pass when evaluating."""
+    tensorboard: bool = False
+    """Also write metrics.jsonl's numbers as TensorBoard scalars in RUN/tensorboard."""
 
 
 class ConfigView(Protocol):

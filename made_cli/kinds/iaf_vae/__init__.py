@@ -19,14 +19,22 @@ __all__ = ["KIND", "IAFConfig"]
 class IAFConfig:
     """The VAE around the MADEs when model.kind is iaf_vae (Kingma et al. 2016)."""
 
-    latent: int = 32  # dimensions of z
-    encoder: tuple[int, ...] = (500, 500)  # hidden layers of the encoder MLP
-    decoder: tuple[int, ...] = (500, 500)  # hidden layers of the decoder MLP
-    context: int = 64  # size of the encoder's context h, fed to every step at degree 0
-    steps: int = 2  # IAF steps; 0 is the diagonal-Gaussian VAE
-    warmup_epochs: int = 10  # the KL weight rises linearly from 0 to 1 over these epochs
-    free_bits: float = 0.0  # nats per latent dimension the batch-mean KL may use for free
-    importance_samples: int = 1000  # K of `made evaluate`'s importance-weighted log p(x)
+    latent: int = 32
+    """Dimensions of z."""
+    encoder: tuple[int, ...] = (500, 500)
+    """Hidden layers of the encoder MLP."""
+    decoder: tuple[int, ...] = (500, 500)
+    """Hidden layers of the decoder MLP."""
+    context: int = 64
+    """Size of the encoder's context h, fed to every IAF step at degree 0."""
+    steps: int = 2
+    """IAF steps; 0 is the diagonal-Gaussian VAE."""
+    warmup_epochs: int = 10
+    """Epochs over which the KL weight rises linearly from 0 to 1."""
+    free_bits: float = 0.0
+    """Nats per latent dimension the batch-mean KL may use for free."""
+    importance_samples: int = 1000
+    """K of made evaluate's importance-weighted log p(x)."""
 
 
 def _validate(cfg: ConfigView) -> None:

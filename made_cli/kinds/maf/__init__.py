@@ -18,10 +18,14 @@ __all__ = ["KIND", "FlowConfig", "flow_model_key", "validate_flow"]
 class FlowConfig:
     """The flow around the MADEs when model.kind is maf or nsf (Papamakarios et al. 2017)."""
 
-    layers: int = 5  # MADE layers, each an autoregressive elementwise map
-    ordering: Literal["reverse", "random", "same"] = "reverse"  # each layer's against the previous
-    batch_norm: bool = True  # after each layer; evaluation uses saved running statistics
-    base: Literal["normal", "mog"] = "normal"  # mog: a MADE with model.components Gaussians
+    layers: int = 5
+    """MADE layers, each an autoregressive elementwise map."""
+    ordering: Literal["reverse", "random", "same"] = "reverse"
+    """Each layer's ordering against the previous one's: reverse, random or the same."""
+    batch_norm: bool = True
+    """Batch norm after each layer; evaluation uses its saved running statistics."""
+    base: Literal["normal", "mog"] = "normal"
+    """The base density: a standard normal, or mog (a MADE with model.components Gaussians)."""
 
 
 def validate_flow(cfg: ConfigView) -> None:

@@ -20,8 +20,10 @@ __all__ = ["KIND", "SplineConfig"]
 class SplineConfig:
     """Each layer's rational-quadratic spline when model.kind is nsf (Durkan et al. 2019)."""
 
-    bins: int = 8  # K: the spline's bins on [-bound, bound]
-    bound: float = 3.0  # B: the identity (linear tails) outside [-B, B], in the standardised scale
+    bins: int = 8
+    """K: the spline's bins on [-bound, bound] (2 to 999)."""
+    bound: float = 3.0
+    """B: the identity (linear tails) outside [-B, B], in the standardised scale."""
 
 
 MAX_BINS = 999  # each bin is at least 0.1% of the interval wide (spline.MIN_BIN): 1000 would fix them all

@@ -31,6 +31,17 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console(highlight=False, soft_wrap=True)
+
+_option_type = typer.core.TyperOption.display_type_rich
+
+
+def _flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """An option's type in --help, none for a flag: ``--json`` takes no value, so Typer's
+    ``<bool>`` beside it reads as if it took one."""
+    return None if self.is_flag else _option_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 log = logging.getLogger(__name__)  # what a command says: on the console, and in the run's log
 
 
@@ -428,21 +439,27 @@ def complete(
         str | None, typer.Option(help="FILE: blank and redraw these columns in every row, a,b,...")
     ] = None,
     half: Annotated[
-        bool, typer.Option("--half", help="Observe the top half of each image (same as --mask top).")
+        bool,
+        typer.Option("--half", help="Observe the top half of each image or row (same as --mask top)."),
     ] = False,
     mask: Annotated[
         str | None,
         typer.Option(
-            help="What is observed: top, bottom, left or right half; centre (all but a centre "
-            "square); random (see --fraction). Default: top."
+            help="What is observed of each test image (its pixels) or test row (its cells): top, "
+            "bottom, left or right half; centre (all but a centre square); random (see --fraction). "
+            "Default: top."
         ),
     ] = None,
     fraction: Annotated[
-        float | None, typer.Option(help="--mask random: the share of dimensions observed (0.5).")
+        float | None, typer.Option(help="--mask random: the share of pixels (a table: cells) observed (0.5).")
     ] = None,
-    n: Annotated[int, typer.Option("--n", help="How many held-out test images.")] = 16,
-    per_image: Annotated[int, typer.Option(help="Completions drawn per image.")] = 3,
-    seed: Annotated[int, typer.Option(help="Chooses the images, random masks and the completions.")] = 0,
+    n: Annotated[
+        int, typer.Option("--n", help="How many held-out test images (a table run: test rows).")
+    ] = 16,
+    per_image: Annotated[int, typer.Option(help="Completions drawn per test image or row.")] = 3,
+    seed: Annotated[
+        int, typer.Option(help="Chooses the test images or rows, random masks and the completions.")
+    ] = 0,
     rounds: Annotated[
         int | None, typer.Option(help="VAE runs: rounds of iterative imputation (default 50).")
     ] = None,
@@ -513,7 +530,7 @@ def complete(
         loaded = load_run(run, device=resolve_device(device))
         fraction = 0.5 if fraction is None else fraction
         result = complete_run(loaded, n, per_image, seed, chosen, fraction, rounds, steps)
-        images, pixels = ("images", "pixels") if loaded.image_shape else ("rows", "values")  # or a table's
+        images, pixels = ("images", "pixels") if loaded.image_shape else ("rows", "cells")  # or a table's
         lines: list[str] = []
         k = len(result.indices)
         lines.append(
@@ -844,13 +861,14 @@ def list_runs_command(
         if not rows:
             console.print(f"no runs under {parent}/ (train one with: made train CONFIG)")
             return
-        columns = ["run", "data", "model", "epochs", "best valid NLL", "test NLL"]
+        columns = ["run", "kind", "data", "model", "epochs", "best valid NLL", "test NLL"]
         table = []
         for r in rows:
             bound = "" if r["measure"] == "NLL" else f" ({r['measure']})"
             broken = "" if r["checkpoint"] in ("ok", "none") else " (!)"
             table.append([
                 Path(r["run"]).name + broken,
+                r["kind"],
                 str(r["data"]) + ("" if r["values"] == "binary" else f" ({r['values']})"),
                 r["model"],
                 str(r["epochs"]),

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -212,6 +213,7 @@ def test_help_shows_an_example_for_every_command() -> None:
     for command in ("train", "evaluate", "sample", "complete", "verify-ar", "runs"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Example: made" in result.output, command
+        assert "<bool>" not in result.output, command  # a flag takes no value
 
 
 def test_label_conditional_run_samples_a_class(tmp_path: Path, tiny_config: Path, monkeypatch) -> None:
@@ -439,6 +441,8 @@ def test_tables_never_cut_a_number_in_80_columns(trained: Path) -> None:
         runs = _made("runs", cwd=trained.parent.parent, COLUMNS=width)
         assert runs.returncode == 0 and f"{nll:.2f}" in runs.stdout and trained.name in runs.stdout
         assert "…" not in runs.stdout
+        if width == "80":  # the model's kind, whatever else must go
+            assert re.search(rf"{trained.name}\s+│\s+made\s+│", runs.stdout), runs.stdout
         verify = _made("verify-ar", cwd=trained.parent.parent, COLUMNS=width)
         assert verify.returncode == 0 and "100.0%" in verify.stdout and "…" not in verify.stdout
         assert max(len(line) for line in (runs.stdout + verify.stdout).splitlines()) <= int(width)

@@ -464,7 +464,7 @@ def test_sample_takes_a_class_by_name_and_refuses_an_unknown_one(shop_run: Path)
 def test_complete_writes_a_tables_completions_in_its_own_values(shop_run: Path) -> None:
     result = runner.invoke(app, ["complete", str(shop_run), "--mask", "top", "--n", "4", "--per-image", "2"])
     assert result.exit_code == 0 and "completed 4 test rows x 2" in result.output, result.output
-    assert "exact: the ordering generates the observed values first" in result.output
+    assert "exact: the ordering generates the observed cells first" in result.output
     table = read_table(shop_run / "completions" / "top-seed0-n4.csv")
     assert table.column_names == ["test_row", "version", "kind", "items", "amount", "channel"]
     versions = np.asarray(table["version"]).reshape(4, 3)

@@ -264,14 +264,11 @@ class MAF(ExactLikelihood, nn.Module):
         base = ", MoG base" if self.base is not None else ""
         label = ", given the label" if self.classes else ""
         context = given_context(self.context_features)
-        if self.discrete_columns:
-            return (
-                f"{self.transformer.flow} of {len(self.layers)} layers{base}{label}{context}: exact density "
-                "of the rows, their "
-                f"{_columns(self.discrete_columns, 'discrete')} dequantised by uniform noise, one draw per "
-                "row (in expectation a lower bound on log p)"
-            )
-        return f"exact, {self.transformer.flow} of {len(self.layers)} layers{base}{label}{context}"
+        flow = f"{self.transformer.flow} of {len(self.layers)} layers{base}{label}{context}"
+        if self.discrete_columns:  # said once per command: short
+            columns = _columns(self.discrete_columns, "discrete")
+            return f"{flow}, {columns} dequantised by uniform noise (a lower bound in expectation)"
+        return f"exact, {flow}"
 
     def describe(self) -> str:
         made = self.layers[0].made
@@ -544,7 +541,9 @@ class MAF(ExactLikelihood, nn.Module):
         return self.sample(n, generator=generator, given=given)
 
     def sampler_name(self, means: bool = False) -> str:
-        return f"{self.estimator}: base draws inverted layer by layer, degree-scheduled"
+        flow = f"{self.transformer.flow} of {len(self.layers)} layers"
+        floored = ", discrete columns floored to their codes" if self.discrete_columns else ""
+        return f"exact, {flow}: base draws inverted layer by layer, degree-scheduled{floored}"
 
     def complete_rows(
         self,

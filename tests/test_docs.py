@@ -64,3 +64,15 @@ def test_the_documentation_builds_strictly(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     page = (tmp_path / "site" / "configuration" / "index.html").read_text()
     assert all(key in page for key in config_keys())
+
+
+def test_the_console_sessions_keep_their_shape() -> None:
+    """Every console session of the documentation, run again with 2 epochs of training, prints
+    lines of the shape the page shows (``scripts/docs_sessions.py --check --quick``): a command
+    whose output changed (a line more, a line less, other words) fails until the pages are
+    rewritten with ``python scripts/docs_sessions.py``."""
+    result = subprocess.run(
+        [sys.executable, "scripts/docs_sessions.py", "--check", "--quick"],
+        cwd=REPO, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]

@@ -14,12 +14,16 @@ wrote it. A training's epoch lines are shortened to the first and last two.
                                                     # each output's shape (the tests do this)
 
 The shape of a line is the line with its numbers and run names' timestamps taken out; a check
-fails when a command's lines differ in shape from the page's, or in number.
+fails when a command's lines differ in shape from the page's, or in number (in any order: a
+law's values are listed most likely first). ``--quick`` trains for 2 epochs, runs chains of 20
+moves and scores with 10 importance samples: the lines are the same, the numbers not.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import platform
 import re
@@ -91,9 +95,18 @@ def shorten(output: list[str]) -> list[str]:
 
 
 def run(command: str, folder: Path, quick: bool) -> list[str]:
-    if quick and command.startswith("made train ") and "--resume" not in command:
-        command += QUICK
-    env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1", "TERM": "dumb", "NO_MKDOCS_2_WARNING": "1"}
+    if quick:  # shorter trainings and chains, fewer importance samples: the same lines
+        if command.startswith("made train ") and "--resume" not in command:
+            command += QUICK
+        elif (command.startswith(("made complete ", "made sample ")) and "--given" in command) or (
+            command.startswith("made complete ") and ".csv" in command
+        ):
+            command += " --steps 20"
+        elif command.startswith(("made score ", "made density ")):
+            command += " --draws 10"
+    if command.startswith("made ") and not re.search(r"[|<>*$;&'\"]", command):
+        return shorten(_made_here(command.split()[1:], folder))
+    env = {**os.environ, **TERMINAL}
     env.pop("FORCE_COLOR", None)
     done = subprocess.run(
         ["bash", "-c", command], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -103,6 +116,26 @@ def run(command: str, folder: Path, quick: bool) -> list[str]:
 
 
 QUICK = " train.epochs=2"  # what --quick adds to a training's command
+TERMINAL = {"COLUMNS": "80", "NO_COLOR": "1", "TERM": "dumb", "NO_MKDOCS_2_WARNING": "1"}
+
+
+def _made_here(args: list[str], folder: Path) -> list[str]:
+    """A ``made`` command run in this process as the console command runs it (torch imported
+    once, not per command): its stdout and stderr together, as a terminal shows them."""
+    from made_cli.cli import main as made
+
+    here, argv, out = Path.cwd(), sys.argv, io.StringIO()
+    os.chdir(folder)
+    sys.argv = ["made", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            with contextlib.suppress(SystemExit):
+                made()
+    finally:
+        sys.argv = argv
+        os.chdir(here)
+    text = out.getvalue().rstrip("\n")
+    return text.split("\n") if text.strip() else []
 
 
 def shape(line: str) -> str:
@@ -116,7 +149,7 @@ def comparable(lines: list[str]) -> list[str]:
     how long it trained), no table borders' widths."""
     skip = ("...", "early stop:", f"  trained overrides:{QUICK}")
     out = [shape(line) for line in lines if not EPOCH.match(line) and not line.startswith(skip)]
-    return [re.sub(r"[━─]+", "-", line) for line in out]
+    return sorted(re.sub(r"[━─]+", "-", line) for line in out)  # a law's values come most likely first
 
 
 def cpu() -> str:
@@ -135,6 +168,8 @@ def commit() -> str:
 
 
 def main() -> int:
+    os.environ.update(TERMINAL)  # before the CLI's console is made: 80 columns, no colour
+    os.environ.pop("FORCE_COLOR", None)
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--check", action="store_true", help="compare shapes, write nothing")
@@ -180,10 +215,7 @@ def main() -> int:
                     tail = block.end + 1
                     rest = out[tail:]
                     while rest and (not rest[0].strip() or rest[0].startswith(PROVENANCE)):
-                        if rest[0].startswith(PROVENANCE):
-                            rest = rest[1:]
-                            break
-                        rest = rest[1:]
+                        rest = rest[1:]  # the blank lines and the note of the last writing
                     note = f"{PROVENANCE} at commit {commit()} on {cpu()} ({os.cpu_count()} cores).*"
                     out = [*out[: block.start + 1], *body, "```", "", note, "", *rest]
                 page.write_text("\n".join(out))

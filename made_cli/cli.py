@@ -32,16 +32,17 @@ app = typer.Typer(
 )
 console = Console(highlight=False, soft_wrap=True)
 
-_option_type = typer.core.TyperOption.display_type_rich
+_option_type = getattr(typer.core.TyperOption, "display_type_rich", None)  # newer typers show types
 
 
 def _flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
     """An option's type in --help, none for a flag: ``--json`` takes no value, so Typer's
     ``<bool>`` beside it reads as if it took one."""
-    return None if self.is_flag else _option_type(self, ctx)
+    return None if self.is_flag else _option_type(self, ctx)  # type: ignore[misc]
 
 
-typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
+if _option_type is not None:
+    typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 log = logging.getLogger(__name__)  # what a command says: on the console, and in the run's log
 
 

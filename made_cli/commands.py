@@ -311,11 +311,12 @@ def complete_run(
     observed = observed_mask(mask, d, run.image_shape, k, generator, fraction).to(device)
     given = condition_for(run.model, dataset.split_condition("test")).rows(indices).to(device)
     labels, context = given.labels, given.context  # given to a conditional model
-    cells = torch.where(observed, originals, torch.nan)
+    observed &= ~torch.isnan(originals)  # a table's missing test cell is drawn, not observed
     start = time.perf_counter()
     done = run.model.complete_rows(
-        Condition(labels, context, cells), per_image, generator, rounds, steps, truth=originals
-    )
+        given.with_cells(torch.where(observed, originals, torch.nan)), per_image, generator, rounds, steps,
+        truth=originals,
+    )  # fmt: skip
     seconds = time.perf_counter() - start
     cond = done.conditional
     exact_rows = torch.tensor([s == EXACT for s in done.status], dtype=torch.bool, device=cond.device)
@@ -719,7 +720,8 @@ def score_run(
             labels = None  # an npz's labels, for a model that takes none
         try:
             check_rows(x, model.features, model.head)
-            Condition(labels).check(model.classes, model.context_features, x.shape[0])
+            if labels is not None:  # none: a class-conditional model sums the label out
+                Condition(labels).check(model.classes, model.context_features, x.shape[0])
         except ValueError as e:
             raise UsageError(f"{path}: {e}") from None
         scores = _log_probs(run, x, Condition(labels), batch_size)

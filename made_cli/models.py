@@ -446,12 +446,12 @@ class MADEModel(ExactLikelihood, nn.Module):
                 acceptance[i] = moved[i]
                 if per_row > 1:  # over the chains' second halves: the first is their warm-up
                     ess[i] = effective_sample_size(traces[i, :, steps // 2 + 1 :])
-        conditional = self.conditional_log_prob(x, observed, given)
-        if enumerated is not None:
-            rows = enumerated[0]
-            conditional[rows] = enumerated[2][rows].to(conditional)
-        if truth is None:  # nothing to score
-            conditional = torch.full_like(conditional, torch.nan)
+        conditional = torch.full((b,), torch.nan, dtype=self._dtype, device=device)  # no truth: none
+        if truth is not None:
+            conditional = self.conditional_log_prob(x, observed, given)
+            if enumerated is not None:
+                rows = enumerated[0]
+                conditional[rows] = enumerated[2][rows].to(conditional)
         return Completion(
             chain.values, status, conditional,
             steps=steps if MARKOV_CHAIN in status else 0, acceptance=acceptance, ess=ess,

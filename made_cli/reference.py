@@ -55,7 +55,9 @@ def _type_name(annotation: Any) -> str:
 
 
 def _default(f: dataclasses.Field[Any]) -> str:
-    value = f.default if f.default is not dataclasses.MISSING else None
+    value = f.default
+    if value is dataclasses.MISSING:
+        value = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
     if isinstance(value, tuple):
         value = list(value)
     if value is None:
@@ -73,10 +75,11 @@ def config_reference() -> str:
     out = ["| key | type | default | description |", "|---|---|---|---|"]
     sections = []
     for f in dataclasses.fields(Config):
-        if dataclasses.is_dataclass(f.type) or (isinstance(f.default_factory, type)):
+        if dataclasses.is_dataclass(f.default_factory):
             sections.append(f)
             continue
-        out.append(f"| `{f.name}` | {_type_name(hints[f.name])} | `{_default(f)}` | {top.get(f.name, '')} |")
+        doc = top.get(f.name, "").replace("|", "\\|")
+        out.append(f"| `{f.name}` | {_type_name(hints[f.name])} | `{_default(f)}` | {doc} |")
     for section in sections:
         cls = section.default_factory  # type: ignore[misc]
         kinds = _SECTIONS.get(section.name)
@@ -101,29 +104,31 @@ def _escape(text: str) -> str:
 
 
 def command_reference() -> str:
-    """Markdown: every command of ``made``, its usage, help and a row per option."""
-    import click
+    """Markdown: every command of ``made``, its usage, help and a row per argument and option
+    (with its default, as ``--help`` shows it)."""
     import typer
 
     from .cli import app
 
     group = typer.main.get_command(app)
-    ctx = click.Context(group, info_name="made")
+    ctx = group.context_class(group, info_name="made")
     out = []
     for name in group.list_commands(ctx):  # type: ignore[attr-defined]
         command = group.get_command(ctx, name)  # type: ignore[attr-defined]
-        sub = click.Context(command, info_name=name, parent=ctx)
+        sub = command.context_class(command, info_name=name, parent=ctx)
         out += [f"### made {name}", "", "```text", command.get_usage(sub), "```", ""]
         if command.help:
             out += [_escape(inspect.cleandoc(command.help).split("\n\n")[0].replace("\n", " ")), ""]
         rows = []
-        for param in command.params:
-            if isinstance(param, click.Argument):
-                what = f"`{param.human_readable_name}`"
+        for param in command.get_params(sub):
+            if getattr(param, "hidden", False):
+                continue
+            if param.param_type_name == "argument":
+                what, text = f"`{param.name}`", getattr(param, "help", "") or ""
             else:
                 what = ", ".join(f"`{o}`" for o in [*param.opts, *param.secondary_opts])
-            record = param.get_help_record(sub) if isinstance(param, click.Option) else None
-            text = record[1] if record else getattr(param, "help", "") or ""
+                record = param.get_help_record(sub)
+                text = record[1] if record else ""
             rows.append(f"| {what} | {_escape(' '.join(text.split()))} |")
         if rows:
             out += ["| argument or option | what it does |", "|---|---|", *rows, ""]

@@ -57,10 +57,13 @@ def parse(page: Path) -> tuple[list[str], list[Block], list[tuple[str, str, str]
     blocks, files = [], []
     i = 0
     while i < len(lines):
-        session, file = SESSION.match(lines[i]), FILE.match(lines[i])
+        session, file = SESSION.match(lines[i].strip()), FILE.match(lines[i].strip())
         if session or file:
             start = i + 1
-            end = next(j for j in range(start + 1, len(lines)) if lines[j].startswith("```"))
+            ends = [j for j in range(start + 1, len(lines)) if lines[j].startswith("```")]
+            if start >= len(lines) or not lines[start].startswith("```") or not ends:
+                raise SystemExit(f"{page.name}:{i + 1}: a marker needs a fenced block on the next line")
+            end = ends[0]
             body = lines[start + 1 : end]
             if file:
                 files.append((file.group(1), file.group(2), "\n".join(body) + "\n"))
@@ -106,7 +109,8 @@ def run(command: str, folder: Path, quick: bool) -> list[str]:
             command += " --draws 10"
     if command.startswith("made ") and not re.search(r"[|<>*$;&'\"]", command):
         return shorten(_made_here(command.split()[1:], folder))
-    env = {**os.environ, **TERMINAL}
+    env = {**os.environ, **TERMINAL}  # this Python's tools first (python, made)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("FORCE_COLOR", None)
     done = subprocess.run(
         ["bash", "-c", command], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -129,8 +133,12 @@ def _made_here(args: list[str], folder: Path) -> list[str]:
     sys.argv = ["made", *args]
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            with contextlib.suppress(SystemExit):
+            try:
                 made()
+            except SystemExit:
+                pass
+            except Exception as e:  # shown in the output, where a check sees it
+                print(f"internal error: {e!r}")
     finally:
         sys.argv = argv
         os.chdir(here)
@@ -147,7 +155,7 @@ def shape(line: str) -> str:
 def comparable(lines: list[str]) -> list[str]:
     """What a check compares: no epoch lines, no "..." and no early-stop line (both depend on
     how long it trained), no table borders' widths."""
-    skip = ("...", "early stop:", f"  trained overrides:{QUICK}")
+    skip = ("...", "early stop:", f"  trained overrides:{QUICK}", "  trained with:")  # the machine's
     out = [shape(line) for line in lines if not EPOCH.match(line) and not line.startswith(skip)]
     return sorted(re.sub(r"[━─]+", "-", line) for line in out)  # a law's values come most likely first
 
@@ -163,7 +171,9 @@ def cpu() -> str:
 
 
 def commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True
+    )  # -dirty: written from code that was not committed
     return done.stdout.strip() or "unknown"
 
 
@@ -177,6 +187,8 @@ def main() -> int:
     parser.add_argument("--only", action="append", default=[], help="only these sessions")
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it (its runs, files)")
     args = parser.parse_args()
+    if args.quick and not args.check:
+        parser.error("--quick numbers are not for the pages: use it with --check")
     scratch = args.keep or Path(tempfile.mkdtemp(prefix="made-sessions-"))
     scratch.mkdir(parents=True, exist_ok=True)
     failures = []

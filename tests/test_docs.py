@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import click
 import typer
 
 from made_cli.cli import app
@@ -36,12 +35,14 @@ def test_field_docs_read_the_attribute_docstrings() -> None:
 def test_the_command_reference_shows_every_command_and_option() -> None:
     reference = command_reference()
     group = typer.main.get_command(app)
-    ctx = click.Context(group, info_name="made")
+    ctx = group.context_class(group, info_name="made")
     for name in group.list_commands(ctx):  # type: ignore[attr-defined]
         assert f"### made {name}" in reference
-        for param in group.get_command(ctx, name).params:  # type: ignore[attr-defined]
-            shown = param.human_readable_name if isinstance(param, click.Argument) else param.opts[0]
+        command = group.get_command(ctx, name)  # type: ignore[attr-defined]
+        for param in command.params:
+            shown = param.name if param.param_type_name == "argument" else param.opts[0]
             assert f"`{shown}`" in reference, (name, shown)
+    assert "`--n` | How many samples. \\[default: 64\\]" in reference  # defaults as --help shows them
 
 
 def test_readme_is_a_front_door_whose_links_resolve() -> None:

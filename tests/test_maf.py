@@ -298,6 +298,12 @@ def test_a_one_dimensional_flow_integrates_to_one_and_inverts() -> None:
     assert torch.allclose(flow.inverse(flow.transform(x)[0]), x, atol=1e-12)
 
 
+def test_a_class_conditional_mog_base_fits_without_labels_with_a_uniform_prior() -> None:
+    flow = MAF(3, [8], layers=2, base="mog", components=2, classes=2).double()
+    flow.fit_inputs(torch.randn(20, 3, dtype=torch.float64))
+    assert torch.allclose(flow.base.label_log_prior.exp(), torch.full((2,), 0.5, dtype=torch.float64))
+
+
 def test_labels_are_checked_where_they_enter() -> None:
     flow = _flow(2, classes=3)
     x = torch.randn(4, 2, dtype=torch.float64)

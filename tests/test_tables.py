@@ -225,6 +225,19 @@ def test_an_npz_run_is_scored_from_an_npz_and_a_vae_names_its_k(tmp_path: Path) 
             assert set(np.asarray(scored["importance_samples"])) == {7}
 
 
+def test_an_npz_without_labels_scores_with_the_label_summed_out(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("name: t\n")
+    run = _train(config, tmp_path / "labelled", "data.name=synthetic", "data.features=8", "data.size=300",
+                 "model.hidden=[16]", "train.epochs=1", "model.condition_on=label")  # fmt: skip
+    x = torch.bernoulli(torch.full((6, 8), 0.5))
+    np.savez(tmp_path / "rows.npz", x=x.numpy())
+    scored = _score(str(run), str(tmp_path / "rows.npz"))
+    with torch.no_grad():
+        expected = load_run(run).model.marginal_log_prob(x, rows=torch.arange(6)).double().numpy()
+    np.testing.assert_allclose(np.asarray(scored["log_prob"]), expected, atol=1e-9)
+
+
 # -- the mixed head: exact, normalised, sampled by its law -------------------------------------------
 def test_column_heads_are_each_columns_own_law() -> None:
     torch.manual_seed(1)

@@ -322,12 +322,13 @@ class MAF(ExactLikelihood, nn.Module):
         self.input_shift.copy_(shift)
         self.input_scale.copy_(scale)
         if self.base is not None:  # no gradient here: batch norm reads its saved statistics
-            if self.classes and given.labels is None:  # fitted without labels: any class does for a start
-                given = given.with_labels(0)
+            through = given  # the flow's map of the split: without labels, any class does for a start
+            if self.classes and given.labels is None:
+                through = given.with_labels(0)
             parts = []
             for i in range(0, train.shape[0], _FIT_ROWS):
                 rows = slice(i, i + _FIT_ROWS)
-                parts.append(self.transform_dims(train[rows], given.rows(rows))[0])
+                parts.append(self.transform_dims(train[rows], through.rows(rows))[0])
             self.base.fit_inputs(torch.cat(parts), given)
 
     # -- the flow --------------------------------------------------------------------------
@@ -567,9 +568,9 @@ class MAF(ExactLikelihood, nn.Module):
         given = given.with_cells(None)
         rows, seen = x.repeat_interleave(per_row, 0), observed.repeat_interleave(per_row, 0)
         values = self.complete(rows, seen, generator, given.repeat(per_row))
-        conditional = self.conditional_log_prob(x, observed, given)
-        if truth is None:  # nothing to score
-            conditional = torch.full_like(conditional, torch.nan)
+        conditional = torch.full((x.shape[0],), torch.nan, dtype=x.dtype, device=x.device)  # no truth
+        if truth is not None:
+            conditional = self.conditional_log_prob(x, observed, given)
         return Completion(values, [EXACT] * x.shape[0], conditional)
 
 

@@ -189,6 +189,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick and not args.check:
         parser.error("--quick numbers are not for the pages: use it with --check")
+    written_at = f"{PROVENANCE} at commit {commit()} on {cpu()} ({os.cpu_count()} cores).*"  # before any page
     scratch = args.keep or Path(tempfile.mkdtemp(prefix="made-sessions-"))
     scratch.mkdir(parents=True, exist_ok=True)
     failures = []
@@ -228,8 +229,7 @@ def main() -> int:
                     rest = out[tail:]
                     while rest and (not rest[0].strip() or rest[0].startswith(PROVENANCE)):
                         rest = rest[1:]  # the blank lines and the note of the last writing
-                    note = f"{PROVENANCE} at commit {commit()} on {cpu()} ({os.cpu_count()} cores).*"
-                    out = [*out[: block.start + 1], *body, "```", "", note, "", *rest]
+                    out = [*out[: block.start + 1], *body, "```", "", written_at, "", *rest]
                 page.write_text("\n".join(out))
                 print(f"wrote {page.relative_to(REPO)}")
     finally:

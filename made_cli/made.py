@@ -489,7 +489,7 @@ class MADE(nn.Module):
         used = (missing | (levels > 0)).to(self.embedding)  # a real column's value has no vector
         mask = self.layers[0].mask.index_select(1, index).T  # (E, H_1)
         # F.embedding, not indexing: its backward adds the rows' gradients in a fixed order
-        # (indexing's scatter-add on two threads did not, and training varied run to run)
+        # (indexing's scatter-add on two threads did not, and a table's training varied widely)
         vectors = F.embedding(first + codes, self.embedding) * mask  # (B, E, H_1)
         return (vectors * used[..., None]).sum(1)
 

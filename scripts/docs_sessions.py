@@ -149,6 +149,7 @@ def _made_here(args: list[str], folder: Path) -> list[str]:
 def shape(line: str) -> str:
     line = re.sub(r"\d{8}-\d{6}", "TIME", line.replace(QUICK, ""))
     line = re.sub(r"\b[0-9a-f]{12}\b", "COMMIT", line)
+    line = re.sub(r"-?\b(nan|inf)\b", "#", line)  # a number all the same, e.g. an ESS of no moves
     return re.sub(r"-?\d+(\.\d+)?(e[-+]?\d+)?", "#", " ".join(line.split()))
 
 

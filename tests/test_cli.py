@@ -214,6 +214,8 @@ def test_help_shows_an_example_for_every_command() -> None:
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Example: made" in result.output, command
         assert "<bool>" not in result.output, command  # a flag takes no value
+    complete = runner.invoke(app, ["complete", "--help"], env={"COLUMNS": "200"})
+    assert "test rows" in complete.output and "pixels" in complete.output  # tables and images
 
 
 def test_label_conditional_run_samples_a_class(tmp_path: Path, tiny_config: Path, monkeypatch) -> None:

@@ -347,6 +347,8 @@ def test_a_flow_dequantises_discrete_columns_and_says_so(shop_run: Path, tmp_pat
     run_dir = _train(_config(tmp_path, csv), tmp_path / "flow", "model.kind=maf", "model.direct=false")
     run = load_run(run_dir)
     assert "dequantised by uniform noise" in run.model.estimator
+    assert len(run.model.estimator) < 120  # was 172 characters here
+    assert "dequantised" not in run.model.sampler_name() and "floored" in run.model.sampler_name()
     x = run_data(run).test[:30]
     y = run_data(run).split_condition("test").rows(slice(0, 30))
     with torch.no_grad():

@@ -20,6 +20,7 @@ alone, so a resumed run redoes the same float arithmetic.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,17 +28,47 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["BLOCK_COUNTS", "Block", "Plan", "blocked_linear", "plan"]
+__all__ = [
+    "BLOCK_COUNTS",
+    "Block",
+    "Costs",
+    "Gather",
+    "Plan",
+    "blocked_linear",
+    "gathered_linear",
+    "plan",
+    "rows_to_gather",
+]
 
 BLOCK_COUNTS = (1, 2, 4, 8, 16)  # candidate blocks per row segment
 NOMINAL_BATCH = 100  # rows per product the plan is chosen for (the paper's batch size)
-# Costs in multiply-adds (about 90 G/s here): one more product's dispatch (~10 us), the
-# blocks' Python forward and backward (~30 us more than F.linear's), masking one weight or
-# gradient entry, and storing one weight (the optimiser's update and the gradient's memory).
-CALL_COST = 1.0e6
-FUNCTION_COST = 3.0e6
-MASK_COST = 10.0
-STORE_COST = 40.0
+INFERENCE_BATCH = 1000  # rows per product an ensemble member's inference plan is chosen for
+# an inference plan's candidates: thinner gathered blocks ran slower on the AMD EPYC (1x500 and
+# 1x2000 ensembles, 1000 rows: 16 blocks 0.6x and 0.97x the whole weight times the mask)
+INFERENCE_COUNTS = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What a plan weighs, in multiply-adds of a large product on the machine: one more
+    product's dispatch, the blocks' Python forward and backward over F.linear's, masking one
+    weight or gradient entry, storing one weight (the optimiser's update and the gradient's
+    memory), copying one weight into an ensemble member's order (rows, then columns), and
+    the fixed cost of one block so copied.
+    The first four were measured on an AVX-512 CPU (about 90 G multiply-adds/s), the copies
+    on an AMD EPYC (AVX2). Constants timed on the AMD EPYC by a probe made plans of more
+    blocks that trained slower there than these (docs/results.md): a small product loses
+    more than its dispatch, which ``call`` stands for."""
+
+    call: float = 1.0e6
+    function: float = 3.0e6
+    mask: float = 10.0
+    store: float = 40.0
+    gather: float = 100.0
+    gathered_block: float = 4.0e7  # a gathered block's copies, mask and product calls: ~0.4 ms
+
+
+COSTS = Costs()
 
 
 @dataclass(frozen=True)
@@ -184,11 +215,15 @@ def _blocks(intervals: Intervals, bounds: list[int]) -> list[Block]:
     return out
 
 
-def _cost(blocks: list[Block]) -> float:
-    """Modelled time of one training step's three products over ``blocks`` (multiply-adds)."""
+def _cost(blocks: list[Block], costs: Costs, batch: int | None = None) -> float:
+    """Modelled time of one training step's three products over ``blocks`` (multiply-adds);
+    with ``batch``, of one inference product of that many rows over blocks gathered from a
+    whole weight (an ensemble member's)."""
     stored = sum(r * c for r, c in (b.shape for b in blocks))
     masked = sum((b.r1 - b.r0) * (z - a) for b in blocks for a, z in b.ragged)
-    return (3 * NOMINAL_BATCH + STORE_COST) * stored + MASK_COST * masked + 3 * CALL_COST * len(blocks)
+    if batch is not None:
+        return (batch + costs.gather) * stored + costs.mask * masked + costs.gathered_block * len(blocks)
+    return (3 * NOMINAL_BATCH + costs.store) * stored + costs.mask * masked + 3 * costs.call * len(blocks)
 
 
 def plan(
@@ -199,6 +234,8 @@ def plan(
     count: int | None = None,
     row_order: tuple[int, ...] | None = None,
     column_order: tuple[int, ...] | None = None,
+    batch: int | None = None,
+    costs: Costs | None = None,
 ) -> Plan | None:
     """The cheapest plan for an (R, C) ``mask`` whose last ``tail`` columns every row reads,
     or None where the whole matrix times the mask is modelled cheaper (small layers, where
@@ -209,7 +246,12 @@ def plan(
     ``count`` if given (then never None), else the count in ``BLOCK_COUNTS`` the cost model
     prefers. One block over all rows (the plain product) is always a candidate. The blocks
     are cut from the mask reordered by ``row_order`` and ``column_order`` (see ``Plan``).
+
+    ``batch`` plans an ensemble member's inference instead (``gathered_linear`` over products
+    of that many rows, its blocks copied out of the whole weight each call). ``costs``:
+    ``COSTS`` unless given.
     """
+    costs = COSTS if costs is None else costs
     mask = mask.detach().bool().cpu()
     rows, columns = mask.shape
     mask = Plan(rows, columns, tail, (), row_order, column_order).stored(mask)
@@ -220,17 +262,22 @@ def plan(
     intervals = _row_intervals(mask[:, : columns - tail])
     size = rows // segments
     candidates = []
-    for n in BLOCK_COUNTS if count is None else (count,):
+    for n in (BLOCK_COUNTS if batch is None else INFERENCE_COUNTS) if count is None else (count,):
         if count is None and n > size:
             break
         bounds = sorted({s * size + round(i * size / n) for s in range(segments) for i in range(n + 1)})
         candidates.append(_blocks(intervals, bounds if n > 1 or segments > 1 else [0, rows]))
     if count is None:
         candidates.append(_blocks(intervals, [0, rows]))
-    best = min(candidates, key=_cost)
+    best = min(candidates, key=lambda c: _cost(c, costs, batch))
     area = rows * (columns - tail)
-    whole = (3 * NOMINAL_BATCH + STORE_COST + 2 * MASK_COST) * area + 3 * CALL_COST  # weight * mask
-    if count is None and whole <= _cost(best) + FUNCTION_COST:
+    if batch is None:  # training: the whole weight times the mask, and the mask on its gradient
+        whole = (3 * NOMINAL_BATCH + costs.store + 2 * costs.mask) * area + 3 * costs.call
+        extra = costs.function
+    else:  # inference: weight * mask, against the rows' copy that the gathered blocks start from
+        whole = (batch + costs.mask) * area + costs.call
+        extra = costs.mask * area if row_order is not None else 0.0
+    if count is None and whole <= _cost(best, costs, batch) + extra:
         return None
     stored = tuple(best or [Block(0, rows, 0, 0, 0, 0)])  # an empty block: a weight to save
     return Plan(rows, columns, tail, stored, row_order, column_order)
@@ -305,3 +352,76 @@ def blocked_linear(
     lead = x.shape[:-1]
     y = _BlockedLinear.apply(x.reshape(-1, x.shape[-1]), bias, mask, p, tail, *blocks)
     return y.view(*lead, p.rows)
+
+
+@dataclass(frozen=True, eq=False)
+class Gather:
+    """An ensemble member's inference plan for one layer: the plan, its indices on the
+    layer's device, the degrees of its stored rows and staircase columns (whose comparison
+    is the member's mask: ``strict`` for an output layer) and the fewest rows per product for
+    which it is used (``rows_to_gather``)."""
+
+    plan: Plan
+    index: tuple[torch.Tensor | None, ...]
+    row_degrees: torch.Tensor
+    column_degrees: torch.Tensor
+    strict: bool
+    fewest: int
+
+
+def gathered_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, g: Gather
+) -> torch.Tensor:
+    """``F.linear(x, weight * mask, bias)`` for a whole ``weight`` (an ensemble's, which its
+    members share) by the blocks of ``g``, one member's plan: each call copies the blocks out
+    of the weight in the member's order and masks their ragged edges. The copy is paid once
+    per product, so this pays for products of many rows (evaluation), not for a training
+    batch. ``x`` may have leading dimensions."""
+    p = g.plan
+    rows, scatter, columns, _ = g.index
+    lead = x.shape[:-1]
+    x = x.reshape(-1, x.shape[-1])
+    if columns is not None:
+        x = x.index_select(1, columns)
+    s = p.staircase
+    if bias is not None and rows is not None:
+        bias = bias.index_select(0, rows)
+    if p.tail:
+        tail = weight[:, s:] if rows is None else weight[:, s:].index_select(0, rows)
+        y = torch.mm(x[:, s:], tail.t()) if bias is None else torch.addmm(bias, x[:, s:], tail.t())
+    elif bias is not None:
+        y = bias.expand(x.shape[0], -1).clone()
+    else:
+        y = x.new_zeros(x.shape[0], p.rows)
+    for b in p.blocks:
+        if b.c1 <= b.c0:
+            continue
+        if columns is None:
+            w = weight[:, b.c0 : b.c1]
+            w = w[b.r0 : b.r1].clone() if rows is None else w.index_select(0, rows[b.r0 : b.r1])
+        else:
+            w = weight[b.r0 : b.r1] if rows is None else weight.index_select(0, rows[b.r0 : b.r1])
+            w = w.index_select(1, columns[b.c0 : b.c1])
+        out = g.row_degrees[b.r0 : b.r1, None]
+        for a, z in b.ragged:  # the member's mask where some of the block's rows read and others not
+            into = g.column_degrees[None, b.c0 + a : b.c0 + z]
+            w[:, a:z].mul_((out > into) if g.strict else (out >= into))
+        y[:, b.r0 : b.r1].addmm_(x[:, b.c0 : b.c1], w.t())
+    if scatter is not None:
+        y = y.index_select(1, scatter)
+    return y.view(*lead, p.rows)
+
+
+def rows_to_gather(p: Plan, costs: Costs | None = None) -> int:
+    """The fewest rows for which ``gathered_linear`` over ``p`` is modelled cheaper than the
+    whole weight times the mask: the copy costs the same for any number of rows, the
+    products it saves grow with them."""
+    costs = COSTS if costs is None else costs
+    area = p.rows * p.staircase
+    stored = sum(r * c for r, c in (b.shape for b in p.blocks))
+    if stored >= area:
+        return 2**62
+    masked = sum((b.r1 - b.r0) * (z - a) for b in p.blocks for a, z in b.ragged)
+    fixed = costs.gather * stored + costs.mask * masked + costs.gathered_block * len(p.blocks) - costs.call
+    fixed += costs.mask * area * ((p.row_order is not None) - 1)  # the rows' copy, against w * mask
+    return max(1, math.ceil(fixed / (area - stored)))

@@ -68,8 +68,10 @@ class Condition:
             return
         if context is None:
             raise ValueError(f"this model is conditioned on {context_features} context columns: pass context")
-        if context.dim() != 2 or context.shape[1] != context_features or (
-            rows is not None and context.shape[0] != rows
+        if (
+            context.dim() != 2
+            or context.shape[1] != context_features
+            or (rows is not None and context.shape[0] != rows)
         ):
             want = f"({rows}, {context_features})" if rows is not None else f"(rows, {context_features})"
             raise ValueError(f"context must be {want}, got shape {tuple(context.shape)}")

@@ -28,10 +28,11 @@ class MaskedLinear(nn.Linear):
     """A linear layer whose weight is multiplied by a fixed binary mask.
 
     MADE owns the degrees and writes the mask. An ensemble's layer keeps the whole matrix and
-    multiplies it by the mask each call. A single-mask layer big enough to gain from it has a
-    ``plan`` (``blocks.plan``): its weight is stored as the plan's blocks, zero wherever the
-    mask is, and only those products run. Its state dict still holds the whole (out, in)
-    matrix, so checkpoints read the same either way.
+    multiplies it by the mask each call, or in evaluation, where a product has many rows,
+    copies the member's degree blocks out of it (``gather``). A single-mask layer big enough
+    to gain from it has a ``plan`` (``blocks.plan``): its weight is stored as the plan's
+    blocks, zero wherever the mask is, and only those products run. Its state dict still
+    holds the whole (out, in) matrix, so checkpoints read the same either way.
     """
 
     mask: torch.Tensor
@@ -52,6 +53,7 @@ class MaskedLinear(nn.Linear):
         self.register_buffer("row_scatter", None, persistent=False)  # row_order's inverse
         self.register_buffer("column_order", None, persistent=False)
         self.register_buffer("stored_mask", None, persistent=False)
+        self.gather: blocks.Gather | None = None  # an ensemble member's inference plan (MADE's)
         self.register_state_dict_post_hook(_whole_weight_in_state_dict)
         self.register_load_state_dict_pre_hook(_blocks_from_state_dict)
 
@@ -131,6 +133,9 @@ class MaskedLinear(nn.Linear):
     # -- compute -----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.plan is None:
+            if self.gather is not None and not torch.is_grad_enabled():
+                if x.numel() >= self.gather.fewest * x.shape[-1]:
+                    return blocks.gathered_linear(x, self.weight, self.bias, self.gather)
             return F.linear(x, self.weight * self.mask, self.bias)
         parts, tail = self.block_weights()
         if self.stored_mask is None:
@@ -276,6 +281,7 @@ class MADE(nn.Module):
         self._mask_cache: dict[int, dict[str, torch.Tensor]] = {}
         self._blocks, self._block_count = True, None  # use_blocks' choice, kept when degrees change
         self._planned: list[torch.Tensor] | None = None  # the degrees the layers' plans are for
+        self._gathered: dict[int, dict[str, blocks.Gather | None]] = {}  # an ensemble's, per member
         self.embedding: nn.Parameter | None = None
         if embed is not None and self.hidden:
             if len(embed) != features:
@@ -328,6 +334,7 @@ class MADE(nn.Module):
         """
         self._check_degrees(self.degree_buffers())
         self._mask_cache.clear()
+        self._gathered.clear()
         self.apply_masks(0)
 
     def _before_load(self, state: dict[str, Any], prefix: str, *_: Any) -> None:
@@ -399,19 +406,36 @@ class MADE(nn.Module):
                 self._mask_cache[member] = masks
         for name, layer in self.masked_layers().items():
             layer.mask = masks[name]
+            layer.gather = None
         self.member = member
         if self.num_masks == 1:
             self._plan_layers()
+        elif member in self._gathered:
+            self._plan_member()
 
     # -- degree blocks (single mask) -----------------------------------------------------
-    def block_plans(self, count: int | None = None) -> dict[str, blocks.Plan | None]:
-        """Each layer's plan for the current masks (None: the whole matrix times the mask is
-        cheaper). An output layer's P parameters per dimension are P copies of one staircase;
-        the context (degree 0) is the tail of any layer that reads the inputs. ``count`` fixes
-        the blocks per staircase (and always gives a plan)."""
+    def block_plans(
+        self, count: int | None = None, batch: int | None = None
+    ) -> dict[str, blocks.Plan | None]:
+        """Each layer's plan for the current member's masks (None: the whole matrix times the
+        mask is cheaper). An output layer's P parameters per dimension are P copies of one
+        staircase; the context (degree 0) is the tail of any layer that reads the inputs.
+        ``count`` fixes the blocks per staircase (and always gives a plan). Each side of a
+        layer is put in the member's order of degrees where it is not in it already: a random
+        ordering's inputs and outputs, and an ensemble's hidden units (a single-mask MADE
+        keeps its hidden units sorted). ``batch``: an ensemble member's inference plans
+        (``blocks.gathered_linear``), for products of that many rows."""
         d, params = self.features, self.params_per_dim
-        order = self.ranks[0].argsort().tolist()  # generation order
+        ranks, *hidden = (degrees[self.member] for degrees in self.degree_buffers())
+        order = ranks.argsort().tolist()  # generation order
         monotone = order in (list(range(d)), list(range(d - 1, -1, -1)))  # staircases as they are
+        inputs = None if monotone else tuple(order)
+        outputs = None if monotone else tuple(p * d + o for p in range(params) for o in order)
+        units: list[tuple[int, ...] | None] = []
+        for h in hidden:
+            by_degree = h.argsort(stable=True).tolist()
+            units.append(None if by_degree == list(range(len(by_degree))) else tuple(by_degree))
+        sides = [inputs, *units]  # the order of each layer's input side, then its output side
         plans = {}
         for name, layer in self.masked_layers().items():
             reads_inputs = name in ("layers.0", "direct") or (name == "output" and not self.layers)
@@ -419,15 +443,15 @@ class MADE(nn.Module):
             if writes_outputs and self.output_rows is not None:  # not P copies of one staircase
                 plans[name] = None
                 continue
+            at = int(name.split(".")[1]) if name.startswith("layers.") else len(self.layers)
             plans[name] = blocks.plan(
                 layer.mask,
                 segments=params if writes_outputs else 1,
                 tail=self.context if reads_inputs else 0,
                 count=count,
-                row_order=None
-                if monotone or not writes_outputs
-                else tuple(p * d + o for p in range(params) for o in order),
-                column_order=None if monotone or not reads_inputs else tuple(order),
+                row_order=outputs if writes_outputs else units[at],
+                column_order=inputs if name == "direct" else sides[at],
+                batch=batch,
             )
         return plans
 
@@ -446,13 +470,43 @@ class MADE(nn.Module):
         self.mask_weights()
 
     def use_blocks(self, enabled: bool, count: int | None = None) -> None:
-        """Store a single-mask MADE's weights as degree blocks (the default) or whole, as
-        ensembles do: the whole matrices times the masks are the oracle the blocks are tested
-        against. ``count`` fixes the blocks per staircase. Replaces the weight parameters."""
-        if self.num_masks != 1:
-            raise ValueError("an ensemble's masks change every step: it has no degree blocks")
+        """Store a single-mask MADE's weights as degree blocks (the default) or whole: the
+        whole matrices times the masks are the oracle the blocks are tested against. ``count``
+        fixes the blocks per staircase. Replaces the weight parameters. An ensemble keeps its
+        weights whole (its members share them) and computes an evaluation's products in each
+        member's degree blocks, or not (``enabled``); a ``count`` makes it do so for any
+        number of rows, where the cost model would multiply small layers whole."""
         self._blocks, self._block_count = enabled, count
+        self._gathered.clear()
+        if self.num_masks != 1:
+            self.apply_masks(self.member)
+            return
         self._plan_layers(count, replan=True)
+
+    def _plan_member(self) -> None:
+        """Give the layers the current member's inference plans (ensembles; kept per member)."""
+        plans = self._gathered.get(self.member)
+        if plans is None:
+            count, device = self._block_count, self.ranks.device
+            degrees = self.degrees(self.member)
+            plans = {}
+            for i, (name, p) in enumerate(self.block_plans(count, batch=blocks.INFERENCE_BATCH).items()):
+                if p is None:
+                    plans[name] = None
+                    continue
+                index = p.indices(device)
+                into, out = (degrees[0], degrees[-1]) if name == "direct" else (degrees[i], degrees[i + 1])
+                plans[name] = blocks.Gather(
+                    p,
+                    index,
+                    out if index[0] is None else out[index[0]],
+                    (into if index[2] is None else into[index[2]])[: p.staircase],
+                    name in ("output", "direct"),
+                    1 if count else blocks.rows_to_gather(p),
+                )
+            self._gathered[self.member] = plans
+        for name, layer in self.masked_layers().items():
+            layer.gather = plans[name]
 
     def mask_weights(self) -> None:
         """Zero a single-mask MADE's stored weights wherever its masks are zero: the degree
@@ -464,6 +518,9 @@ class MADE(nn.Module):
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> MADE:
         self._mask_cache.clear()  # moved or cast: cached masks would be on the old device
+        self._gathered.clear()  # and the plans' indices
+        for layer in self.masked_layers().values():
+            layer.gather = None
         return super()._apply(fn, recurse)
 
     def set_member(self, member: int) -> None:
@@ -502,6 +559,13 @@ class MADE(nn.Module):
             if c is None:
                 raise ValueError("this MADE needs a context input")
             x = torch.cat([x, c], dim=-1)
+        if (
+            self.num_masks > 1
+            and self._blocks
+            and not torch.is_grad_enabled()
+            and self.member not in self._gathered
+        ):
+            self._plan_member()  # evaluation: the member's products in its degree blocks
         h = x
         for i, layer in enumerate(self.layers):
             if i == 0 and self.embedding is not None and raw is not None:

@@ -285,9 +285,7 @@ class MADEModel(ExactLikelihood, nn.Module):
         return torch.nan_to_num(encoded, nan=0.0) if self.per_column else encoded
 
     @torch.no_grad()
-    def fit_inputs(
-        self, train: torch.Tensor, given: Condition = UNCONDITIONAL
-    ) -> None:
+    def fit_inputs(self, train: torch.Tensor, given: Condition = UNCONDITIONAL) -> None:
         """Start from the data: input standardisation and output biases from the marginals,
         the label frequencies (add-one smoothed) of a class-conditional model (uniform when no
         labels are given), and the context columns' standardisation (``given``: the training
@@ -610,9 +608,7 @@ class MADEModel(ExactLikelihood, nn.Module):
         return torch.logsumexp(per, 0) - math.log(self.num_masks)
 
     @torch.no_grad()
-    def log_prob_parts(
-        self, x: torch.Tensor, given: Condition = UNCONDITIONAL
-    ) -> dict[str, torch.Tensor]:
+    def log_prob_parts(self, x: torch.Tensor, given: Condition = UNCONDITIONAL) -> dict[str, torch.Tensor]:
         """A table's log p(x) (B,) in parts that sum to it: ``discrete`` (log-probabilities of the
         discrete columns' conditionals) and ``continuous`` (log-densities of the real ones'); an
         ensemble weighs each member's parts by its responsibility p(k | x) and adds ``mixture``,
@@ -765,9 +761,7 @@ class MADEModel(ExactLikelihood, nn.Module):
         """
         empty = torch.zeros(n, self.features, device=self._device, dtype=self._dtype)
         nothing = torch.zeros_like(empty, dtype=torch.bool)
-        return self.ancestral_completion(
-            empty, nothing, generator, uniforms, fast=fast, given=given
-        )[0]
+        return self.ancestral_completion(empty, nothing, generator, uniforms, fast=fast, given=given)[0]
 
     @property
     def _dtype(self) -> torch.dtype:

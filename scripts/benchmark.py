@@ -4,10 +4,12 @@ Absolute times on shared machines are noise; ratios measured side by side are no
 - training steps/s of a MADE, of the same MADE with its weights stored whole and multiplied by
   the masks (as before degree blocks, and as ensembles run), and of an unmasked MLP of the same
   shape (batch 100, same loss, same fused Adam): 1x500 to the paper's 2x8000, with and without
-  direct connections, then a 1x500 ensemble;
+  direct connections, then ensembles up to the paper's best (32 masks of 2x8000), which train
+  on their whole weights times the masks;
 - evaluation rows/s of a 1x500 MADE, degree blocks against whole matrices;
 - time for 64 MNIST-sized samples, degree-scheduled against naive ancestral sampling;
-- evaluation of a 32-mask ensemble against 32 single-mask passes over the same rows;
+- the mixture log p(x) of ensembles in each member's degree blocks against the whole weights
+  times the masks;
 - made against the masked networks of zuko and nflows, when those are installed, twice: all
   with the same optimiser and loss in one loop, and each as its users run it;
 - made's flows (MAF, and the neural spline flow) against zuko's and nflows' of the same shape,
@@ -153,28 +155,33 @@ WIDE = [  # (name, hidden, direct): the issue's table, 1x500 up to the paper's b
 ]  # fmt: skip
 
 
-def training_rows(features: int, batch: int, quick: bool) -> list[tuple[str, float, float, float]]:
+def training_rows(
+    features: int, batch: int, quick: bool, ensembles_only: bool = False
+) -> list[tuple[str, float, float, float]]:
     """(network, made, made with whole masked matrices, unmasked MLP) in steps/s: made's own
     train_step with degree blocks, the same model stored whole, and the MLP of the same shape
     with the same loss and fused Adam, timed in alternation. Runs are shorter for wider nets."""
     data = binary_data(features, batch)
     cases = [
         (name, [16 * h // 500 for h in hidden] if quick else hidden, direct, [])
-        for name, hidden, direct in WIDE
+        for name, hidden, direct in ([] if ensembles_only else WIDE)
     ]
-    cases.append(
-        ("1x500, 8 masks", [16] if quick else [500], False, ["model.ordering=random", "model.num_masks=8"])
-    )
+    for name, hidden, masks in ENSEMBLES:
+        extra = ["model.ordering=random", f"model.num_masks={4 if quick else masks}"]
+        cases.append((name, [16 * h // 500 for h in hidden] if quick else hidden, True, extra))
     rows = []
     for name, hidden, direct, extra in cases:
         overrides = [f"model.hidden={hidden}", f"model.direct={str(direct).lower()}", *extra]
         model = made(features, overrides)
-        whole = made(features, overrides)
-        if whole.num_masks == 1:
-            whole.net.use_blocks(False)
         mlp = MLP(features, hidden, direct)
-        steps_fns = [made_stepper(model, data, batch), made_stepper(whole, data, batch),
-                     net_stepper(mlp, make_optimizer(mlp, 1e-3, 0.0), data, batch)]  # fmt: skip
+        steps_fns = [
+            made_stepper(model, data, batch),
+            net_stepper(mlp, make_optimizer(mlp, 1e-3, 0.0), data, batch),
+        ]
+        if model.num_masks == 1:  # an ensemble trains on its whole weights times the masks
+            whole = made(features, overrides)
+            whole.net.use_blocks(False)
+            steps_fns.insert(1, made_stepper(whole, data, batch))
         width = sum(hidden)
         timing = (
             schedule(quick)
@@ -185,9 +192,42 @@ def training_rows(features: int, batch: int, quick: bool) -> list[tuple[str, flo
             if width <= 4000
             else (3, 3, 1)
         )
-        blocks_rate, whole_rate, mlp_rate = best_rates_of(steps_fns, *timing)
-        rows.append((name, blocks_rate, whole_rate, mlp_rate))
-        del model, whole, mlp, steps_fns
+        rates = best_rates_of(steps_fns, *timing)
+        blocks_rate, mlp_rate = rates[0], rates[-1]
+        rows.append((name, blocks_rate, rates[1] if len(rates) == 3 else blocks_rate, mlp_rate))
+        del model, mlp, steps_fns
+    return rows
+
+
+ENSEMBLES = [  # (name, hidden, masks): the ensembles' table, random orderings, direct connections
+    ("8 masks 1x500 + d", [500], 8), ("8 masks 1x2000 + d", [2000], 8),
+    ("32 masks 2x8000 + d", [8000, 8000], 32),
+]  # fmt: skip
+
+
+def ensemble_evaluation_rows(features: int, quick: bool) -> list[tuple[str, float, float]]:
+    """(ensemble, rows/s in degree blocks, rows/s whole) of the mixture log p(x) of 1000 rows,
+    the same weights computed by each member's blocks copied out of the whole weights and by
+    the whole weights times the masks (today's K masked passes), timed in alternation. The
+    2x8000 runs 4 of its 32 members: each member's pass is the same work."""
+    x = binary_data(features, 20)
+    rows = []
+    for name, hidden, masks in ENSEMBLES:
+        k = 4 if quick or len(hidden) > 1 else masks
+        overrides = [
+            f"model.hidden={[16] if quick else hidden}",
+            "model.ordering=random",
+            f"model.num_masks={k}",
+        ]
+        fast, whole = made(features, overrides).eval(), made(features, overrides).eval()
+        whole.net.use_blocks(False)
+        with torch.no_grad():
+            fast.log_prob(x)  # each member's plans, made once
+            rates = best_rates_of(
+                [lambda _i, m=m: m.log_prob(x) for m in (fast, whole)], 1, 1 if quick else 3, 1
+            )
+        label = name if len(hidden) == 1 else name.replace("32 masks", f"{k} of 32 masks")
+        rows.append((label, rates[0] * len(x), rates[1] * len(x)))
     return rows
 
 
@@ -368,6 +408,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that it runs")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--flows-only", action="store_true", help="only the flows against their peers")
+    parser.add_argument(
+        "--ensembles-only", action="store_true", help="only the ensembles' training and mixture"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -380,7 +423,7 @@ def main() -> None:
 
     print("\ntraining, batch 100, fused Adam for all (steps/s; best of alternating runs; ratios to the MLP):")
     header = (
-        ("network", 18),
+        ("network", 21),
         ("made", 9),
         ("whole, masked", 15),
         ("unmasked MLP", 14),
@@ -393,9 +436,14 @@ def main() -> None:
             f"{title:<{width}}" if i == 0 else f"{title:>{width}}" for i, (title, width) in enumerate(header)
         )
     )
-    for name, blocks_rate, whole_rate, mlp_rate in training_rows(features, 100, args.quick):
-        print(f"  {name:<18}{blocks_rate:>9.2f}{whole_rate:>15.2f}{mlp_rate:>14.2f}"
+    for name, blocks_rate, whole_rate, mlp_rate in training_rows(
+        features, 100, args.quick, args.ensembles_only
+    ):
+        print(f"  {name:<21}{blocks_rate:>9.2f}{whole_rate:>15.2f}{mlp_rate:>14.2f}"
               f"{blocks_rate / mlp_rate:>10.2f}{whole_rate / mlp_rate:>11.2f}")  # fmt: skip
+    if args.ensembles_only:
+        print_ensemble_evaluation(features, args.quick)
+        return
     fast_eval, whole_eval = evaluation_rows(features, args.quick)
     print(
         f"\nlog p(x) of 1000 rows, 1x{16 if args.quick else 500} + direct (rows/s): degree blocks "
@@ -421,16 +469,14 @@ def main() -> None:
 
     print_flows(features, args.quick)
 
-    k = 4 if args.quick else 32
-    ensemble = made(features, [*(["model.hidden=[16]"] if args.quick else []), "model.ordering=random",
-                               f"model.num_masks={k}"])  # fmt: skip
-    x = (torch.rand(1000, features, generator=gen) < 0.13).float()
-    with torch.no_grad():
-        mixture = best_seconds(lambda: ensemble.log_prob(x), 2)
-        single = best_seconds(lambda: [ensemble.log_prob_member(x, m) for m in range(k)], 2)
-    print(f"\nevaluating 1000 rows, {k}-mask ensemble (rows/s):")
-    print(f"  mixture log p(x) {1000 / mixture:.0f}   {k} single-mask passes {1000 / single:.0f}   "
-          f"ratio {single / mixture:.2f}")  # fmt: skip
+    print_ensemble_evaluation(features, args.quick)
+
+
+def print_ensemble_evaluation(features: int, quick: bool) -> None:
+    print("\nmixture log p(x) of 1000 rows, random orderings (rows/s; alternating runs):")
+    print(f"  {'ensemble':<24}{'degree blocks':>15}{'whole, masked':>15}{'ratio':>8}")
+    for name, fast_rate, whole_rate in ensemble_evaluation_rows(features, quick):
+        print(f"  {name:<24}{fast_rate:>15.0f}{whole_rate:>15.0f}{fast_rate / whole_rate:>8.2f}")
 
 
 if __name__ == "__main__":

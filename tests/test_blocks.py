@@ -400,3 +400,122 @@ def test_a_random_ordering_is_reordered_into_staircases_on_its_input_and_output_
     output.zero_rows(64)  # the second parameter of every dimension
     after = output.full_weight().detach()
     assert (after[64:] == 0).all() and torch.equal(after[:64], before[:64])
+
+
+ENSEMBLES = [
+    m for m in MODELS if "model.kind=maf" not in m.values[0] and "model.kind=iaf_vae" not in m.values[0]
+]
+
+
+def _ensemble_pair(overrides: list[str], features: int, extra: dict, kind: str):
+    """A float64 ensemble of 3 masks computing its evaluation in each member's degree blocks
+    (a fixed count: the cost model would multiply layers this small whole), its twin with
+    the same weights computing whole masked products, and data."""
+    model = build_model(load_config(None, [*overrides, "model.num_masks=3"]), features, **extra).double()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    x = _data(kind, 64, features, g)
+    model.eval()
+    oracle = copy.deepcopy(model)
+    model.net.use_blocks(True, 2)
+    oracle.net.use_blocks(False)
+    return model, oracle, x
+
+
+@pytest.mark.parametrize(("overrides", "features", "extra", "kind"), ENSEMBLES)
+def test_an_ensembles_evaluation_in_degree_blocks_is_its_masked_products(
+    overrides, features, extra, kind
+) -> None:
+    """float64: every member's log p(x) and the mixture, computed from each member's degree
+    blocks copied out of the shared whole weights, agree with the whole weights times the
+    masks; so do samples from the same noise, and the training loss and its gradients, which
+    take the whole weights."""
+    model, oracle, x = _ensemble_pair(overrides, features, extra, kind)
+    given = _given(model, extra, len(x))
+    with torch.no_grad():
+        for k in range(3):
+            torch.testing.assert_close(
+                model.log_prob_member(x, k, given),
+                oracle.log_prob_member(x, k, given),
+                rtol=1e-12,
+                atol=1e-10,
+            )
+        gathered = [layer for layer in model.net.masked_layers().values() if layer.gather is not None]
+        assert gathered and all(len(layer.gather.plan.blocks) > 1 for layer in gathered)
+        assert all(layer.gather is None for layer in oracle.net.masked_layers().values())
+        torch.testing.assert_close(
+            model.log_prob(x, given), oracle.log_prob(x, given), rtol=1e-12, atol=1e-10
+        )
+        given = given.rows(slice(0, 20))
+        samples = model.draw(20, torch.Generator().manual_seed(9), given)
+        torch.testing.assert_close(
+            samples, oracle.draw(20, torch.Generator().manual_seed(9), given), rtol=1e-9, atol=1e-9
+        )
+    given = _given(model, extra, len(x))
+    for m in (model, oracle):
+        m(x, 4, 10, given).mean().backward()
+    for (name, p), q in zip(model.named_parameters(), oracle.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad), name  # training: the same whole products, bit for bit
+
+
+def test_an_ensembles_plans_follow_its_degrees_device_and_dtype() -> None:
+    """The members' inference plans are kept between calls, and remade when the degrees are
+    replaced (a checkpoint of another draw) or the model is cast; the state dict is the
+    whole weights either way."""
+    overrides = ["model.hidden=[24, 24]", "model.ordering=random", "model.num_masks=3"]
+    model = build_model(load_config(None, overrides), 7)
+    other = build_model(load_config(None, [*overrides, "seed=5"]), 7)
+    model.net.use_blocks(True, 2)
+    x = (torch.rand(50, 7, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    with torch.no_grad():
+        model.log_prob(x)
+        assert set(model.net._gathered) == {0, 1, 2}
+        model.load_state_dict(other.state_dict())
+        assert not model.net._gathered
+        torch.testing.assert_close(model.log_prob(x), other.log_prob(x), rtol=1e-5, atol=1e-5)
+        model.double()
+        assert model.net.layers[0].gather is None  # remade for float64 at the next call
+        oracle = copy.deepcopy(model)
+        oracle.net.use_blocks(False)
+        torch.testing.assert_close(
+            model.log_prob(x.double()), oracle.log_prob(x.double()), rtol=1e-12, atol=1e-10
+        )
+        assert model.net.layers[0].gather is not None
+    state = model.state_dict()
+    assert all(f"net.{name}.weight" in state for name in ("layers.0", "layers.1", "output", "direct"))
+
+
+def test_an_ensemble_gathers_only_for_products_of_many_rows(monkeypatch) -> None:
+    """With the cost model's own plans, a wide ensemble's layers gather their blocks for an
+    evaluation's products of many rows and multiply whole for a sampler's few rows; training
+    always multiplies whole."""
+    model = build_model(
+        load_config(None, ["model.hidden=[2000]", "model.ordering=random", "model.num_masks=2"]), 784
+    )
+    calls = []
+    real = blocks.gathered_linear
+    monkeypatch.setattr(blocks, "gathered_linear", lambda *a: calls.append(a[0].shape[0]) or real(*a))
+    x = (torch.rand(1000, 784, generator=torch.Generator().manual_seed(4)) < 0.1).float()
+    with torch.no_grad():
+        model.log_prob(x[:3])
+        assert not calls
+        model.log_prob(x)
+        assert calls and set(calls) == {1000}
+    calls.clear()
+    model(x[:100], 0, 10).mean().backward()
+    assert not calls
+    inputs = deg.input_ranks(784, "random", torch.Generator().manual_seed(2))
+    hidden = torch.randint(1, 784, (2000,), generator=torch.Generator().manual_seed(3))
+    staircase = deg.mask(inputs, hidden, strict=False)
+    p = blocks.plan(
+        staircase,
+        row_order=tuple(hidden.argsort(stable=True).tolist()),
+        column_order=tuple(inputs.argsort().tolist()),
+        batch=blocks.INFERENCE_BATCH,
+    )
+    assert p is not None and 1 < len(p.blocks) <= max(blocks.INFERENCE_COUNTS)
+    fewest = blocks.rows_to_gather(p)
+    assert 1 < fewest < blocks.INFERENCE_BATCH
+    assert blocks.plan(staircase[:16, :16], batch=blocks.INFERENCE_BATCH) is None

@@ -10,7 +10,7 @@ def test_benchmark_runs_quick() -> None:
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--quick"],
                             capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    for section in ("training", "sampling 64", "evaluating 1000 rows"):
+    for section in ("training", "sampling 64", "mixture log p(x) of 1000 rows", "32 masks 2x8000 + d"):
         assert section in result.stdout
     assert "ratio" in result.stdout and "speed-up" in result.stdout
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from . import blocks
 from . import degrees as deg
@@ -22,6 +23,83 @@ __all__ = [
 ]
 
 _MASK_CACHE_ELEMENTS = 2**26  # float mask entries kept across all members (256 MB in fp32)
+
+
+POOLED_ELEMENTS = (
+    2**23
+)  # 32 MB of float32: glibc maps bigger allocations from the OS, page by page, each time
+
+
+class Workspace:
+    """Buffers a layer keeps between calls for its biggest temporaries (a whole weight times
+    its mask, the weight's gradient). Above ``POOLED_ELEMENTS`` a fresh matrix comes from the
+    OS page by page at every step (glibc maps it): for the paper's 2x8000 that cost more than
+    the arithmetic of the mask. A buffer is lent as a new view and only while nothing else
+    holds one (an autograd graph, a gradient not yet set to None, a caller's reference):
+    otherwise the call gets a fresh tensor, so nothing lent is ever written under anyone."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, tuple[torch.Tensor, int]] = {}
+
+    def take(self, name: str, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised tensor of ``shape`` with ``like``'s dtype and device."""
+        held = self._buffers.get(name)
+        if held is not None:
+            buffer, idle = held
+            if buffer.shape == shape and buffer.dtype == like.dtype and buffer.device == like.device:
+                if buffer._use_count() == 1 and _storage_users(buffer) <= idle:
+                    return buffer.view(shape)
+                return like.new_empty(shape)
+        buffer = like.new_empty(shape)
+        self._buffers[name] = (buffer, _storage_users(buffer))
+        return buffer.view(shape)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Workspace:
+        return Workspace()  # a copy's buffers are its own, made at its first call
+
+
+def _storage_users(t: torch.Tensor) -> int:
+    """Tensors on ``t``'s storage, as torch counts them here (views of it add one each)."""
+    return int(torch._C._storage_Use_Count(t.untyped_storage()._cdata))
+
+
+_IDLE = _storage_users(torch.empty(1))  # the count for a tensor nothing else shares
+
+
+class _PooledMaskedLinear(torch.autograd.Function):
+    """``F.linear(x, weight * mask, bias)`` with the masked weight and the weight's gradient in
+    a ``Workspace``: the same products in the same order as autograd's, bit for bit."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        mask: torch.Tensor,
+        pool: Workspace,
+    ) -> torch.Tensor:
+        masked = torch.mul(weight, mask, out=pool.take("masked", weight.shape, weight))
+        ctx.save_for_backward(x, masked, mask)
+        ctx.pool, ctx.has_bias = pool, bias is not None
+        return F.linear(x, masked, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x, masked, mask = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = g.mm(masked).view(x.shape)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.mm(
+                g.t(), x.reshape(-1, x.shape[-1]), out=ctx.pool.take("grad", masked.shape, masked)
+            )
+            grad_w.mul_(mask)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(tuple(range(grad.dim() - 1)))  # as F.linear's backward adds it
+        return grad_x, grad_w, grad_b, None, None
 
 
 class MaskedLinear(nn.Linear):
@@ -54,6 +132,7 @@ class MaskedLinear(nn.Linear):
         self.register_buffer("column_order", None, persistent=False)
         self.register_buffer("stored_mask", None, persistent=False)
         self.gather: blocks.Gather | None = None  # an ensemble member's inference plan (MADE's)
+        self.workspace = Workspace()
         self.register_state_dict_post_hook(_whole_weight_in_state_dict)
         self.register_load_state_dict_pre_hook(_blocks_from_state_dict)
 
@@ -136,6 +215,8 @@ class MaskedLinear(nn.Linear):
             if self.gather is not None and not torch.is_grad_enabled():
                 if x.numel() >= self.gather.fewest * x.shape[-1]:
                     return blocks.gathered_linear(x, self.weight, self.bias, self.gather)
+            if self.weight.numel() >= POOLED_ELEMENTS:
+                return _PooledMaskedLinear.apply(x, self.weight, self.bias, self.mask, self.workspace)
             return F.linear(x, self.weight * self.mask, self.bias)
         parts, tail = self.block_weights()
         if self.stored_mask is None:
@@ -399,11 +480,13 @@ class MADE(nn.Module):
         """
         masks = self._mask_cache.get(member)
         if masks is None:
-            dtype = self.output.bias.dtype
-            masks = {name: m.to(dtype) for name, m in self.masks(member).items()}
-            per_member = sum(m.numel() for m in masks.values())
+            per_member = sum(layer.mask.numel() for layer in self.masked_layers().values())
             if self.num_masks > 1 and per_member * self.num_masks <= _MASK_CACHE_ELEMENTS:
+                dtype = self.output.bias.dtype
+                masks = {name: m.to(dtype) for name, m in self.masks(member).items()}
                 self._mask_cache[member] = masks
+            else:
+                masks = self._written_masks(member)
         for name, layer in self.masked_layers().items():
             layer.mask = masks[name]
             layer.gather = None
@@ -412,6 +495,26 @@ class MADE(nn.Module):
             self._plan_layers()
         elif member in self._gathered:
             self._plan_member()
+
+    def _written_masks(self, member: int) -> dict[str, torch.Tensor]:
+        """Member ``member``'s float masks, written over the layers' current ones where nothing
+        else holds those (an autograd graph that saved one keeps it; it gets a new tensor): an
+        ensemble too big to keep every member's masks makes them at each step, and a fresh
+        matrix of over 32 MB comes from the OS page by page."""
+        d = self.degrees(member)
+        sides = {f"layers.{i}": (d[i], d[i + 1], False) for i in range(len(self.layers))}
+        sides["output"] = (d[-2], d[-1], True)
+        sides["direct"] = (d[0], d[-1], True)
+        masks = {}
+        for name, layer in self.masked_layers().items():
+            into, out, strict = sides[name]
+            current = layer.mask
+            shape = torch.Size((len(out), len(into)))
+            free = current.shape == shape and current._use_count() == 1 and _storage_users(current) <= _IDLE
+            buffer = current if free else current.new_empty(shape)
+            torch.sub(out[:, None].to(buffer), into[None, :].to(buffer), out=buffer)
+            masks[name] = buffer.gt_(0) if strict else buffer.ge_(0)
+        return masks
 
     # -- degree blocks (single mask) -----------------------------------------------------
     def block_plans(

@@ -54,18 +54,19 @@ class Costs:
     product's dispatch, the blocks' Python forward and backward over F.linear's, masking one
     weight or gradient entry, storing one weight (the optimiser's update and the gradient's
     memory), copying one weight into an ensemble member's order (rows, then columns), and
-    the fixed cost of one block so copied.
-    The first four were measured on an AVX-512 CPU (about 90 G multiply-adds/s), the copies
-    on an AMD EPYC (AVX2). Constants timed on the AMD EPYC by a probe made plans of more
-    blocks that trained slower there than these (docs/results.md): a small product loses
-    more than its dispatch, which ``call`` stands for."""
+    the fixed cost of one block so copied. The first four were measured on an AVX-512 CPU
+    (about 90 G multiply-adds/s); the copies' were fitted on an AMD EPYC (AVX2) to where
+    gathered blocks paid there: a 2x8000 ensemble's 1000-row mixture 1.1x its whole
+    products, a 1x2000's 0.96x (so it is not gathered). Constants timed on the AMD EPYC by
+    a probe made plans of more blocks that trained slower there than these (docs/results.md):
+    a small product loses more than its dispatch, which ``call`` stands for."""
 
     call: float = 1.0e6
     function: float = 3.0e6
     mask: float = 10.0
     store: float = 40.0
-    gather: float = 100.0
-    gathered_block: float = 4.0e7  # a gathered block's copies, mask and product calls: ~0.4 ms
+    gather: float = 500.0
+    gathered_block: float = 1.0e8
 
 
 COSTS = Costs()

@@ -490,7 +490,8 @@ def test_an_ensembles_plans_follow_its_degrees_device_and_dtype() -> None:
 def test_an_ensemble_gathers_only_for_products_of_many_rows(monkeypatch) -> None:
     """With the cost model's own plans, a wide ensemble's layers gather their blocks for an
     evaluation's products of many rows and multiply whole for a sampler's few rows; training
-    always multiplies whole."""
+    always multiplies whole. (Copies cheaper than this CPU's, so that a 1x2000 pays.)"""
+    monkeypatch.setattr(blocks, "COSTS", blocks.Costs(gather=100.0, gathered_block=4.0e7))
     model = build_model(
         load_config(None, ["model.hidden=[2000]", "model.ordering=random", "model.num_masks=2"]), 784
     )

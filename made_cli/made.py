@@ -25,9 +25,9 @@ __all__ = [
 _MASK_CACHE_ELEMENTS = 2**26  # float mask entries kept across all members (256 MB in fp32)
 
 
-POOLED_ELEMENTS = (
-    2**23
-)  # 32 MB of float32: glibc maps bigger allocations from the OS, page by page, each time
+# a whole weight this big (32 MB of float32) keeps its temporaries in a Workspace: glibc maps
+# bigger allocations from the OS page by page, each time
+POOLED_ELEMENTS = 2**23
 
 
 class Workspace:
@@ -505,18 +505,20 @@ class MADE(nn.Module):
         sides = {f"layers.{i}": (d[i], d[i + 1], False) for i in range(len(self.layers))}
         sides["output"] = (d[-2], d[-1], True)
         sides["direct"] = (d[0], d[-1], True)
+        cached = {id(m) for kept in self._mask_cache.values() for m in kept.values()}
         masks = {}
         for name, layer in self.masked_layers().items():
             into, out, strict = sides[name]
             current = layer.mask
             shape = torch.Size((len(out), len(into)))
             free = current.shape == shape and current._use_count() == 1 and _storage_users(current) <= _IDLE
+            free = free and id(current) not in cached
             buffer = current if free else current.new_empty(shape)
             torch.sub(out[:, None].to(buffer), into[None, :].to(buffer), out=buffer)
             masks[name] = buffer.gt_(0) if strict else buffer.ge_(0)
         return masks
 
-    # -- degree blocks (single mask) -----------------------------------------------------
+    # -- degree blocks -------------------------------------------------------------------
     def block_plans(
         self, count: int | None = None, batch: int | None = None
     ) -> dict[str, blocks.Plan | None]:

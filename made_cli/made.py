@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,7 +43,10 @@ class Workspace:
         self._buffers: dict[str, tuple[torch.Tensor, int]] = {}
 
     def take(self, name: str, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
-        """An uninitialised tensor of ``shape`` with ``like``'s dtype and device."""
+        """An uninitialised tensor of ``shape`` with ``like``'s dtype and device. Not for
+        threads sharing a layer; a storage object held without its tensor is not seen."""
+        if torch.is_inference_mode_enabled():  # its tensors could not be written outside it
+            return like.new_empty(shape)
         held = self._buffers.get(name)
         if held is not None:
             buffer, idle = held
@@ -68,7 +72,8 @@ _IDLE = _storage_users(torch.empty(1))  # the count for a tensor nothing else sh
 
 class _PooledMaskedLinear(torch.autograd.Function):
     """``F.linear(x, weight * mask, bias)`` with the masked weight and the weight's gradient in
-    a ``Workspace``: the same products in the same order as autograd's, bit for bit."""
+    a ``Workspace``: the same products in the same order as autograd's, bit for bit. First
+    derivatives only, as the degree blocks; layers run F.linear instead under autocast."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -98,7 +103,7 @@ class _PooledMaskedLinear(torch.autograd.Function):
             )
             grad_w.mul_(mask)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum(tuple(range(grad.dim() - 1)))  # as F.linear's backward adds it
+            grad_b = g.sum(0)  # as F.linear's backward adds it: over the flattened rows
         return grad_x, grad_w, grad_b, None, None
 
 
@@ -215,7 +220,7 @@ class MaskedLinear(nn.Linear):
             if self.gather is not None and not torch.is_grad_enabled():
                 if x.numel() >= self.gather.fewest * x.shape[-1]:
                     return blocks.gathered_linear(x, self.weight, self.bias, self.gather)
-            if self.weight.numel() >= POOLED_ELEMENTS:
+            if self.weight.numel() >= POOLED_ELEMENTS and not torch.is_autocast_enabled(x.device.type):
                 return _PooledMaskedLinear.apply(x, self.weight, self.bias, self.mask, self.workspace)
             return F.linear(x, self.weight * self.mask, self.bias)
         parts, tail = self.block_weights()
@@ -512,7 +517,9 @@ class MADE(nn.Module):
             current = layer.mask
             shape = torch.Size((len(out), len(into)))
             free = current.shape == shape and current._use_count() == 1 and _storage_users(current) <= _IDLE
-            free = free and id(current) not in cached
+            # held by the layer's buffers, `current` and getrefcount's argument, and nobody else
+            free = free and sys.getrefcount(current) <= 3 and id(current) not in cached
+            free = free and not current.is_inference() and not torch.is_inference_mode_enabled()
             buffer = current if free else current.new_empty(shape)
             torch.sub(out[:, None].to(buffer), into[None, :].to(buffer), out=buffer)
             masks[name] = buffer.gt_(0) if strict else buffer.ge_(0)

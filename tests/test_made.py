@@ -203,3 +203,30 @@ def test_a_kept_gradient_buffer_is_reused_only_when_nobody_holds_it(monkeypatch)
     model(x, 1, 4).mean().backward()  # another member: another gradient
     assert weight.grad.data_ptr() != held.data_ptr()
     assert torch.equal(held, kept)
+
+
+def test_a_mask_or_buffer_someone_holds_is_never_written_over(monkeypatch) -> None:
+    """A mask a caller keeps keeps its values when the member changes; a layer used under
+    inference mode still trains; a 1-D input gets F.linear's gradients."""
+    import made_cli.made as made_module
+
+    monkeypatch.setattr(made_module, "POOLED_ELEMENTS", 0)
+    monkeypatch.setattr(made_module, "_MASK_CACHE_ELEMENTS", 0)
+    cfg = Config(model=ModelConfig(hidden=[16], ordering="random", num_masks=2))
+    model = build_model(cfg, 6)
+    held = model.net.layers[0].mask
+    kept = held.clone()
+    model.net.set_member(1)
+    assert torch.equal(held, kept) and not torch.equal(model.net.layers[0].mask, kept)
+    x = (torch.rand(40, 6, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    with torch.inference_mode():
+        model.log_prob(x)
+    model(x, 0, 4).mean().backward()  # no inference tensor was kept for training to write
+    layer = model.net.layers[0]
+    point = torch.randn(6, requires_grad=True)
+    layer(point).square().sum().backward()
+    reference = point.detach().clone().requires_grad_(True)
+    weight = layer.weight.detach().clone().requires_grad_(True)
+    F = torch.nn.functional
+    F.linear(reference, weight * layer.mask, layer.bias.detach()).square().sum().backward()
+    assert torch.equal(point.grad, reference.grad)

@@ -540,7 +540,8 @@ class MADE(nn.Module):
         d, params = self.features, self.params_per_dim
         ranks, *hidden = (degrees[self.member] for degrees in self.degree_buffers())
         order = ranks.argsort().tolist()  # generation order
-        monotone = order in (list(range(d)), list(range(d - 1, -1, -1)))  # staircases as they are
+        # staircases as they are (an inference plan wants prefixes: a reverse order is reordered)
+        monotone = order == list(range(d)) or (batch is None and order == list(range(d - 1, -1, -1)))
         inputs = None if monotone else tuple(order)
         outputs = None if monotone else tuple(p * d + o for p in range(params) for o in order)
         units: list[tuple[int, ...] | None] = []
@@ -556,15 +557,25 @@ class MADE(nn.Module):
                 plans[name] = None
                 continue
             at = int(name.split(".")[1]) if name.startswith("layers.") else len(self.layers)
-            plans[name] = blocks.plan(
-                layer.mask,
-                segments=params if writes_outputs else 1,
-                tail=self.context if reads_inputs else 0,
-                count=count,
-                row_order=outputs if writes_outputs else units[at],
-                column_order=inputs if name == "direct" else sides[at],
-                batch=batch,
-            )
+            shape = {
+                "segments": params if writes_outputs else 1,
+                "tail": self.context if reads_inputs else 0,
+                "count": count,
+                "row_order": outputs if writes_outputs else units[at],
+                "column_order": inputs if name == "direct" else sides[at],
+                "batch": batch,
+            }
+            if batch is None:
+                plans[name] = blocks.plan(layer.mask, **shape)
+                continue
+            # an inference plan: every stored row reads a prefix of the columns in degree order
+            degrees = self.degrees(self.member)
+            into, out = (degrees[0], degrees[-1]) if name == "direct" else (degrees[at], degrees[at + 1])
+            into = into[: len(into) - shape["tail"]]
+            into = into if shape["column_order"] is None else into[list(shape["column_order"])]
+            out = out if shape["row_order"] is None else out[list(shape["row_order"])]
+            reads = torch.searchsorted(into.cpu(), out.cpu(), right=not writes_outputs)  # strict: out > in
+            plans[name] = blocks.plan_prefixes(reads, layer.mask.shape[1], **shape)
         return plans
 
     def _plan_layers(self, count: int | None = None, replan: bool = False) -> None:

@@ -520,3 +520,30 @@ def test_an_ensemble_gathers_only_for_products_of_many_rows(monkeypatch) -> None
     fewest = blocks.rows_to_gather(p)
     assert 1 < fewest < blocks.INFERENCE_BATCH
     assert blocks.plan(staircase[:16, :16], batch=blocks.INFERENCE_BATCH) is None
+
+
+@pytest.mark.parametrize("ordering", ["natural", "reverse", "random"])
+@pytest.mark.parametrize("count", [None, 3])
+def test_an_ensembles_inference_plans_from_degrees_are_the_plans_of_its_masks(ordering, count) -> None:
+    """A member's inference plans, cut from prefix lengths counted on its sorted degrees, are
+    the plans ``blocks.plan`` cuts from the layers' masks in the same orders."""
+    for hidden, params, context in (([40, 30], 1, 0), ([], 2, 3), ([50], 3, 2)):
+        net = MADE(9, hidden, context=context, params_per_dim=params, ordering=ordering, num_masks=3, seed=4)
+        for member in range(3):
+            net.set_member(member)
+            for name, p in net.block_plans(count, batch=4000).items():
+                layer = net.masked_layers()[name]
+                expected = blocks.plan(
+                    layer.mask,
+                    segments=params if name in ("output", "direct") else 1,
+                    tail=context
+                    if name in ("layers.0", "direct") or (name == "output" and not hidden)
+                    else 0,
+                    count=count,
+                    row_order=None if p is None else p.row_order,
+                    column_order=None if p is None else p.column_order,
+                    batch=4000,
+                )
+                assert p == expected, (hidden, member, name)
+                if p is not None and count:
+                    assert (p.covered() | ~layer.mask.bool()).all()  # the blocks hold the mask

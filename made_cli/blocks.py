@@ -34,10 +34,10 @@ __all__ = [
     "Costs",
     "Gather",
     "Plan",
+    "Prefixes",
     "blocked_linear",
     "gathered_linear",
     "plan",
-    "plan_prefixes",
     "rows_to_gather",
 ]
 
@@ -228,8 +228,18 @@ def _cost(blocks: list[Block], costs: Costs, batch: int | None = None) -> float:
     return (3 * NOMINAL_BATCH + costs.store) * stored + costs.mask * masked + 3 * costs.call * len(blocks)
 
 
+@dataclass(frozen=True, eq=False)
+class Prefixes:
+    """A mask given by its stored rows: row i reads the first ``reads[i]`` of the staircase's
+    columns (and the tail), as an ensemble member's layer does in its order of degrees.
+    ``plan`` takes it without forming and reordering an (R, C) mask (a second at 8000x8000)."""
+
+    reads: torch.Tensor
+    columns: int
+
+
 def plan(
-    mask: torch.Tensor,
+    mask: torch.Tensor | Prefixes,
     *,
     segments: int = 1,
     tail: int = 0,
@@ -247,53 +257,23 @@ def plan(
     each a copy of the staircase), each split into the same number of equal row blocks:
     ``count`` if given (then never None), else the count in ``BLOCK_COUNTS`` the cost model
     prefers. One block over all rows (the plain product) is always a candidate. The blocks
-    are cut from the mask reordered by ``row_order`` and ``column_order`` (see ``Plan``).
+    are cut from the mask reordered by ``row_order`` and ``column_order`` (see ``Plan``), or
+    from ``Prefixes`` already in that order.
 
     ``batch`` plans an ensemble member's inference instead (``gathered_linear`` over products
     of that many rows, its blocks copied out of the whole weight each call). ``costs``:
     ``COSTS`` unless given.
     """
-    mask = mask.detach().bool().cpu()
-    rows, columns = mask.shape
-    mask = Plan(rows, columns, tail, (), row_order, column_order).stored(mask)
-    if tail and not mask[:, columns - tail :].all():
-        raise ValueError("the tail columns must be read by every row")
-    intervals = _row_intervals(mask[:, : columns - tail])
-    return _cheapest(intervals, columns, tail, segments, count, row_order, column_order, batch, costs)
-
-
-def plan_prefixes(
-    reads: torch.Tensor,
-    columns: int,
-    *,
-    segments: int = 1,
-    tail: int = 0,
-    count: int | None = None,
-    row_order: tuple[int, ...] | None = None,
-    column_order: tuple[int, ...] | None = None,
-    batch: int | None = None,
-    costs: Costs | None = None,
-) -> Plan | None:
-    """``plan`` of a mask whose stored row i reads the first ``reads[i]`` of the staircase's
-    columns (and the tail): an ensemble member's layer in its order of degrees. The same
-    plan, without forming and reordering an (R, C) mask (a second for a 2x8000 layer)."""
-    reads = reads.detach().cpu().long()
-    intervals = (torch.zeros_like(reads), reads, torch.ones_like(reads, dtype=torch.bool))
-    return _cheapest(intervals, columns, tail, segments, count, row_order, column_order, batch, costs)
-
-
-def _cheapest(
-    intervals: Intervals,
-    columns: int,
-    tail: int,
-    segments: int,
-    count: int | None,
-    row_order: tuple[int, ...] | None,
-    column_order: tuple[int, ...] | None,
-    batch: int | None,
-    costs: Costs | None,
-) -> Plan | None:
-    """``plan``'s choice, from the stored rows' intervals."""
+    if isinstance(mask, Prefixes):
+        reads, columns = mask.reads.detach().cpu().long(), mask.columns
+        intervals = (torch.zeros_like(reads), reads, torch.ones_like(reads, dtype=torch.bool))
+    else:
+        mask = mask.detach().bool().cpu()
+        columns = mask.shape[1]
+        mask = Plan(mask.shape[0], columns, tail, (), row_order, column_order).stored(mask)
+        if tail and not mask[:, columns - tail :].all():
+            raise ValueError("the tail columns must be read by every row")
+        intervals = _row_intervals(mask[:, : columns - tail])
     costs = COSTS if costs is None else costs
     rows = len(intervals[0])
     if rows % segments:
@@ -395,15 +375,12 @@ def blocked_linear(
 @dataclass(frozen=True, eq=False)
 class Gather:
     """An ensemble member's inference plan for one layer: the plan, its indices on the
-    layer's device, the degrees of its stored rows and staircase columns (whose comparison
-    is the member's mask: ``strict`` for an output layer) and the fewest rows per product for
-    which it is used (``rows_to_gather``)."""
+    layer's device, how many staircase columns each stored row reads (the member's mask, as
+    ``Prefixes``) and the fewest rows per product for which it is used (``rows_to_gather``)."""
 
     plan: Plan
     index: tuple[torch.Tensor | None, ...]
-    row_degrees: torch.Tensor
-    column_degrees: torch.Tensor
-    strict: bool
+    reads: torch.Tensor
     fewest: int
 
 
@@ -440,10 +417,9 @@ def gathered_linear(
         else:
             w = weight[b.r0 : b.r1] if rows is None else weight.index_select(0, rows[b.r0 : b.r1])
             w = w.index_select(1, columns[b.c0 : b.c1])
-        out = g.row_degrees[b.r0 : b.r1, None]
         for a, z in b.ragged:  # the member's mask where some of the block's rows read and others not
-            into = g.column_degrees[None, b.c0 + a : b.c0 + z]
-            w[:, a:z].mul_((out > into) if g.strict else (out >= into))
+            read = torch.arange(b.c0 + a, b.c0 + z, device=w.device) < g.reads[b.r0 : b.r1, None]
+            w[:, a:z].mul_(read)
         y[:, b.r0 : b.r1].addmm_(x[:, b.c0 : b.c1], w.t())
     if scatter is not None:
         y = y.index_select(1, scatter)

@@ -459,14 +459,22 @@ class MADE(nn.Module):
         full = rows.new_zeros((self.params_per_dim * self.features, *rows.shape[1:]))
         return full.index_copy(0, self.output_rows.to(rows.device), rows)
 
+    def layer_degrees(self, member: int) -> dict[str, tuple[torch.Tensor, torch.Tensor, bool]]:
+        """Per masked layer of one member: the degrees of its input side, of its output side,
+        and whether its mask is strict (an output reads only inputs of smaller rank)."""
+        d = self.degrees(member)
+        sides = {f"layers.{i}": (d[i], d[i + 1], False) for i in range(len(self.layers))}
+        sides["output"] = (d[-2], d[-1], True)
+        if self.direct is not None:
+            sides["direct"] = (d[0], d[-1], True)
+        return sides
+
     def masks(self, member: int) -> dict[str, torch.Tensor]:
         """Boolean masks of one member, computed from its degrees (what the layers should hold)."""
-        d = self.degrees(member)
-        out = {f"layers.{i}": deg.mask(d[i], d[i + 1], strict=False) for i in range(len(self.layers))}
-        out["output"] = deg.mask(d[-2], d[-1], strict=True)
-        if self.direct is not None:
-            out["direct"] = deg.mask(d[0], d[-1], strict=True)
-        return out
+        return {
+            name: deg.mask(into, out, strict=strict)
+            for name, (into, out, strict) in self.layer_degrees(member).items()
+        }
 
     def masked_layers(self) -> dict[str, MaskedLinear]:
         """The layers by name, in the order the masks are listed."""
@@ -506,10 +514,7 @@ class MADE(nn.Module):
         else holds those (an autograd graph that saved one keeps it; it gets a new tensor): an
         ensemble too big to keep every member's masks makes them at each step, and a fresh
         matrix of over 32 MB comes from the OS page by page."""
-        d = self.degrees(member)
-        sides = {f"layers.{i}": (d[i], d[i + 1], False) for i in range(len(self.layers))}
-        sides["output"] = (d[-2], d[-1], True)
-        sides["direct"] = (d[0], d[-1], True)
+        sides = self.layer_degrees(member)
         cached = {id(m) for kept in self._mask_cache.values() for m in kept.values()}
         masks = {}
         for name, layer in self.masked_layers().items():
@@ -526,22 +531,18 @@ class MADE(nn.Module):
         return masks
 
     # -- degree blocks -------------------------------------------------------------------
-    def block_plans(
-        self, count: int | None = None, batch: int | None = None
-    ) -> dict[str, blocks.Plan | None]:
-        """Each layer's plan for the current member's masks (None: the whole matrix times the
-        mask is cheaper). An output layer's P parameters per dimension are P copies of one
-        staircase; the context (degree 0) is the tail of any layer that reads the inputs.
-        ``count`` fixes the blocks per staircase (and always gives a plan). Each side of a
-        layer is put in the member's order of degrees where it is not in it already: a random
-        ordering's inputs and outputs, and an ensemble's hidden units (a single-mask MADE
-        keeps its hidden units sorted). ``batch``: an ensemble member's inference plans
-        (``blocks.gathered_linear``), for products of that many rows."""
+    def _layer_shapes(self, inference: bool = False) -> dict[str, dict[str, Any] | None]:
+        """How ``blocks.plan`` cuts each layer of the current member (None: not P copies of one
+        staircase, so whole). An output layer's P parameters per dimension are P copies of one
+        staircase; the context (degree 0) is the tail of any layer that reads the inputs. Each
+        side of a layer is put in the member's order of degrees where it is not in it already:
+        a random ordering's inputs and outputs, and an ensemble's hidden units (a single-mask
+        MADE keeps its hidden units sorted). An ``inference`` plan wants every row to read a
+        prefix, so a reverse ordering is reordered too."""
         d, params = self.features, self.params_per_dim
         ranks, *hidden = (degrees[self.member] for degrees in self.degree_buffers())
         order = ranks.argsort().tolist()  # generation order
-        # staircases as they are (an inference plan wants prefixes: a reverse order is reordered)
-        monotone = order == list(range(d)) or (batch is None and order == list(range(d - 1, -1, -1)))
+        monotone = order == list(range(d)) or (not inference and order == list(range(d - 1, -1, -1)))
         inputs = None if monotone else tuple(order)
         outputs = None if monotone else tuple(p * d + o for p in range(params) for o in order)
         units: list[tuple[int, ...] | None] = []
@@ -549,33 +550,60 @@ class MADE(nn.Module):
             by_degree = h.argsort(stable=True).tolist()
             units.append(None if by_degree == list(range(len(by_degree))) else tuple(by_degree))
         sides = [inputs, *units]  # the order of each layer's input side, then its output side
-        plans = {}
-        for name, layer in self.masked_layers().items():
+        shapes: dict[str, dict[str, Any] | None] = {}
+        for name in self.masked_layers():
             reads_inputs = name in ("layers.0", "direct") or (name == "output" and not self.layers)
             writes_outputs = name in ("output", "direct")
-            if writes_outputs and self.output_rows is not None:  # not P copies of one staircase
-                plans[name] = None
+            if writes_outputs and self.output_rows is not None:
+                shapes[name] = None
                 continue
             at = int(name.split(".")[1]) if name.startswith("layers.") else len(self.layers)
-            shape = {
+            shapes[name] = {
                 "segments": params if writes_outputs else 1,
                 "tail": self.context if reads_inputs else 0,
-                "count": count,
                 "row_order": outputs if writes_outputs else units[at],
                 "column_order": inputs if name == "direct" else sides[at],
-                "batch": batch,
             }
-            if batch is None:
-                plans[name] = blocks.plan(layer.mask, **shape)
+        return shapes
+
+    def block_plans(self, count: int | None = None) -> dict[str, blocks.Plan | None]:
+        """Each layer's plan for the current masks (None: the whole matrix times the mask is
+        cheaper; ``_layer_shapes`` says how a layer is cut). ``count`` fixes the blocks per
+        staircase (and always gives a plan)."""
+        return {
+            name: None if shape is None else blocks.plan(layer.mask, count=count, **shape)
+            for (name, layer), shape in zip(
+                self.masked_layers().items(), self._layer_shapes().values(), strict=True
+            )
+        }
+
+    def inference_plans(
+        self, count: int | None = None, batch: int = blocks.INFERENCE_BATCH
+    ) -> dict[str, blocks.Gather | None]:
+        """The current member's plans for ``blocks.gathered_linear`` (an ensemble's evaluation),
+        for products of ``batch`` rows: in the member's order of degrees every stored row reads
+        a prefix of the columns, counted on its sorted degrees (no (R, C) mask is formed).
+        ``count`` fixes the blocks per staircase and gathers for any number of rows."""
+        device = self.ranks.device
+        sides = self.layer_degrees(self.member)
+        plans: dict[str, blocks.Gather | None] = {}
+        for (name, layer), shape in zip(
+            self.masked_layers().items(), self._layer_shapes(True).values(), strict=True
+        ):
+            if shape is None:
+                plans[name] = None
                 continue
-            # an inference plan: every stored row reads a prefix of the columns in degree order
-            degrees = self.degrees(self.member)
-            into, out = (degrees[0], degrees[-1]) if name == "direct" else (degrees[at], degrees[at + 1])
-            into = into[: len(into) - shape["tail"]]
+            into, out, strict = sides[name]
+            into = into[: len(into) - shape["tail"]].cpu()
             into = into if shape["column_order"] is None else into[list(shape["column_order"])]
-            out = out if shape["row_order"] is None else out[list(shape["row_order"])]
-            reads = torch.searchsorted(into.cpu(), out.cpu(), right=not writes_outputs)  # strict: out > in
-            plans[name] = blocks.plan_prefixes(reads, layer.mask.shape[1], **shape)
+            out = out.cpu() if shape["row_order"] is None else out.cpu()[list(shape["row_order"])]
+            reads = torch.searchsorted(into, out, right=not strict)  # strict: out > in
+            p = blocks.plan(blocks.Prefixes(reads, layer.mask.shape[1]), count=count, batch=batch, **shape)
+            if p is None:
+                plans[name] = None
+                continue
+            fewest = 1 if count else blocks.rows_to_gather(p)
+            plans[name] = blocks.Gather(p, p.indices(device), reads.to(device), fewest)
         return plans
 
     def _plan_layers(self, count: int | None = None, replan: bool = False) -> None:
@@ -610,24 +638,7 @@ class MADE(nn.Module):
         """Give the layers the current member's inference plans (ensembles; kept per member)."""
         plans = self._gathered.get(self.member)
         if plans is None:
-            count, device = self._block_count, self.ranks.device
-            degrees = self.degrees(self.member)
-            plans = {}
-            for i, (name, p) in enumerate(self.block_plans(count, batch=blocks.INFERENCE_BATCH).items()):
-                if p is None:
-                    plans[name] = None
-                    continue
-                index = p.indices(device)
-                into, out = (degrees[0], degrees[-1]) if name == "direct" else (degrees[i], degrees[i + 1])
-                plans[name] = blocks.Gather(
-                    p,
-                    index,
-                    out if index[0] is None else out[index[0]],
-                    (into if index[2] is None else into[index[2]])[: p.staircase],
-                    name in ("output", "direct"),
-                    1 if count else blocks.rows_to_gather(p),
-                )
-            self._gathered[self.member] = plans
+            plans = self._gathered[self.member] = self.inference_plans(self._block_count)
         for name, layer in self.masked_layers().items():
             layer.gather = plans[name]
 

@@ -526,13 +526,15 @@ def test_an_ensemble_gathers_only_for_products_of_many_rows(monkeypatch) -> None
 @pytest.mark.parametrize("count", [None, 3])
 def test_an_ensembles_inference_plans_from_degrees_are_the_plans_of_its_masks(ordering, count) -> None:
     """A member's inference plans, cut from prefix lengths counted on its sorted degrees, are
-    the plans ``blocks.plan`` cuts from the layers' masks in the same orders."""
+    the plans ``blocks.plan`` cuts from the layers' masks in the same orders, and the lengths
+    are the masks' rows in those orders."""
     for hidden, params, context in (([40, 30], 1, 0), ([], 2, 3), ([50], 3, 2)):
         net = MADE(9, hidden, context=context, params_per_dim=params, ordering=ordering, num_masks=3, seed=4)
         for member in range(3):
             net.set_member(member)
-            for name, p in net.block_plans(count, batch=4000).items():
+            for name, gather in net.inference_plans(count, batch=4000).items():
                 layer = net.masked_layers()[name]
+                p = None if gather is None else gather.plan
                 expected = blocks.plan(
                     layer.mask,
                     segments=params if name in ("output", "direct") else 1,
@@ -547,3 +549,6 @@ def test_an_ensembles_inference_plans_from_degrees_are_the_plans_of_its_masks(or
                 assert p == expected, (hidden, member, name)
                 if p is not None and count:
                     assert (p.covered() | ~layer.mask.bool()).all()  # the blocks hold the mask
+                    stored = p.stored(layer.mask.bool())[:, : p.staircase]
+                    assert torch.equal(gather.reads, stored.sum(1))  # each row reads a prefix
+                    assert all(bool(row[: int(n)].all()) for row, n in zip(stored, gather.reads, strict=True))

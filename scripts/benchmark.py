@@ -21,6 +21,9 @@ Absolute times on shared machines are noise; ratios measured side by side are no
     python scripts/benchmark.py            # the numbers quoted in README
     python scripts/benchmark.py --quick    # tiny sizes: checks that it runs
     python scripts/benchmark.py --flows-only   # only the flows against zuko's and nflows'
+    python scripts/benchmark.py --ensembles-only   # only the ensembles' training and mixture
+    python scripts/benchmark.py --block-counts     # single-mask plans against fixed block counts
+    python scripts/benchmark.py --paper-model      # the paper's 32-mask 2x8000: step, mixture, epoch
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import importlib.util
 import itertools
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -403,6 +407,57 @@ def print_flows(features: int, quick: bool) -> None:
             print(f"  {what:<62}{name:<16}{made_rate:>10.1f}{peer_rate:>10.1f}{made_rate / peer_rate:>7.2f}")
 
 
+BLOCK_COUNT_CASES = [("1x500", [500], False), ("1x500 + direct", [500], True),
+                     ("1x2000", [2000], False), ("1x2000 + direct", [2000], True)]  # fmt: skip
+
+
+def block_count_rows(features: int, quick: bool) -> list[tuple[str, str, list[float]]]:
+    """(network, the cost model's blocks per layer, steps/s ratios to the MLP of: the cost
+    model's plans, then every layer cut into 1, 4 and 16 blocks), all timed in alternation:
+    how near the shipped constants' plans are to the best fixed count on this machine."""
+    data = binary_data(features, 100)
+    rows = []
+    for name, hidden, direct in BLOCK_COUNT_CASES:
+        shape = [
+            f"model.hidden={[16 * h // 500 for h in hidden] if quick else hidden}",
+            f"model.direct={str(direct).lower()}",
+        ]
+        models = [made(features, shape) for _ in range(4)]
+        for model, count in zip(models[1:], (1, 4, 16), strict=True):
+            model.net.use_blocks(True, count)
+        mlp = MLP(features, [16 * h // 500 for h in hidden] if quick else hidden, direct)
+        steps = [made_stepper(m, data, 100) for m in models]
+        steps.append(net_stepper(mlp, make_optimizer(mlp, 1e-3, 0.0), data, 100))
+        rates = best_rates_of(steps, *(schedule(quick) if hidden[0] <= 500 or quick else (10, 5, 5)))
+        chosen = ", ".join("whole" if layer.plan is None else str(len(layer.plan.blocks))
+                           for layer in models[0].net.masked_layers().values())  # fmt: skip
+        rows.append((name, chosen, [r / rates[-1] for r in rates[:-1]]))
+    return rows
+
+
+PAPER_MODEL = Path(__file__).resolve().parents[1] / "configs" / "paper" / "2x8000-32masks.yaml"
+
+
+def paper_model_times(quick: bool) -> tuple[float, float]:
+    """(median seconds of a training step of 5, seconds of the mixture log p of 1000 rows) of
+    the MADE paper's best model, configs/paper/2x8000-32masks.yaml, on this machine."""
+    overrides = ["model.hidden=[16, 16]", "model.num_masks=4"] if quick else []
+    model = build_model(load_config(str(PAPER_MODEL), overrides), 784)
+    opt = make_optimizer(model, 1e-3, 0.0)
+    x = binary_data(784, 100)[:1100]
+    train_step(model, opt, x[:100], 0, 500)
+    times = []
+    for i in range(1, 6):
+        start = time.perf_counter()
+        train_step(model, opt, x[100 * i : 100 * i + 100], i, 500)
+        times.append(time.perf_counter() - start)
+    model.eval()
+    with torch.no_grad():
+        model.log_prob(x[:1000])  # plans each member's blocks, once
+        mixture = best_seconds(lambda: model.log_prob(x[:1000]), 1)
+    return sorted(times)[2], mixture
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that it runs")
@@ -410,6 +465,12 @@ def main() -> None:
     parser.add_argument("--flows-only", action="store_true", help="only the flows against their peers")
     parser.add_argument(
         "--ensembles-only", action="store_true", help="only the ensembles' training and mixture"
+    )
+    parser.add_argument(
+        "--block-counts", action="store_true", help="only single-mask plans against fixed block counts"
+    )
+    parser.add_argument(
+        "--paper-model", action="store_true", help="only the paper's 32-mask 2x8000: step, mixture, epoch"
     )
     args = parser.parse_args()
     if args.threads:
@@ -419,6 +480,23 @@ def main() -> None:
     print(f"made benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, D={features}")
     if args.flows_only:
         print_flows(features, args.quick)
+        return
+    if args.block_counts:
+        print("\nsingle-mask training against the MLP (ratios of steps/s, alternating): the cost model's")
+        print("plans, then every layer in 1, 4 and 16 blocks; last, the plans' blocks per layer")
+        print(f"  {'network':<18}{'plans':>7}{'1':>7}{'4':>7}{'16':>7}   blocks")
+        for name, chosen, ratios in block_count_rows(features, args.quick):
+            print(f"  {name:<18}" + "".join(f"{r:>7.2f}" for r in ratios) + f"   {chosen}")
+        return
+    if args.paper_model:
+        step, mixture = paper_model_times(args.quick)
+        epoch = 500 * step + 10 * mixture  # 50,000 training rows in batches of 100, 10,000 validation rows
+        print(f"\nthe paper's 2x8000 with 32 masks{' (quick: 2x16, 4 masks)' if args.quick else ''}:")
+        print(f"  training step {step:.3f} s (median of 5), mixture of 1000 rows {mixture:.1f} s,")
+        hours = 100 * epoch / 3600
+        print(
+            f"  an epoch {epoch / 60:.1f} min (500 steps, 10,000 validation rows), 100 epochs {hours:.1f} h"
+        )
         return
 
     print("\ntraining, batch 100, fused Adam for all (steps/s; best of alternating runs; ratios to the MLP):")

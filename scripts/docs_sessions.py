@@ -216,8 +216,12 @@ def main() -> int:
                     after = run(command, folder, args.quick)
                     outputs.append((command, after))
                     if comparable(before) != comparable(after):
-                        failures.append(f"{page.name} [{block.name}] $ {command}:\n  page: "
-                                        + "\n        ".join(before) + "\n  now:  " + "\n        ".join(after))
+                        failures.append(
+                            f"{page.name} [{block.name}] $ {command}:\n  page: "
+                            + "\n        ".join(before)
+                            + "\n  now:  "
+                            + "\n        ".join(after)
+                        )
                 block.commands = outputs
                 changed = True
             if changed and not args.check:

@@ -15,6 +15,15 @@ def test_benchmark_runs_quick() -> None:
     assert "ratio" in result.stdout and "speed-up" in result.stdout
 
 
+def test_benchmark_times_block_counts_and_the_paper_model_quick() -> None:
+    script = str(REPO / "scripts" / "benchmark.py")
+    for flag, expected in (("--block-counts", "1x2000 + direct"), ("--paper-model", "100 epochs")):
+        result = subprocess.run([sys.executable, script, "--quick", flag],
+                                capture_output=True, text=True, timeout=300, cwd="/")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert expected in result.stdout, flag
+
+
 def test_benchmark_compares_both_flows_with_zuko() -> None:
     script = str(REPO / "scripts" / "benchmark.py")
     result = subprocess.run([sys.executable, script, "--quick", "--flows-only"],
